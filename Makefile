@@ -1,0 +1,54 @@
+# Identity Mover — developer entry points. Every target installs what it needs.
+SHELL := /bin/bash
+PY := .venv/bin/python
+VENV_STAMP := .venv/.installed
+NODE_STAMP := node_modules/.installed
+
+.PHONY: help install test lint typecheck unit demo up bench clean
+
+help:
+	@echo "make demo   - start the local stack and run one complete move (the first thing to run)"
+	@echo "make test   - lint, type-check and run the whole test suite"
+	@echo "make up     - start Azurite + emulator + Functions host until Ctrl-C"
+	@echo "make bench  - benchmarks (kept apart from the tests; results in bench/results/)"
+
+install: $(VENV_STAMP) $(NODE_STAMP)
+
+$(VENV_STAMP): pyproject.toml requirements.txt
+	@test -x .venv/bin/python || python3.11 -m venv .venv || python3 -m venv .venv
+	@.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(NODE_STAMP): package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20) is needed for Azurite: install Node.js, then run make again" >&2; exit 1; }
+	@npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+typecheck: install
+	.venv/bin/mypy
+
+unit: install
+	.venv/bin/pytest -q
+
+test: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy
+	.venv/bin/pytest -q -p no:cacheprovider
+
+demo: install
+	.venv/bin/idmove demo
+
+up: install
+	.venv/bin/idmove up
+
+bench: install
+	.venv/bin/python -m bench
+
+clean:
+	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache

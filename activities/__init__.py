@@ -1,0 +1,1 @@
+"""The six phases of a move, one module each: snapshot, create, grant, rebind, verify, cleanup."""

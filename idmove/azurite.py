@@ -1,0 +1,129 @@
+"""Start and stop the repository's own Azurite (tables + queues) on loopback.
+
+Azurite is installed from the npm registry into ``node_modules`` by ``make install``. It is
+started in memory with ``--skipApiVersionCheck`` because the current azure-storage-queue sends a
+newer API version than Azurite 3.35 accepts.
+
+Example::
+
+    with Azurite.start() as azurite:
+        print(azurite.connection_string)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ACCOUNT = "devstoreaccount1"
+# Azurite's well-known development key (public, documented by Microsoft; not a secret).
+DEV_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+
+
+def connection_string(queue_port: int, table_port: int) -> str:
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={DEV_KEY};"
+        f"QueueEndpoint=http://127.0.0.1:{queue_port}/{ACCOUNT};"
+        f"TableEndpoint=http://127.0.0.1:{table_port}/{ACCOUNT};"
+    )
+
+
+def azurite_binary() -> Path:
+    path = REPO_ROOT / "node_modules" / ".bin" / "azurite"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"Azurite is not installed at {path}: run `make install` (needs Node.js 20 and npm)"
+        )
+    return path
+
+
+@dataclass
+class Azurite:
+    queue_port: int
+    table_port: int
+    process: subprocess.Popen[bytes] | None = None
+    workdir: str = field(default="")
+
+    @property
+    def connection_string(self) -> str:
+        return connection_string(self.queue_port, self.table_port)
+
+    @classmethod
+    def start(cls, queue_port: int | None = None, table_port: int | None = None) -> Azurite:
+        queue_port = queue_port or free_port()
+        table_port = table_port or free_port()
+        blob_port = free_port()
+        workdir = tempfile.mkdtemp(prefix="idmove-azurite-")  # debug log / cwd only
+        cmd = [
+            str(azurite_binary()),
+            "--silent",
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--disableProductStyleUrl",
+            "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
+            "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
+            "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
+        ]  # fmt: skip
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env=os.environ.copy(),
+            cwd=workdir,
+        )
+        azurite = cls(queue_port=queue_port, table_port=table_port, process=proc, workdir=workdir)
+        try:
+            wait_for_port(queue_port, proc=proc)
+            wait_for_port(table_port, proc=proc)
+        except Exception:
+            azurite.stop()
+            raise
+        return azurite
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        if self.workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Azurite:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
