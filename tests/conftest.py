@@ -1,4 +1,7 @@
-"""Shared fixtures: real Azurite on free loopback ports, started once per test session."""
+"""Shared fixtures: real Azurite on free loopback ports, started once per test session.
+
+Fixture families live in `tests/plugins/` (emulator, engine, host) so they can grow apart.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from idmove.azurite import Azurite
+
+pytest_plugins = ["tests.plugins.emulator", "tests.plugins.engine", "tests.plugins.host"]
 
 
 @pytest.fixture(scope="session")

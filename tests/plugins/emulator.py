@@ -1,0 +1,1 @@
+"""pytest fixtures for the emulator (owned by whoever builds it)."""

@@ -1,0 +1,1 @@
+"""pytest fixtures for the host (owned by whoever builds it)."""
