@@ -1,0 +1,200 @@
+"""Validated input of the engine (pydantic) and resource-id helpers.
+
+``MoveRequest.parse(body)`` turns a JSON body into a request or raises ``InvalidRequest`` (400)
+with ``target`` = the offending field (camelCase). Nothing is written before it succeeds.
+
+Example::
+
+    req = MoveRequest.parse({"sourceIdentityId": "/subscriptions/<guid>/resourceGroups/rg/providers/"
+                             "Microsoft.ManagedIdentity/userAssignedIdentities/app-id",
+                             "targetRegion": "northeurope"})
+    req.identity.name  # "app-id"
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from shared.errors import InvalidRequest
+from shared.regions import KNOWN_REGIONS, normalize_region
+from shared.statuses import Status
+
+__all__ = ["IdentityRef", "MoveRequest", "RegionDecommissionRequest", "Status", "parse_identity_id"]
+
+GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+RG_NAME = r"[-\w._()]{1,90}"
+IDENTITY_ID_RE = re.compile(
+    rf"^/subscriptions/(?P<sub>{GUID})/resourceGroups/(?P<rg>{RG_NAME})"
+    r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/(?P<name>[A-Za-z0-9][-\w]{2,127})$",
+    re.IGNORECASE,
+)
+RESOURCE_ID_RE = re.compile(
+    rf"^/subscriptions/{GUID}/resourceGroups/{RG_NAME}/providers/[^/]+/[^/]+/[^/]+(/[^/]+/[^/]+)*$", re.I
+)
+RG_NAME_RE = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
+IDENTITY_NAME_RE = re.compile(r"^[A-Za-z0-9][-\w]{2,127}$")
+MAX_RESOURCE_MAP = 500
+
+
+@dataclass(frozen=True)
+class IdentityRef:
+    """The parts of a user-assigned identity resource id."""
+
+    subscription_id: str
+    resource_group: str
+    name: str
+
+    @property
+    def id(self) -> str:
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{self.name}"
+        )
+
+
+def parse_identity_id(value: str) -> IdentityRef | None:
+    match = IDENTITY_ID_RE.match(value)
+    if match is None:
+        return None
+    return IdentityRef(match["sub"].lower(), match["rg"], match["name"])
+
+
+class MoveRequest(BaseModel):
+    """``POST /api/moves`` body (camelCase on the wire)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True, strict=True)
+
+    source_identity_id: str = Field(alias="sourceIdentityId", max_length=512)
+    target_region: str = Field(alias="targetRegion", max_length=64)
+    target_resource_group: str | None = Field(default=None, alias="targetResourceGroup", max_length=90)
+    target_name: str | None = Field(default=None, alias="targetName", max_length=128)
+    isolation_scope: Literal["Inherit", "None", "Regional"] = Field(default="Inherit", alias="isolationScope")
+    resource_map: dict[str, str] = Field(
+        default_factory=dict, alias="resourceMap", max_length=MAX_RESOURCE_MAP
+    )
+    dry_run: bool = Field(default=False, alias="dryRun")
+    auto_commit: bool = Field(default=False, alias="autoCommit")
+    allow_privileged_roles: bool = Field(default=False, alias="allowPrivilegedRoles")
+
+    @field_validator("source_identity_id")
+    @classmethod
+    def _identity_id(cls, value: str) -> str:
+        if parse_identity_id(value) is None:
+            raise ValueError(
+                "must be a user-assigned identity id: /subscriptions/{guid}/resourceGroups/{rg}/providers/"
+                "Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+            )
+        return value
+
+    @field_validator("target_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        region = normalize_region(value)
+        if not re.fullmatch(r"[a-z][a-z0-9]{2,40}", region):
+            raise ValueError("must be an Azure region name such as 'northeurope'")
+        if region not in KNOWN_REGIONS:
+            raise ValueError(f"unknown Azure region {value!r}")
+        return region
+
+    @field_validator("target_resource_group")
+    @classmethod
+    def _rg(cls, value: str | None) -> str | None:
+        if value is not None and not RG_NAME_RE.match(value):
+            raise ValueError(
+                "must be a resource group name (1-90 of letters, digits, -_.(), not ending in '.')"
+            )
+        return value
+
+    @field_validator("target_name")
+    @classmethod
+    def _name(cls, value: str | None) -> str | None:
+        if value is not None and not IDENTITY_NAME_RE.match(value):
+            raise ValueError("must be 3-128 letters, digits, '-' or '_', starting with a letter or digit")
+        return value
+
+    @field_validator("resource_map")
+    @classmethod
+    def _map(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, target in value.items():
+            for item in (key, target):
+                if len(item) > 1024 or not RESOURCE_ID_RE.match(item):
+                    raise ValueError(f"{item[:200]!r} is not a resource id")
+        return value
+
+    @property
+    def identity(self) -> IdentityRef:
+        ref = parse_identity_id(self.source_identity_id)
+        assert ref is not None  # validated
+        return ref
+
+    @classmethod
+    def parse(cls, body: Any) -> MoveRequest:
+        return _parse(cls, body)
+
+    def to_body(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)
+
+
+class RegionDecommissionRequest(BaseModel):
+    """``IdentityMover.RegionDecommissioning`` event data."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True, strict=True)
+
+    source_region: str = Field(alias="sourceRegion", max_length=64)
+    target_region: str = Field(alias="targetRegion", max_length=64)
+    subscription_ids: list[str] = Field(alias="subscriptionIds", min_length=1, max_length=100)
+    target_resource_group: str | None = Field(default=None, alias="targetResourceGroup", max_length=90)
+    auto_commit: bool = Field(default=False, alias="autoCommit")
+
+    @field_validator("source_region", "target_region")
+    @classmethod
+    def _region(cls, value: str) -> str:
+        region = normalize_region(value)
+        if region not in KNOWN_REGIONS:
+            raise ValueError(f"unknown Azure region {value!r}")
+        return region
+
+    @field_validator("subscription_ids")
+    @classmethod
+    def _subs(cls, value: list[str]) -> list[str]:
+        for sub in value:
+            if not re.fullmatch(GUID, sub):
+                raise ValueError(f"{sub!r} is not a subscription id")
+        return [sub.lower() for sub in value]
+
+    @model_validator(mode="after")
+    def _different(self) -> RegionDecommissionRequest:
+        if self.source_region == self.target_region:
+            raise ValueError("targetRegion must differ from sourceRegion")
+        return self
+
+    @classmethod
+    def parse(cls, body: Any) -> RegionDecommissionRequest:
+        return _parse(cls, body)
+
+
+FIELD_CODES = {"sourceIdentityId": "InvalidSourceIdentityId", "targetRegion": "InvalidTargetRegion"}
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _parse(model: type[M], body: Any) -> M:
+    if not isinstance(body, dict):
+        raise InvalidRequest("InvalidRequestContent", "the request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        target = ".".join(str(part) for part in first["loc"]) or None
+        field = str(first["loc"][0]) if first["loc"] else ""
+        if first["type"] == "extra_forbidden":
+            message = f"unknown field {target!r}"
+        else:
+            message = first["msg"].removeprefix("Value error, ")
+        code = FIELD_CODES.get(field, "InvalidRequestContent")
+        raise InvalidRequest(code, message, target) from None

@@ -1,0 +1,61 @@
+"""Settings from the environment (same names as the Function App's app settings).
+
+Contract names: ``AzureWebJobsStorage``, ``IDMOVE_ARM_ENDPOINT``, ``IDMOVE_GRAPH_ENDPOINT``,
+``IDMOVE_CREDENTIAL``, ``IDMOVE_EVENTGRID_ENDPOINT``, ``IDMOVE_EVENTGRID_KEY``,
+``IDMOVE_ALLOWED_SUBSCRIPTIONS``. Internal ones: ``IDMOVE_QUEUE_NAME`` (default ``idmove-work``),
+``IDMOVE_TABLE_PREFIX`` (default ``idmove``), ``IDMOVE_MAX_PARALLEL_ITEMS`` (default 8),
+``IDMOVE_BACKOFF_SCALE`` (multiplies every engine backoff; tests use small values),
+``IDMOVE_ARM_RETRY_TOTAL`` (azure-core retries per request, default 6).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage_connection_string: str = "UseDevelopmentStorage=true"
+    arm_endpoint: str = "https://management.azure.com"
+    graph_endpoint: str = "https://graph.microsoft.com/v1.0"
+    credential: str = "default"
+    eventgrid_endpoint: str | None = None
+    eventgrid_key: str | None = field(default=None, repr=False)
+    allowed_subscriptions: frozenset[str] = frozenset()
+    queue_name: str = "idmove-work"
+    table_prefix: str = "idmove"
+    max_parallel_items: int = 8
+    backoff_scale: float = 1.0
+    arm_retry_total: int = 6
+
+    @property
+    def poison_queue_name(self) -> str:
+        return f"{self.queue_name}-poison"
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def subscription_allowed(self, subscription_id: str) -> bool:
+        return not self.allowed_subscriptions or subscription_id.lower() in self.allowed_subscriptions
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        allowed = env.get("IDMOVE_ALLOWED_SUBSCRIPTIONS", "")
+        return cls(
+            storage_connection_string=env.get("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            arm_endpoint=env.get("IDMOVE_ARM_ENDPOINT", cls.arm_endpoint).rstrip("/"),
+            graph_endpoint=env.get("IDMOVE_GRAPH_ENDPOINT", cls.graph_endpoint).rstrip("/"),
+            credential=env.get("IDMOVE_CREDENTIAL", "default").strip().lower() or "default",
+            eventgrid_endpoint=env.get("IDMOVE_EVENTGRID_ENDPOINT") or None,
+            eventgrid_key=env.get("IDMOVE_EVENTGRID_KEY") or None,
+            allowed_subscriptions=frozenset(s.strip().lower() for s in allowed.split(",") if s.strip()),
+            queue_name=env.get("IDMOVE_QUEUE_NAME", cls.queue_name),
+            table_prefix=env.get("IDMOVE_TABLE_PREFIX", cls.table_prefix),
+            max_parallel_items=max(1, int(env.get("IDMOVE_MAX_PARALLEL_ITEMS", "8"))),
+            backoff_scale=float(env.get("IDMOVE_BACKOFF_SCALE", "1.0")),
+            arm_retry_total=int(env.get("IDMOVE_ARM_RETRY_TOTAL", "6")),
+        )
