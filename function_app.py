@@ -1,7 +1,87 @@
-"""Identity Mover Function App (Azure Functions Python v2 programming model)."""
+"""Identity Mover Function App (Azure Functions Python v2 programming model).
+
+Thin triggers over ``shared/``; nothing here holds a client at import time.
+
+==========================  ===========================================  ================================
+function                    trigger                                      calls
+==========================  ===========================================  ================================
+``http_api``                HTTP ``/api/{*route}`` (FastAPI, function    ``shared.http_api`` -> service
+                            keys in Azure)
+``move_worker``             queue ``idmove-work``                        ``service.handle_message``
+``move_poison``             queue ``idmove-work-poison``                 ``service.handle_poison``
+``outbox_publisher``        timer, every minute                          ``service.publish_outbox``
+``region_decommissioning``  Event Grid (``IdentityMover.RegionDe...``)   ``service.start_region_decommission``
+==========================  ===========================================  ================================
+
+Locally ``idmove host`` serves these same registered functions (``app.get_functions()``).
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+from typing import Any
+
 import azure.functions as func
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+from shared.http_api import create_app
+
+WORK_QUEUE = "idmove-work"
+POISON_QUEUE = f"{WORK_QUEUE}-poison"
+STORAGE_CONNECTION = "AzureWebJobsStorage"
+DECOMMISSION_EVENT = "IdentityMover.RegionDecommissioning"
+
+log = logging.getLogger("function_app")
+
+
+@functools.cache
+def service() -> Any:
+    """The engine facade, built once per worker process from the app settings, on first use."""
+    from shared.service import MoveService
+    from shared.settings import Settings
+
+    return MoveService.from_settings(Settings.from_env())
+
+
+app = func.AsgiFunctionApp(
+    app=create_app(service), http_auth_level=func.AuthLevel.FUNCTION, function_name="http_api"
+)
+
+
+@app.function_name("move_worker")
+@app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE_CONNECTION)
+def move_worker(msg: func.QueueMessage) -> None:
+    """One step of a move. Raising makes the host retry; after 5 dequeues it goes to the poison queue."""
+    service().handle_message(msg.get_body().decode("utf-8"), int(msg.dequeue_count or 1))
+
+
+@app.function_name("move_poison")
+@app.queue_trigger(arg_name="msg", queue_name=POISON_QUEUE, connection=STORAGE_CONNECTION)
+def move_poison(msg: func.QueueMessage) -> None:
+    """A step that failed five times: the engine marks its move Failed."""
+    service().handle_poison(msg.get_body().decode("utf-8"))
+
+
+@app.function_name("outbox_publisher")
+@app.timer_trigger(schedule="0 */1 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+def outbox_publisher(timer: func.TimerRequest) -> None:
+    """Publishes events the steps left in the outbox (a safety net; steps publish as they go)."""
+    sent = service().publish_outbox()
+    if sent:
+        log.info("published %d outbox events", sent)
+
+
+@app.function_name("region_decommissioning")
+@app.event_grid_trigger(arg_name="event")
+def region_decommissioning(event: func.EventGridEvent) -> None:
+    """``IdentityMover.RegionDecommissioning``: one move per identity in the region (idempotent by event id).
+
+    The host hands over an ``EventGridEvent`` (Event Grid schema) or a ``CloudEvent`` (CloudEvents
+    schema); both carry ``id`` and ``data``.
+    """
+    event_type = getattr(event, "event_type", None) or getattr(event, "type", None)
+    if event_type != DECOMMISSION_EVENT:
+        log.info("ignoring event %s of type %s", event.id, event_type)
+        return
+    result = service().start_region_decommission(event.id, event.get_json())
+    log.info("region decommissioning event %s: %s", event.id, result)

@@ -1,0 +1,468 @@
+"""``idmove host``: the Function App served locally, like ``func start`` would serve it.
+
+Everything is read from the app's own registered functions (``app.get_functions()``, the same
+metadata the Functions worker indexes): one source of truth for routes and triggers.
+
+=====================  =====================================================================
+trigger                served as
+=====================  =====================================================================
+``httpTrigger``        ``/{routePrefix}/{route}`` (routePrefix from host.json, ``api``), any
+                       method the binding allows; function keys only if ``IDMOVE_HOST_KEY``
+``queueTrigger``       ``idmove.queue_poller`` on the binding's queue and connection: dequeue
+                       counts, ``<queue>-poison`` after ``maxDequeueCount`` (host.json, 5)
+``timerTrigger``       the NCRONTAB schedule (``runOnStartup`` honoured)
+``eventGridTrigger``   ``POST /runtime/webhooks/eventgrid?functionName=<fn>``: the subscription
+                       validation handshake of both schemas, then one invocation per event
+=====================  =====================================================================
+
+Also, like the real host: ``GET /admin/host/status`` and ``POST /admin/functions/{name}``
+(``{"input": "..."}``) to run a non-HTTP function once.
+
+Example::
+
+    idmove host --port 7071          # AzureWebJobsStorage=UseDevelopmentStorage=true -> Azurite
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import os
+import re
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import uvicorn
+from azure.functions import meta
+from azure.functions.eventgrid import EventGridEventInConverter
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from idmove.azurite import connection_string as azurite_connection_string
+from idmove.ncrontab import Schedule
+
+log = logging.getLogger("idmove.host")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEV_STORAGE = "UseDevelopmentStorage=true"
+STORAGE_SETTING = "AzureWebJobsStorage"
+EVENTGRID_WEBHOOK = "/runtime/webhooks/eventgrid"
+VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def resolve_storage(value: str | None) -> str:
+    """``UseDevelopmentStorage=true`` (or nothing) -> Azurite on its default ports 10001/10002."""
+    if not value or value.strip().rstrip(";").lower() == DEV_STORAGE.lower():
+        return azurite_connection_string(10001, 10002)
+    return value
+
+
+def load_host_json(root: Path = REPO_ROOT) -> dict[str, Any]:
+    path = root / "host.json"
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
+
+
+# --- the app's functions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HostedFunction:
+    """One registered function: its name, its trigger binding (function.json shape) and its code."""
+
+    name: str
+    trigger: dict[str, Any]
+    user_function: Callable[..., Any]
+
+    @property
+    def trigger_type(self) -> str:
+        return str(self.trigger["type"])
+
+    @property
+    def auth_level(self) -> str:
+        return str(self.trigger.get("authLevel", "FUNCTION")).upper()
+
+    def describe(self, base_url: str, route_prefix: str) -> str:
+        kind = self.trigger_type
+        if kind == "httpTrigger":
+            methods = ",".join(self.trigger.get("methods") or ["*"])
+            return f"[{methods}] {base_url}{_join(route_prefix, self.trigger.get('route') or self.name)}"
+        if kind == "queueTrigger":
+            return f"queueTrigger {self.trigger['queueName']}"
+        if kind == "timerTrigger":
+            return f"timerTrigger {self.trigger['schedule']}"
+        if kind == "eventGridTrigger":
+            return f"eventGridTrigger {base_url}{EVENTGRID_WEBHOOK}?functionName={self.name}"
+        return kind
+
+
+def load_functions(app: Any) -> list[HostedFunction]:
+    """The app's functions, from ``app.get_functions()`` (callable once per app object)."""
+    hosted = []
+    for function in app.get_functions():
+        bindings = [json.loads(raw) if isinstance(raw, str) else raw for raw in function.get_raw_bindings()]
+        triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
+        if len(triggers) != 1:
+            raise ValueError(f"function {function.get_function_name()} has {len(triggers)} triggers")
+        hosted.append(HostedFunction(function.get_function_name(), triggers[0], function.get_user_function()))
+    return hosted
+
+
+def load_function_app(module: str = "function_app") -> Any:
+    import importlib
+
+    return importlib.import_module(module).app
+
+
+def _join(prefix: str, route: str) -> str:
+    parts = [p.strip("/") for p in (prefix, route) if p and p.strip("/")]
+    return "/" + "/".join(parts)
+
+
+def _route_regex(template: str) -> re.Pattern[str]:
+    """``/api/moves/{id}`` and ``/api/{*route}`` -> a regex with named groups."""
+    out, pos = "", 0
+    for match in re.finditer(r"\{(\*?)([A-Za-z_]\w*)(?::[^}?]+)?(\?)?\}", template):
+        out += re.escape(template[pos : match.start()])
+        catch_all, name = match[1], match[2]
+        out += f"(?P<{name}>.*)" if catch_all else f"(?P<{name}>[^/]+)"
+        if match[3]:
+            out += "?"
+        pos = match.end()
+    out += re.escape(template[pos:])
+    return re.compile(f"^{out}/?$", re.IGNORECASE)
+
+
+# --- invoking -----------------------------------------------------------------------------------
+
+
+@dataclass
+class InvocationContext:
+    """What ``func.Context`` offers a function."""
+
+    function_name: str
+    invocation_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_directory: str = str(REPO_ROOT)
+    trace_context: Any = None
+    retry_context: Any = None
+    thread_local_storage: Any = field(default_factory=threading.local)
+
+
+async def invoke(function: HostedFunction, value: Any) -> Any:
+    """Call the function with its trigger value (and ``context`` if it asks for one)."""
+    params = inspect.signature(function.user_function).parameters
+    kwargs: dict[str, Any] = {function.trigger["name"]: value}
+    if "context" in params:
+        kwargs["context"] = InvocationContext(function.name)
+    if inspect.iscoroutinefunction(function.user_function):
+        return await function.user_function(**kwargs)
+    return await asyncio.to_thread(function.user_function, **kwargs)
+
+
+def invoke_sync(function: HostedFunction, value: Any) -> Any:
+    """For threads (queue pollers, timers): run one invocation to the end."""
+    if inspect.iscoroutinefunction(function.user_function):
+        return asyncio.run(invoke(function, value))
+    kwargs: dict[str, Any] = {function.trigger["name"]: value}
+    if "context" in inspect.signature(function.user_function).parameters:
+        kwargs["context"] = InvocationContext(function.name)
+    return function.user_function(**kwargs)
+
+
+def event_value(event: dict[str, Any]) -> Any:
+    """An event as the worker hands it over: ``EventGridEvent`` or ``CloudEvent`` (the SDK's converter)."""
+    return EventGridEventInConverter.decode(meta.Datum(json.dumps(event), "json"), trigger_metadata={})
+
+
+# --- the host -----------------------------------------------------------------------------------
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message, "target": None}}, status_code=status)
+
+
+class LocalHost:
+    """Serves a function app's HTTP and Event Grid triggers and runs its queue and timer triggers."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        storage: str | None = None,
+        host_key: str | None = None,
+        host_json: dict[str, Any] | None = None,
+    ) -> None:
+        self.functions = load_functions(app)
+        self.function_app = app
+        self.host_json = load_host_json() if host_json is None else host_json
+        http = self.host_json.get("extensions", {}).get("http", {})
+        self.route_prefix = str(http.get("routePrefix", "api"))
+        self.queue_settings = dict(self.host_json.get("extensions", {}).get("queues", {}))
+        self.storage = resolve_storage(storage if storage is not None else os.environ.get(STORAGE_SETTING))
+        self.host_key = host_key if host_key is not None else (os.environ.get("IDMOVE_HOST_KEY") or None)
+        self._routes = [
+            (_route_regex(_join(self.route_prefix, f.trigger.get("route") or f.name)), f)
+            for f in self.functions
+            if f.trigger_type == "httpTrigger"
+        ]
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._pollers: list[Any] = []
+        self.asgi = Starlette(
+            routes=[
+                Route(EVENTGRID_WEBHOOK, self._eventgrid, methods=["POST", "OPTIONS"]),
+                Route("/admin/host/status", self._status, methods=["GET"]),
+                Route("/admin/functions/{name}", self._admin_invoke, methods=["POST"]),
+                Route(
+                    "/{path:path}",
+                    self._http,
+                    methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+                ),
+            ],
+            lifespan=self._lifespan,
+        )
+
+    def by_name(self, name: str) -> HostedFunction | None:
+        return next((f for f in self.functions if f.name.lower() == name.lower()), None)
+
+    def connection_string(self, function: HostedFunction) -> str:
+        setting = str(function.trigger.get("connection") or STORAGE_SETTING)
+        if setting == STORAGE_SETTING:
+            return self.storage
+        return resolve_storage(os.environ.get(setting))
+
+    # -- keys
+
+    def _authorized(self, request: Request, level: str = "FUNCTION") -> bool:
+        if level == "ANONYMOUS" or not self.host_key:
+            return True
+        given = request.query_params.get("code") or request.headers.get("x-functions-key")
+        return given == self.host_key
+
+    # -- HTTP triggers
+
+    async def _http(self, request: Request) -> Response:
+        path = request.url.path
+        for regex, function in self._routes:
+            match = regex.match(path)
+            if match is None:
+                continue
+            methods = [m.upper() for m in function.trigger.get("methods") or []]
+            if methods and request.method not in methods:
+                continue
+            if not self._authorized(request, function.auth_level):
+                return _error(
+                    401, "Unauthorized", "this host needs a function key: ?code=<key> or x-functions-key"
+                )
+            body = await request.body()
+            req = func.HttpRequest(
+                method=request.method,
+                url=str(request.url),
+                headers=dict(request.headers),
+                params=dict(request.query_params),
+                route_params={k: v or "" for k, v in match.groupdict().items()},
+                body=body,
+            )
+            result = await invoke(function, req)
+            return self._to_response(result)
+        return _error(404, "NotFound", f"no function serves {request.method} {path}")
+
+    @staticmethod
+    def _to_response(result: Any) -> Response:
+        if result is None:
+            return Response(status_code=204)
+        if isinstance(result, str | bytes):
+            return Response(result, status_code=200)
+        headers = {k: v for k, v in result.headers.items() if k.lower() != "content-length"}
+        if result.mimetype and "content-type" not in {k.lower() for k in headers}:
+            headers["content-type"] = result.mimetype
+        return Response(result.get_body(), status_code=result.status_code, headers=headers)
+
+    # -- Event Grid
+
+    async def _eventgrid(self, request: Request) -> Response:
+        if request.method == "OPTIONS":  # CloudEvents abuse-protection handshake
+            origin = request.headers.get("webhook-request-origin")
+            if not origin:
+                return _error(400, "BadRequest", "OPTIONS needs a WebHook-Request-Origin header")
+            return Response(
+                status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}
+            )
+        if not self._authorized(request):
+            return _error(401, "Unauthorized", "the Event Grid webhook needs the host key: ?code=<key>")
+        name = request.query_params.get("functionName")
+        if not name:
+            return _error(400, "BadRequest", "functionName is required")
+        function = self.by_name(name)
+        if function is None or function.trigger_type != "eventGridTrigger":
+            return _error(404, "NotFound", f"no Event Grid function {name!r}")
+        try:
+            payload = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "BadRequest", "the body is not JSON")
+        events = payload if isinstance(payload, list) else [payload]
+        if not all(isinstance(e, dict) for e in events):
+            return _error(400, "BadRequest", "expected an event or an array of events")
+        kind = request.headers.get("aeg-event-type", "Notification")
+        first = events[0] if events else {}
+        if kind == "SubscriptionValidation" or first.get("eventType") == VALIDATION_EVENT:
+            code = (first.get("data") or {}).get("validationCode")
+            if not code:
+                return _error(400, "BadRequest", "a SubscriptionValidationEvent needs data.validationCode")
+            return JSONResponse({"validationResponse": code})
+        if kind == "SubscriptionDeletion":
+            return Response(status_code=202)
+        for event in events:
+            try:
+                await invoke(function, event_value(event))
+            except Exception:
+                log.exception("function %s failed on event %s", function.name, event.get("id"))
+                return _error(500, "FunctionFailed", f"{function.name} failed; Event Grid will deliver again")
+        return Response(status_code=202)
+
+    # -- admin
+
+    async def _status(self, request: Request) -> Response:
+        return JSONResponse({"state": "Running", "functions": [f.name for f in self.functions]})
+
+    async def _admin_invoke(self, request: Request) -> Response:
+        if not self._authorized(request, "ADMIN"):
+            return _error(401, "Unauthorized", "needs the host key")
+        function = self.by_name(request.path_params["name"])
+        if function is None or function.trigger_type == "httpTrigger":
+            return _error(404, "NotFound", "no such non-HTTP function")
+        raw = await request.body()
+        text = str((json.loads(raw) if raw else {}).get("input") or "")
+        value: Any
+        if function.trigger_type == "timerTrigger":
+            value = TimerRequest(past_due=False)
+        elif function.trigger_type == "queueTrigger":
+            value = QueueMessage(id=str(uuid.uuid4()), body=text.encode(), dequeue_count=1)  # type: ignore[no-untyped-call]
+        elif function.trigger_type == "eventGridTrigger":
+            value = event_value(json.loads(text))
+        else:
+            return _error(400, "BadRequest", f"cannot invoke a {function.trigger_type}")
+        await invoke(function, value)
+        return Response(status_code=202)
+
+    # -- background triggers
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _app: Starlette) -> Any:
+        self.start_background()
+        try:
+            yield
+        finally:
+            self.stop_background()
+            await self._shutdown_asgi_function_app()
+
+    async def _shutdown_asgi_function_app(self) -> None:
+        """AsgiFunctionApp starts its ASGI app's lifespan on first request: end it in this loop."""
+        app = self.function_app
+        if getattr(app, "startup_task_done", False) and hasattr(app, "middleware"):
+            with contextlib.suppress(Exception):
+                await app.middleware.notify_shutdown()
+            app.startup_task_done = False
+
+    def start_background(self) -> None:
+        self._stop.clear()
+        for function in self.functions:
+            if function.trigger_type == "queueTrigger":
+                self._start_queue(function)
+            elif function.trigger_type == "timerTrigger":
+                self._start_thread(f"timer-{function.name}", self._run_timer, function)
+
+    def stop_background(self) -> None:
+        self._stop.set()
+        for poller in self._pollers:
+            poller.stop()
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self._threads.clear()
+        self._pollers.clear()
+
+    def _start_thread(self, name: str, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _start_queue(self, function: HostedFunction) -> None:
+        from idmove.queue_poller import start_poller
+
+        def handler(message: func.QueueMessage) -> None:
+            invoke_sync(function, message)
+
+        poller = start_poller(
+            self.connection_string(function),
+            str(function.trigger["queueName"]),
+            handler,
+            settings=self.queue_settings,
+            name=function.name,
+        )
+        self._pollers.append(poller)
+
+    def _run_timer(self, function: HostedFunction) -> None:
+        schedule = Schedule.parse(str(function.trigger["schedule"]))
+        if function.trigger.get("runOnStartup"):
+            self._fire(function)
+        due = schedule.next_after(datetime.now(UTC))
+        while not self._stop.is_set():
+            wait = (due - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                self._stop.wait(min(wait, 1.0))
+                continue
+            self._fire(function)
+            due = schedule.next_after(datetime.now(UTC))
+
+    @staticmethod
+    def _fire(function: HostedFunction) -> None:
+        try:
+            invoke_sync(function, TimerRequest(past_due=False))
+        except Exception:
+            log.exception("timer function %s failed", function.name)
+
+    # -- running
+
+    def banner(self, base_url: str) -> Iterator[str]:
+        yield "Functions:"
+        for function in self.functions:
+            yield f"    {function.name}: {function.describe(base_url, self.route_prefix)}"
+
+    def server(self, port: int, host: str = "127.0.0.1") -> uvicorn.Server:
+        config = uvicorn.Config(
+            self.asgi, host=host, port=port, log_level="warning", lifespan="on", access_log=False
+        )
+        return uvicorn.Server(config)
+
+
+def run(port: int = 7071, *, app_module: str = "function_app", quiet: bool = False) -> int:
+    """``idmove host``: serve until Ctrl-C (or SIGTERM)."""
+    storage = resolve_storage(os.environ.get(STORAGE_SETTING))
+    os.environ[STORAGE_SETTING] = storage  # the engine reads its settings from the environment
+    host = LocalHost(load_function_app(app_module), storage=storage)
+    if not quiet:
+        print(f"Identity Mover host on http://127.0.0.1:{port}", flush=True)
+        for line in host.banner(f"http://127.0.0.1:{port}"):
+            print(line, flush=True)
+        if host.host_key:
+            print("Function keys required (IDMOVE_HOST_KEY).", flush=True)
+    host.server(port).run()
+    return 0

@@ -1,0 +1,319 @@
+"""The HTTP API of the contract, as one FastAPI app over the ``MoveService`` facade.
+
+Served in Azure through ``func.AsgiFunctionApp`` (``function_app.py``) and locally by ``idmove
+host`` through the very same function, so there is one source of truth for routes and errors.
+
+What this layer owns (the engine owns everything else):
+
+- reading the body: size limit (413 ``RequestTooLarge``), content type (415), JSON (400
+  ``InvalidJson``), a JSON object (400 ``InvalidRequestContent``) - before the engine sees it;
+- query parameters (``status``, ``sourceRegion``, ``top``, ``$skipToken``): 400
+  ``InvalidQueryParameter`` with ``target`` = the parameter;
+- status codes and headers: 202 + ``Location`` + ``Retry-After`` for accepted commands and for a
+  move still Pending/Running, 200 at rest, ``nextLink`` as a full URL;
+- every error in ARM's shape ``{"error": {"code", "message", "target"}}``, FastAPI's own 422s and
+  404/405s included; an unexpected exception is a 500 ``InternalServerError`` without details.
+
+Example::
+
+    app = create_app(lambda: MoveService.from_settings(Settings.from_env()))
+    # uvicorn.run(app) or func.AsgiFunctionApp(app=app)
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+from urllib.parse import urlencode
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from shared.errors import ApiError
+from shared.models import MoveRequest
+from shared.statuses import Status
+
+__all__ = ["MAX_BODY_BYTES", "RETRY_AFTER_SECONDS", "MoveServiceApi", "create_app"]
+
+log = logging.getLogger(__name__)
+
+API_PREFIX = "/api"
+MAX_BODY_BYTES = 64 * 1024
+RETRY_AFTER_SECONDS = 2
+TOP_DEFAULT = 50
+TOP_MAX = 200
+MOVE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+COMMANDS = ("commit", "cancel", "retry", "discard")
+BUSY = frozenset({Status.PENDING.value, Status.RUNNING.value})
+
+
+class MoveServiceApi(Protocol):
+    """The part of ``shared.service.MoveService`` the HTTP API calls."""
+
+    def start(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def get(self, move_id: str) -> dict[str, Any]: ...
+    def list(
+        self,
+        status: str | None = None,
+        source_region: str | None = None,
+        top: int = 50,
+        skip_token: str | None = None,
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]: ...
+    def commit(self, move_id: str) -> dict[str, Any]: ...
+    def cancel(self, move_id: str) -> dict[str, Any]: ...
+    def retry(self, move_id: str) -> dict[str, Any]: ...
+    def discard(self, move_id: str) -> dict[str, Any]: ...
+
+
+def error_response(
+    status: int, code: str, message: str, target: str | None = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "target": target}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _base_url(request: Request) -> str:
+    """Scheme and host the caller used (behind the Functions front end: the public host name)."""
+    proto = request.headers.get("x-forwarded-proto") or request.url.scheme
+    host = request.headers.get("x-forwarded-host") or request.headers.get("host") or request.url.netloc
+    return f"{proto}://{host}"
+
+
+def move_url(request: Request, move_id: str) -> str:
+    return f"{_base_url(request)}{API_PREFIX}/moves/{move_id}"
+
+
+def links(request: Request, move_id: str) -> dict[str, str]:
+    status_url = move_url(request, move_id)
+    return {"status": status_url, **{command: f"{status_url}/{command}" for command in COMMANDS}}
+
+
+def _accepted(request: Request, result: dict[str, Any]) -> JSONResponse:
+    move_id = str(result["id"])
+    body = {"id": move_id, "status": result.get("status"), "links": links(request, move_id)}
+    headers = {"Location": move_url(request, move_id), "Retry-After": str(RETRY_AFTER_SECONDS)}
+    return JSONResponse(body, status_code=202, headers=headers)
+
+
+def _check_move_id(move_id: str) -> None:
+    if not MOVE_ID_RE.match(move_id):
+        raise ApiError(404, "MoveNotFound", f"no move with id {move_id[:140]!r}", "id")
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or an ``ApiError`` (413/415/400) before anything else."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "RequestTooLarge", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if content_type and content_type != "application/json" and not content_type.endswith("+json"):
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"send the body as application/json, not {content_type!r}",
+            "Content-Type",
+        )
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > MAX_BODY_BYTES:
+            raise ApiError(413, "RequestTooLarge", f"the request body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "InvalidJson", f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "InvalidRequestContent", "the request body must be a JSON object")
+    return body
+
+
+def _query_int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not re.fullmatch(r"\d{1,6}", raw) or not low <= int(raw) <= high:
+        raise ApiError(400, "InvalidQueryParameter", f"{name} must be an integer from {low} to {high}", name)
+    return int(raw)
+
+
+def _query_status(request: Request) -> str | None:
+    raw = request.query_params.get("status")
+    if raw is None or raw == "":
+        return None
+    for status in Status:
+        if status.value.lower() == raw.lower():
+            return status.value
+    allowed = ", ".join(status.value for status in Status)
+    raise ApiError(400, "InvalidQueryParameter", f"status must be one of {allowed}", "status")
+
+
+def _query_region(request: Request) -> str | None:
+    raw = request.query_params.get("sourceRegion")
+    if raw is None or raw == "":
+        return None
+    region = raw.replace(" ", "").lower()
+    if not re.fullmatch(r"[a-z][a-z0-9]{2,40}", region):
+        raise ApiError(
+            400, "InvalidQueryParameter", "sourceRegion must be an Azure region name", "sourceRegion"
+        )
+    return region
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        headers = {"Location": exc.location} if exc.location else None
+        if exc.location and exc.location.startswith("/"):
+            headers = {"Location": f"{_base_url(request)}{exc.location}"}
+        return error_response(exc.status, exc.code, exc.message, exc.target, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        loc = [str(part) for part in first.get("loc", ())]
+        where = loc[0] if loc else "body"
+        target = ".".join(loc[1:]) or None
+        code = "InvalidQueryParameter" if where == "query" else "InvalidRequestContent"
+        return error_response(400, code, str(first.get("msg", "invalid request")), target)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestTooLarge"}
+        code = codes.get(exc.status_code, "BadRequest" if exc.status_code < 500 else "InternalServerError")
+        message = str(exc.detail) if exc.status_code != 404 else f"no route {request.url.path}"
+        return error_response(exc.status_code, code, message, None, dict(exc.headers or {}) or None)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(
+            500, "InternalServerError", "the server failed to handle the request; retry later"
+        )
+
+
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "target": {"type": "string", "nullable": True},
+            },
+            "required": ["code", "message"],
+        }
+    },
+}
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    described = {
+        200: "The move (at rest).",
+        202: "Accepted: follow `Location`, honour `Retry-After`.",
+        400: "Bad input; nothing was written.",
+        404: "No such move.",
+        409: "The move's status does not allow this, or the identity already has a move in flight.",
+        413: "The body is larger than 64 KiB.",
+        415: "The body is not JSON.",
+    }
+    out: dict[int | str, dict[str, Any]] = {}
+    for code in codes:
+        entry: dict[str, Any] = {"description": described[code]}
+        if code >= 400:
+            entry["content"] = {"application/json": {"schema": _ERROR_SCHEMA}}
+        out[code] = entry
+    return out
+
+
+def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
+    """The API over a service built lazily (``service_factory`` is called per request; cache it)."""
+    app = FastAPI(
+        title="Identity Mover",
+        version="1.0.0",
+        description="Move a user-assigned managed identity to another region as a durable chain of phases.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    _install_error_handlers(app)
+    request_schema = MoveRequest.model_json_schema(by_alias=True)
+
+    @app.post(
+        f"{API_PREFIX}/moves",
+        status_code=202,
+        summary="Start a move (or a dry run with dryRun: true)",
+        responses=_responses(202, 400, 409, 413, 415),
+        openapi_extra={
+            "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}}
+        },
+    )
+    async def start_move(request: Request) -> JSONResponse:
+        body = await read_json_object(request)
+        result = await run_in_threadpool(lambda: service_factory().start(body))
+        return _accepted(request, result)
+
+    @app.get(
+        f"{API_PREFIX}/moves",
+        summary="List moves, newest first; follow nextLink for more",
+        responses=_responses(200, 400),
+    )
+    async def list_moves(request: Request) -> JSONResponse:
+        status = _query_status(request)
+        region = _query_region(request)
+        top = _query_int(request, "top", TOP_DEFAULT, 1, TOP_MAX)
+        token = request.query_params.get("$skipToken") or None
+        if token is not None and len(token) > 1024:
+            raise ApiError(
+                400, "InvalidQueryParameter", "$skipToken is not one this API issued", "$skipToken"
+            )
+        items, next_token = await run_in_threadpool(
+            lambda: service_factory().list(status=status, source_region=region, top=top, skip_token=token)
+        )
+        body: dict[str, Any] = {"value": items}
+        if next_token:
+            query = {"status": status, "sourceRegion": region, "top": str(top), "$skipToken": next_token}
+            kept = {key: value for key, value in query.items() if value}
+            body["nextLink"] = f"{_base_url(request)}{API_PREFIX}/moves?{urlencode(kept, safe='$')}"
+        return JSONResponse(body)
+
+    @app.get(
+        f"{API_PREFIX}/moves/{{move_id}}",
+        summary="A move's status: 202 while Pending/Running, 200 at rest",
+        responses=_responses(200, 202, 404),
+    )
+    async def get_move(move_id: str, request: Request) -> JSONResponse:
+        _check_move_id(move_id)
+        move = await run_in_threadpool(lambda: service_factory().get(move_id))
+        if move.get("status") in BUSY:
+            return JSONResponse(move, status_code=202, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
+        return JSONResponse(move)
+
+    def add_command(command: str, summary: str) -> None:
+        async def run_command(move_id: str, request: Request) -> JSONResponse:
+            _check_move_id(move_id)
+            result = await run_in_threadpool(lambda: getattr(service_factory(), command)(move_id))
+            return _accepted(request, {"id": move_id, **result})
+
+        app.add_api_route(
+            f"{API_PREFIX}/moves/{{move_id}}/{command}",
+            run_command,
+            methods=["POST"],
+            status_code=202,
+            summary=summary,
+            name=f"{command}_move",
+            responses=_responses(202, 404, 409),
+        )
+
+    add_command("commit", "Commit a move that is AwaitingCommit: clean up the source")
+    add_command("cancel", "Cancel a move in flight (stops at the next step boundary)")
+    add_command("retry", "Retry a Failed or Canceled move from the phase it stopped in")
+    add_command("discard", "Discard a move: remove what it created, keep the source")
+    return app
