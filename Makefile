@@ -3,6 +3,10 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 VENV_STAMP := .venv/.installed
 NODE_STAMP := node_modules/.installed
+# IaC checkers in their own venv: checkov pins many packages that would clash with the app's.
+TOOLS_STAMP := .venv-tools/.installed
+CHECKOV_VERSION := 3.3.30
+PYCEP_PARSER_VERSION := 0.5.1
 
 .PHONY: help install test lint typecheck unit demo up bench clean
 
@@ -12,12 +16,18 @@ help:
 	@echo "make up     - start Azurite + emulator + Functions host until Ctrl-C"
 	@echo "make bench  - benchmarks (kept apart from the tests; results in bench/results/)"
 
-install: $(VENV_STAMP) $(NODE_STAMP)
+install: $(VENV_STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
 
 $(VENV_STAMP): pyproject.toml requirements.txt
 	@test -x .venv/bin/python || python3.11 -m venv .venv || python3 -m venv .venv
 	@.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	@.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+$(TOOLS_STAMP): Makefile
+	@test -x .venv-tools/bin/python || python3.11 -m venv .venv-tools || python3 -m venv .venv-tools
+	@.venv-tools/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	@.venv-tools/bin/python -m pip install --quiet --disable-pip-version-check 'checkov==$(CHECKOV_VERSION)' 'pycep-parser==$(PYCEP_PARSER_VERSION)'
 	@touch $@
 
 $(NODE_STAMP): package.json package-lock.json
