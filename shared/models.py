@@ -196,5 +196,9 @@ def _parse(model: type[M], body: Any) -> M:
             message = f"unknown field {target!r}"
         else:
             message = first["msg"].removeprefix("Value error, ")
-        code = FIELD_CODES.get(field, "InvalidRequestContent")
+        code = (
+            "InvalidRequestContent"
+            if first["type"] == "missing"
+            else FIELD_CODES.get(field, "InvalidRequestContent")
+        )
         raise InvalidRequest(code, message, target) from None

@@ -1,18 +1,46 @@
-"""``MoveService``: the engine's facade (see DESIGN.md "Engine facade").
+"""``MoveService``: the engine's facade (DESIGN.md "Engine facade"), used by function_app, the host, tests.
 
-Work in progress: signatures are stable, bodies land next.
+Example::
+
+    service = MoveService.from_settings(Settings.from_env())
+    accepted = service.start({"sourceIdentityId": "...", "targetRegion": "northeurope"})
+    service.get(accepted["id"])["status"]     # "Pending" until a worker runs handle_message
+
+Clock and ids are injected (``clock=``, ``new_id=``) so tests can skip time; ``crashpoint`` is a
+hook called between writes (set it to a function that raises to simulate a crash there).
+Commands and the statuses that allow them: ``shared/statuses.py``.
 """
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import json
+import logging
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
+from shared import outbox
+from shared.azure_clients import AzureClients
+from shared.context import no_crash
+from shared.engine import Engine
+from shared.errors import ApiError, InvalidRequest, MoveConflict, MoveNotFound, PermanentError
+from shared.models import MoveRequest, RegionDecommissionRequest
+from shared.outbox import new_event
+from shared.phases import DISCARD, ORDER
 from shared.settings import Settings
+from shared.statuses import IN_FLIGHT, Status, allows
+from shared.store import Conflict, Event, MoveRecord, StateStore, StoreStats
+from shared.work_queue import WorkMessage, WorkQueue
 
 Clock = Callable[[], datetime]
+log = logging.getLogger(__name__)
+DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
+LOCK_ORPHAN_SECONDS = 120  # a lock naming a move that was never written is free after this
 
 
 def utc_now() -> datetime:
@@ -25,21 +53,139 @@ def new_uuid() -> str:
 
 class MoveService:
     def __init__(
-        self, settings: Settings, *, clock: Clock = utc_now, new_id: Callable[[], str] = new_uuid
+        self,
+        settings: Settings,
+        *,
+        clock: Clock = utc_now,
+        new_id: Callable[[], str] = new_uuid,
+        clients: AzureClients | None = None,
+        stats: StoreStats | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
         self.new_id = new_id
+        self.crashpoint: Callable[[str], None] = no_crash
+        self.store = StateStore(settings.storage_connection_string, settings.table_prefix, stats)
+        self.stats = self.store.stats
+        self.queue = WorkQueue(settings.storage_connection_string, settings.queue_name, self.stats)
+        self._clients = clients
+        self.engine = Engine(settings, self.store, self.queue, self.clients, clock, self._crash)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MoveService:
         return cls(settings, **kwargs)
 
+    def clients(self) -> AzureClients:
+        if self._clients is None:
+            self._clients = AzureClients(self.settings)
+        return self._clients
+
+    def _crash(self, name: str) -> None:
+        self.crashpoint(name)
+
+    def _now(self) -> str:
+        return self.clock().isoformat()
+
+    # ---- start -----------------------------------------------------------------------------
     def start(self, body: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """Validate, claim the identity's lock, write the move (Pending + Started event), enqueue."""
+        request = MoveRequest.parse(body)  # 400 before anything is written
+        sub = request.identity.subscription_id
+        if not self.settings.subscription_allowed(sub):
+            raise InvalidRequest(
+                "SubscriptionNotAllowed", f"subscription {sub} is not in the allow-list", "sourceIdentityId"
+            )
+        for resource_id in [*request.resource_map, *request.resource_map.values()]:
+            if not self.settings.subscription_allowed(resource_id.split("/")[2]):
+                raise InvalidRequest(
+                    "SubscriptionNotAllowed", f"{resource_id} is outside the allow-list", "resourceMap"
+                )
+        return self._start(request, self.new_id())
+
+    def _start(self, request: MoveRequest, move_id: str) -> dict[str, Any]:
+        self.store.ensure_tables()
+        self._claim_lock(request.source_identity_id, move_id)
+        now = self._now()
+        ref = request.identity
+        record = MoveRecord(
+            id=move_id,
+            status=Status.PENDING,
+            phase=ORDER[0],
+            request=request.to_body(),
+            created_at=now,
+            updated_at=now,
+            phases=[
+                {"name": n, "status": "NotStarted", "startedAt": None, "completedAt": None} for n in ORDER
+            ],
+            source={
+                "id": ref.id,
+                "name": ref.name,
+                "resourceGroup": ref.resource_group,
+                "subscriptionId": ref.subscription_id,
+            },
+        )
+        record.phase_entry(ORDER[0]).update(status="Running", startedAt=now)
+        self.store.create_move(record, [new_event(record, "Started", now)])
+        self.crashpoint("start:after-record")
+        self.queue.send(WorkMessage(move_id, ORDER[0]))
+        self._publish_quietly()
+        return {"id": move_id, "status": record.status.value, "links": self.links(move_id)}
+
+    def _claim_lock(self, source_id: str, move_id: str) -> None:
+        for _ in range(3):
+            try:
+                self.store.create_lock(source_id, move_id, self._now())
+                return
+            except Conflict:
+                pass
+            lock = self.store.get_lock(source_id)
+            if lock is None:
+                continue
+            holder = self.store.get_move(lock["MoveId"])
+            if holder is not None and holder.status in IN_FLIGHT and holder.id != move_id:
+                raise MoveConflict(
+                    "MoveInProgress",
+                    f"identity already has move {holder.id} ({holder.status.value})",
+                    "sourceIdentityId",
+                    location=self.links(holder.id)["self"],
+                )
+            if holder is None and holder_is_young(lock, self.clock()):
+                raise MoveConflict(
+                    "MoveInProgress", "another move of this identity is starting", "sourceIdentityId"
+                )
+            try:
+                self.store.take_lock(lock, move_id, self._now())
+                return
+            except Conflict:
+                continue
+        raise MoveConflict("MoveInProgress", "could not claim the identity's lock", "sourceIdentityId")
+
+    @staticmethod
+    def links(move_id: str) -> dict[str, str]:
+        return {"self": f"/api/moves/{move_id}"}
+
+    # ---- read ------------------------------------------------------------------------------
+    def _load(self, move_id: str) -> MoveRecord:
+        self.store.ensure_tables()
+        record = self.store.get_move(move_id)
+        if record is None:
+            raise MoveNotFound(move_id)
+        return record
 
     def get(self, move_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        record = self._load(move_id)
+        counts: dict[str, dict[str, int]] = {}
+        for entity in self.store.moves.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": move_id, "lo": "item|", "hi": "item}"},
+            select=["Phase", "Status"],
+        ):
+            c = counts.setdefault(entity["Phase"], {"total": 0, "done": 0, "failed": 0})
+            c["total"] += 1
+            c["done"] += entity["Status"] == "Done"
+            c["failed"] += entity["Status"] == "Failed"
+        self.stats.add("table.query")
+        return view(record, counts)
 
     def list(
         self,
@@ -48,28 +194,244 @@ class MoveService:
         top: int = 50,
         skip_token: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        raise NotImplementedError
+        if status is not None and status not in {s.value for s in Status}:
+            raise InvalidRequest("InvalidStatus", f"unknown status {status!r}", "status")
+        if not 1 <= top <= 1000:
+            raise InvalidRequest("InvalidTop", "top must be 1..1000", "top")
+        self.store.ensure_tables()
+        records, token = self.store.list_moves(status, source_region, top, skip_token)
+        return [view(r, None) for r in records], token
+
+    # ---- commands --------------------------------------------------------------------------
+    def _command(self, move_id: str, command: str) -> MoveRecord:
+        record = self._load(move_id)
+        if not allows(command, record.status):
+            raise MoveConflict(
+                "InvalidMoveState",
+                f"cannot {command} a move that is {record.status.value}",
+                "status",
+                self.links(move_id)["self"],
+            )
+        return record
+
+    def _accepted(self, record: MoveRecord) -> dict[str, Any]:
+        self._publish_quietly()
+        return {"id": record.id, "status": record.status.value, "links": self.links(record.id)}
+
+    def _save(self, record: MoveRecord, events: builtins.list[Event]) -> None:
+        record.updated_at = self._now()
+        try:
+            self.store.save_move(record, events)
+        except Conflict:
+            raise MoveConflict(
+                "InvalidMoveState", "the move changed meanwhile; read it and try again", "status"
+            ) from None
 
     def commit(self, move_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        record = self._command(move_id, "commit")
+        now = self._now()
+        record.committed, record.status, record.phase = True, Status.RUNNING, "cleanup"
+        record.phase_entry("cleanup").update(status="Running", startedAt=now)
+        self.queue.send(WorkMessage(move_id, "cleanup"))
+        self._save(record, [])
+        return self._accepted(record)
 
     def cancel(self, move_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """Stop at the next step boundary; what exists in Azure is left as it is (discard undoes it)."""
+        record = self._command(move_id, "cancel")
+        record.status = Status.CANCELED
+        self._save(record, [new_event(record, "Canceled", self._now(), phase=record.phase)])
+        self.store.release_lock(record.source_id, record.id)
+        return self._accepted(record)
 
     def retry(self, move_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """Resume the phase the move stopped in: its failed items go back to Pending."""
+        record = self._command(move_id, "retry")
+        self._claim_lock(record.source_id, record.id)
+        now = self._now()
+        items = [i for i in self.store.list_items(move_id, record.phase) if i.status == "Failed"]
+        for item in items:
+            item.status, item.attempts, item.error = "Pending", 0, None
+        record.status, record.error = Status.RUNNING, None
+        entry = record.phase_entry(record.phase)
+        entry.update(status="Running", startedAt=now, completedAt=None)
+        self.queue.send(WorkMessage(move_id, record.phase))
+        self.store.save_move(record, [], items)
+        return self._accepted(record)
 
     def discard(self, move_id: str) -> dict[str, Any]:
-        raise NotImplementedError
+        """Undo what the move created; the source is left exactly as it was."""
+        record = self._command(move_id, "discard")
+        if record.phase == "cleanup" and record.phase_entry("cleanup").get("startedAt"):
+            raise MoveConflict(
+                "InvalidMoveState", "cleanup has begun: the source is partly removed", "status"
+            )
+        now = self._now()
+        if record.status == Status.PLANNED or (
+            not record.target.get("principalId") and record.phase in ("snapshot",)
+        ):
+            record.status = Status.DISCARDED
+            self._save(record, [new_event(record, "Discarded", now)])
+            self.store.release_lock(record.source_id, record.id)
+            return self._accepted(record)
+        self._claim_lock(record.source_id, record.id)
+        record.status, record.error, record.phase = Status.RUNNING, None, DISCARD.name
+        record.phase_entry(DISCARD.name).update(status="Running", startedAt=now, completedAt=None)
+        self.queue.send(WorkMessage(move_id, DISCARD.name))
+        self._save(record, [])
+        return self._accepted(record)
 
-    def handle_message(self, body: str, dequeue_count: int) -> None:
-        raise NotImplementedError
+    # ---- triggers --------------------------------------------------------------------------
+    def handle_message(self, body: str, dequeue_count: int = 1) -> None:
+        """Queue trigger. Returns = done (delete the message); raises = redeliver later."""
+        self.store.ensure_tables()
+        message = WorkMessage.from_json(body)
+        self.engine.handle(message)
+        self._publish_quietly()
 
     def handle_poison(self, body: str) -> None:
-        raise NotImplementedError
+        """Poison-queue trigger: the step failed 5 deliveries in a row; the move is Failed with the reason."""
+        try:
+            message = WorkMessage.from_json(body)
+        except (ValueError, KeyError):
+            log.warning("poison message is not a work message; dropped")
+            return
+        self.store.ensure_tables()
+        record = self.store.get_move(message.move_id)
+        if (
+            record is None
+            or record.status not in (Status.PENDING, Status.RUNNING)
+            or record.phase != message.phase
+        ):
+            return
+        self.engine.fail(
+            record,
+            PermanentError(
+                "StepPoisoned",
+                f"step {message.phase} failed on 5 deliveries and was set aside",
+                message.phase,
+            ),
+        )
+        self._publish_quietly()
 
     def publish_outbox(self) -> int:
-        raise NotImplementedError
+        self.store.ensure_tables()
+        return outbox.publish(self.store, self.clients())
+
+    def _publish_quietly(self) -> None:
+        if not self.settings.eventgrid_endpoint:
+            return
+        try:
+            self.publish_outbox()
+        except AzureError as exc:  # the timer trigger retries
+            log.warning("outbox publish failed: %s", type(exc).__name__)
+
+    def resume_stalled(self, older_than_seconds: float = 600) -> int:
+        """Timer trigger: re-send the step of Pending/Running moves idle for a while (lost messages)."""
+        self.store.ensure_tables()
+        resent = 0
+        for status in (Status.PENDING, Status.RUNNING):
+            token: str | None = None
+            while True:
+                records, token = self.store.list_moves(status.value, None, 100, token)
+                for record in records:
+                    idle = self.clock() - datetime.fromisoformat(record.updated_at)
+                    if idle.total_seconds() > older_than_seconds:
+                        self.queue.send(WorkMessage(record.id, record.phase))
+                        resent += 1
+                if token is None:
+                    break
+        return resent
 
     def start_region_decommission(self, event_id: str, data: dict[str, Any]) -> dict[str, Any]:
-        raise NotImplementedError
+        """One move per user-assigned identity in ``sourceRegion``; a redelivered event starts nothing new.
+
+        Move ids are uuid5(namespace, event id + lower-case identity id). Emits
+        ``IdentityMover.RegionDecommissioning.Started`` with the summary.
+        """
+        request = RegionDecommissionRequest.parse(data)
+        self.store.ensure_tables()
+        started: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        for sub in request.subscription_ids:
+            if not self.settings.subscription_allowed(sub):
+                skipped.append({"id": f"/subscriptions/{sub}", "reason": "SubscriptionNotAllowed"})
+                continue
+            for identity in self.clients().msi(sub).user_assigned_identities.list_by_subscription():
+                if (identity.location or "").replace(" ", "").lower() != request.source_region:
+                    continue
+                identity_id = str(identity.id)
+                move_id = str(uuid.uuid5(DECOMMISSION_NAMESPACE, f"{event_id}|{identity_id.lower()}"))
+                if self.store.get_move(move_id) is not None:
+                    skipped.append({"id": identity_id, "reason": "AlreadyStarted", "moveId": move_id})
+                    continue
+                body: dict[str, Any] = {
+                    "sourceIdentityId": identity_id,
+                    "targetRegion": request.target_region,
+                    "autoCommit": request.auto_commit,
+                }
+                if request.target_resource_group:
+                    body["targetResourceGroup"] = request.target_resource_group
+                try:
+                    accepted = self._start(MoveRequest.parse(body), move_id)
+                except ApiError as exc:
+                    skipped.append(
+                        {
+                            "id": identity_id,
+                            "reason": exc.code,
+                            "message": exc.message,
+                            "location": exc.location,
+                        }
+                    )
+                    continue
+                started.append({"id": identity_id, "moveId": accepted["id"]})
+        summary = {"eventId": event_id, "started": started, "skipped": skipped}
+        if started:
+            partition = f"decommission-{uuid.uuid5(DECOMMISSION_NAMESPACE, event_id)}"
+            event = Event(partition, 1, "IdentityMover.RegionDecommissioning.Started", self._now(), summary)
+            with contextlib.suppress(Conflict):
+                self.store.create_move_event(event)
+            self._publish_quietly()
+        return summary
+
+
+def holder_is_young(lock: Any, now: datetime) -> bool:
+    at = datetime.fromisoformat(str(lock.get("At")))
+    return (now - at).total_seconds() < LOCK_ORPHAN_SECONDS
+
+
+def view(record: MoveRecord, counts: dict[str, dict[str, int]] | None) -> dict[str, Any]:
+    """The contract's status body."""
+    phases = []
+    for entry in record.phases:
+        item = dict(entry)
+        if counts is not None:
+            default = {
+                "total": 1,
+                "done": int(entry["status"] == "Succeeded"),
+                "failed": int(entry["status"] == "Failed"),
+            }
+            item["items"] = counts.get(entry["name"], default)
+        phases.append(item)
+    body: dict[str, Any] = {
+        "id": record.id,
+        "status": record.status.value,
+        "phase": record.phase,
+        "phases": phases,
+        "source": _party(record.source),
+        "target": _party(record.target) if record.target else None,
+        "plan": record.plan or {"blocking": [], "warnings": []},
+        "createdAt": record.created_at,
+        "updatedAt": record.updated_at,
+        "dryRun": record.dry_run,
+        "autoCommit": record.auto_commit,
+        "request": json.loads(json.dumps(record.request)),
+    }
+    if record.error:
+        body["error"] = record.error
+    return body
+
+
+def _party(data: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "name", "resourceGroup", "location", "principalId", "clientId")
+    return {k: data.get(k) for k in keys}

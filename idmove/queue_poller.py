@@ -1,0 +1,195 @@
+"""A Storage Queue poller with the Functions host's queue-trigger semantics, for tests and ``idmove host``.
+
+``handler(body, dequeue_count)``: returns -> the message is deleted; raises -> the message stays and
+becomes visible again after a short backoff (the real host uses ``visibilityTimeout``); a message
+dequeued more than ``max_dequeue_count`` times is moved to ``<queue>-poison`` and deleted.
+Messages are base64 text (``TextBase64EncodePolicy``/``DecodePolicy``), as the real host expects
+by default (host.json ``extensions.queues.messageEncoding`` = ``base64``) and as ``shared.work_queue``
+sends them.
+
+Example::
+
+    poller = QueuePoller(conn, "idmove-work", service.handle_message)
+    poller.run_until_idle(timeout=60)   # in tests: until the queue stays empty
+    poller.start(); ...; poller.stop()  # in the local host: background threads
+
+``start_poller(conn, queue, handler, settings=host_json_queues, name=...)`` adapts a Functions-style
+``handler(func.QueueMessage)`` and host.json's queue settings (used by ``idmove/host.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import QueueClient, QueueMessage
+
+from shared.work_queue import queue_client
+
+log = logging.getLogger(__name__)
+Handler = Callable[[str, int], None]
+
+
+class QueuePoller:
+    def __init__(
+        self,
+        connection_string: str,
+        queue_name: str,
+        handler: Handler,
+        *,
+        max_dequeue_count: int = 5,
+        visibility_timeout: int = 30,
+        retry_visibility: int = 1,
+        batch_size: int = 16,
+        poll_interval: float = 0.2,
+        workers: int = 8,
+        name: str = "",
+    ) -> None:
+        self.queue: QueueClient = queue_client(connection_string, queue_name)
+        self.poison: QueueClient = queue_client(connection_string, f"{queue_name}-poison")
+        self.handler = handler
+        self.max_dequeue_count = max_dequeue_count
+        self.visibility_timeout = visibility_timeout
+        self.retry_visibility = retry_visibility
+        self.batch_size = min(32, batch_size)
+        self.poll_interval = poll_interval
+        self.workers = workers
+        self.name = name or queue_name
+        self.handled = 0
+        self.failures = 0
+        self.poisoned = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        for client in (self.queue, self.poison):
+            with contextlib.suppress(ResourceExistsError):
+                client.create_queue()
+
+    # ---- one message ---------------------------------------------------------------------
+    def _process(self, message: QueueMessage) -> None:
+        count = int(message.dequeue_count or 1)
+        if count > self.max_dequeue_count:
+            self.poison.send_message(message.content)
+            self._delete(message)
+            self.poisoned += 1
+            log.warning("%s: message %s moved to poison after %d dequeues", self.name, message.id, count - 1)
+            return
+        try:
+            self.handler(str(message.content), count)
+        except Exception:
+            self.failures += 1
+            log.exception("%s: handler failed (dequeue %d); message will reappear", self.name, count)
+            with contextlib.suppress(ResourceNotFoundError):
+                self.queue.update_message(message, visibility_timeout=self.retry_visibility)
+            return
+        self.handled += 1
+        self._delete(message)
+
+    def _delete(self, message: QueueMessage) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self.queue.delete_message(message)
+
+    def poll_once(self, pool: ThreadPoolExecutor | None = None) -> int:
+        pages = self.queue.receive_messages(
+            messages_per_page=self.batch_size, visibility_timeout=self.visibility_timeout
+        ).by_page()
+        messages = list(next(pages, []))
+        if pool is None:
+            for message in messages:
+                self._process(message)
+        else:
+            list(pool.map(self._process, messages))
+        return len(messages)
+
+    # ---- tests: run until nothing is left -------------------------------------------------
+    def run_until_idle(self, timeout: float = 60, idle_for: float = 1.5) -> None:
+        """Process messages until the queue has been empty for ``idle_for`` seconds (delayed ones included)."""
+        deadline = time.monotonic() + timeout
+        idle_since: float | None = None
+        with ThreadPoolExecutor(self.workers) as pool:
+            while time.monotonic() < deadline:
+                if self.poll_once(pool):
+                    idle_since = None
+                    continue
+                if self._queue_empty():
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= idle_for:
+                        return
+                time.sleep(self.poll_interval)
+        raise TimeoutError(f"{self.name}: queue not idle after {timeout}s")
+
+    def _queue_empty(self) -> bool:
+        return int(self.queue.get_queue_properties().approximate_message_count or 0) == 0
+
+    # ---- host: background threads ---------------------------------------------------------
+    def start(self) -> QueuePoller:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name=f"poller-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        with ThreadPoolExecutor(self.workers) as pool:
+            while not self._stop.is_set():
+                try:
+                    got = self.poll_once(pool)
+                except Exception:
+                    log.exception("%s: polling failed", self.name)
+                    got = 0
+                if not got:
+                    self._stop.wait(self.poll_interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+
+def _seconds(value: Any, default: float) -> float:
+    """host.json durations ``"00:00:05"`` -> 5.0."""
+    if value is None:
+        return default
+    if isinstance(value, int | float):
+        return float(value)
+    hours, minutes, seconds = (float(p) for p in str(value).split(":"))
+    return timedelta(hours=hours, minutes=minutes, seconds=seconds).total_seconds()
+
+
+def start_poller(
+    connection_string: str,
+    queue_name: str,
+    handler: Callable[[Any], None],
+    *,
+    settings: dict[str, Any] | None = None,
+    name: str = "",
+) -> QueuePoller:
+    """Start a background poller that hands ``azure.functions.QueueMessage`` objects to ``handler``."""
+    import uuid
+
+    from azure.functions.queue import QueueMessage as FunctionsQueueMessage
+
+    settings = settings or {}
+
+    def adapt(body: str, dequeue_count: int) -> None:
+        message = FunctionsQueueMessage(id=str(uuid.uuid4()), body=body.encode(), dequeue_count=dequeue_count)  # type: ignore[no-untyped-call]
+        handler(message)
+
+    poller = QueuePoller(
+        connection_string,
+        queue_name,
+        adapt,
+        max_dequeue_count=int(settings.get("maxDequeueCount", 5)),
+        visibility_timeout=max(30, int(_seconds(settings.get("visibilityTimeout"), 30))),
+        retry_visibility=max(1, int(_seconds(settings.get("visibilityTimeout"), 1))),
+        batch_size=int(settings.get("batchSize", 16)),
+        poll_interval=min(1.0, _seconds(settings.get("maxPollingInterval"), 1.0)),
+        name=name,
+    )
+    return poller.start()

@@ -1,0 +1,321 @@
+"""The one door to Azure: credential, endpoints, retry policy and logging for every client.
+
+``AzureClients(settings)`` builds, lazily and once per subscription:
+
+* ``msi(sub)`` -> ``ManagedServiceIdentityClient`` (api-version 2024-11-30, the azure-mgmt-msi 7.1
+  default; ``isolationScope`` needs >= 2024-11-30)
+* ``authorization(sub)`` -> ``AuthorizationManagementClient`` (role assignments 2022-04-01)
+* ``resources(sub)`` -> ``ResourceManagementClient`` for generic resources by id; the api-version of a
+  resource type comes from ``api_version_for(type)``
+* ``resource_graph()`` -> ``ResourceGraphClient``
+* ``graph`` -> ``GraphClient``: Microsoft Graph through a plain ``azure.core.PipelineClient`` with a
+  bearer-token policy and the same retry policy. Not the msgraph-sdk: it is very large, and its
+  kiota authentication refuses plain http (so it cannot talk to the loopback emulator).
+* ``eventgrid()`` -> ``EventGridPublisherClient`` (``AzureKeyCredential`` when a key is configured)
+
+Credential: ``default`` -> ``DefaultAzureCredential``; ``emulator`` -> a static bearer token, REFUSED
+unless every configured endpoint is loopback; only then the bearer policy lifts azure-core's
+https-only rule (``enforce_https=False`` in the request context). Scopes derive from endpoints
+(``{arm}/.default``, ``{graph scheme+host}/.default``), so sovereign clouds work by setting them.
+
+Retries: azure-core ``RetryPolicy`` (429/408/5xx, connection errors; honours ``Retry-After``,
+``retry-after-ms``, ``x-ms-retry-after-ms``). Logging: azure-core's ``HttpLoggingPolicy`` redacts
+``Authorization`` and we never log bodies, tokens or keys. Phases never build clients: they get these.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from azure.core import PipelineClient
+from azure.core.credentials import AccessToken, AccessTokenInfo, AzureKeyCredential, TokenCredential
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline.policies import (
+    BearerTokenCredentialPolicy,
+    HeadersPolicy,
+    HttpLoggingPolicy,
+    RetryPolicy,
+    UserAgentPolicy,
+)
+from azure.core.rest import HttpRequest
+from azure.eventgrid import EventGridPublisherClient
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.resourcegraph import ResourceGraphClient
+
+from shared.settings import Settings
+
+USER_AGENT = "identity-mover/0.1"
+
+# api-versions for generic resource GET/PATCH/PUT when the provider cannot be asked.
+KNOWN_API_VERSIONS: dict[str, str] = {
+    "microsoft.web/sites": "2023-12-01",
+    "microsoft.compute/virtualmachines": "2024-07-01",
+    "microsoft.compute/virtualmachinescalesets": "2024-07-01",
+    "microsoft.containerinstance/containergroups": "2023-05-01",
+    "microsoft.containerservice/managedclusters": "2024-09-01",
+    "microsoft.storage/storageaccounts": "2023-05-01",
+    "microsoft.keyvault/vaults": "2023-07-01",
+    "microsoft.app/containerapps": "2024-03-01",
+    "microsoft.sql/servers": "2023-08-01",
+    "microsoft.documentdb/databaseaccounts": "2024-08-15",
+    "microsoft.managedidentity/userassignedidentities": "2024-11-30",
+}
+DEFAULT_API_VERSION = "2023-07-01"
+
+
+class CredentialRefused(Exception):
+    """The emulator credential was configured for a non-loopback endpoint."""
+
+
+class StaticTokenCredential:
+    """A fixed bearer token for the loopback emulator. Never used against a real endpoint."""
+
+    def __init__(self, token: str = "emulator-token") -> None:
+        self._token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self._token, int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo(self._token, int(time.time()) + 3600)
+
+    def __repr__(self) -> str:
+        return "StaticTokenCredential(<redacted>)"
+
+
+class LoopbackBearerPolicy(BearerTokenCredentialPolicy[Any, Any]):
+    """Bearer tokens over plain http, for the loopback emulator only."""
+
+    def on_request(self, request: PipelineRequest[Any]) -> None:
+        request.context.options["enforce_https"] = False
+        super().on_request(request)
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def scope_for(endpoint: str) -> str:
+    parts = urlsplit(endpoint)
+    return f"{parts.scheme}://{parts.netloc}/.default"
+
+
+class GraphError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"Graph {status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class GraphClient:
+    """Microsoft Graph over ``PipelineClient``: ``get``/``post``/``delete`` and ``list`` (follows @odata.nextLink)."""
+
+    def __init__(self, endpoint: str, pipeline: PipelineClient[HttpRequest, Any]) -> None:
+        self.endpoint = endpoint.rstrip("/")
+        self._client = pipeline
+
+    def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        url = path if path.startswith("http") else f"{self.endpoint}{path}"
+        request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
+        response = self._client.send_request(request)
+        payload: Any = None
+        if response.content:
+            try:
+                payload = response.json()
+            except ValueError:
+                payload = response.text()
+        if response.status_code >= 400:
+            error = payload.get("error", {}) if isinstance(payload, dict) else {}
+            raise GraphError(
+                response.status_code, str(error.get("code", "")), str(error.get("message", payload))
+            )
+        return response.status_code, payload
+
+    def get(self, path: str) -> Any:
+        return self.request("GET", path)[1]
+
+    def post(self, path: str, body: Any) -> Any:
+        return self.request("POST", path, body)[1]
+
+    def delete(self, path: str) -> int:
+        return self.request("DELETE", path)[0]
+
+    def list(self, path: str) -> list[Any]:
+        items: list[Any] = []
+        next_url: str | None = path
+        while next_url:
+            page = self.get(next_url)
+            items.extend(page.get("value", []))
+            next_url = page.get("@odata.nextLink")
+        return items
+
+
+class AzureClients:
+    """Builds and caches SDK clients; counts nothing itself (the emulator counts requests)."""
+
+    def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
+        self.settings = settings
+        self.loopback = settings.credential == "emulator"
+        if self.loopback:
+            endpoints = [settings.arm_endpoint, settings.graph_endpoint]
+            if settings.eventgrid_endpoint:
+                endpoints.append(settings.eventgrid_endpoint)
+            remote = [e for e in endpoints if not is_loopback(e)]
+            if remote:
+                raise CredentialRefused(
+                    "IDMOVE_CREDENTIAL=emulator sends a static token and is only allowed when every endpoint "
+                    f"is loopback (127.0.0.1/localhost); these are not: {', '.join(remote)}"
+                )
+        self.credential: TokenCredential = credential or self._default_credential()
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], Any] = {}
+        self._api_versions: dict[str, str] = {}
+        self._graph: GraphClient | None = None
+
+    def _default_credential(self) -> TokenCredential:
+        if self.loopback:
+            return StaticTokenCredential()
+        from azure.identity import DefaultAzureCredential
+
+        return DefaultAzureCredential()
+
+    def _retry(self) -> RetryPolicy[Any, Any]:
+        return RetryPolicy(
+            retry_total=self.settings.arm_retry_total, retry_backoff_factor=0.5, retry_backoff_max=30
+        )
+
+    def _auth(self, scope: str) -> BearerTokenCredentialPolicy[Any, Any]:
+        policy = LoopbackBearerPolicy if self.loopback else BearerTokenCredentialPolicy
+        return policy(self.credential, scope)
+
+    def _mgmt_kwargs(self) -> dict[str, Any]:
+        scope = scope_for(self.settings.arm_endpoint)
+        return {
+            "base_url": self.settings.arm_endpoint,
+            "credential_scopes": [scope],
+            "authentication_policy": self._auth(scope),
+            "retry_policy": self._retry(),
+            "user_agent": USER_AGENT,
+        }
+
+    def _cached(self, kind: str, key: str, build: Any) -> Any:
+        with self._lock:
+            if (kind, key) not in self._cache:
+                self._cache[(kind, key)] = build()
+            return self._cache[(kind, key)]
+
+    def msi(self, subscription_id: str) -> ManagedServiceIdentityClient:
+        return self._cached(  # type: ignore[no-any-return]
+            "msi",
+            subscription_id,
+            lambda: ManagedServiceIdentityClient(self.credential, subscription_id, **self._mgmt_kwargs()),
+        )
+
+    def authorization(self, subscription_id: str) -> AuthorizationManagementClient:
+        return self._cached(  # type: ignore[no-any-return]
+            "auth",
+            subscription_id,
+            lambda: AuthorizationManagementClient(self.credential, subscription_id, **self._mgmt_kwargs()),
+        )
+
+    def resources(self, subscription_id: str) -> ResourceManagementClient:
+        return self._cached(  # type: ignore[no-any-return]
+            "res",
+            subscription_id,
+            lambda: ResourceManagementClient(self.credential, subscription_id, **self._mgmt_kwargs()),
+        )
+
+    def resource_graph(self) -> ResourceGraphClient:
+        return self._cached("arg", "", lambda: ResourceGraphClient(self.credential, **self._mgmt_kwargs()))  # type: ignore[no-any-return]
+
+    @property
+    def graph(self) -> GraphClient:
+        if self._graph is None:
+            scope = scope_for(self.settings.graph_endpoint)
+            pipeline: PipelineClient[HttpRequest, Any] = PipelineClient(
+                base_url=self.settings.graph_endpoint,
+                policies=[
+                    HeadersPolicy({"Accept": "application/json"}),
+                    UserAgentPolicy(USER_AGENT),
+                    self._retry(),
+                    self._auth(scope),
+                    HttpLoggingPolicy(),
+                ],
+            )
+            self._graph = GraphClient(self.settings.graph_endpoint, pipeline)
+        return self._graph
+
+    def eventgrid(self) -> EventGridPublisherClient | None:
+        endpoint = self.settings.eventgrid_endpoint
+        if not endpoint:
+            return None
+        if self.settings.eventgrid_key:
+            credential: Any = AzureKeyCredential(self.settings.eventgrid_key)
+        elif self.loopback:
+            credential = AzureKeyCredential("emulator")  # the loopback sink accepts any non-empty key
+        else:
+            credential = self.credential
+        return self._cached("eg", endpoint, lambda: EventGridPublisherClient(endpoint, credential))  # type: ignore[no-any-return]
+
+    def api_version_for(self, resource_id_or_type: str) -> str:
+        """api-version for a resource type: asked from the provider once, else a known table, else a default."""
+        rtype = resource_type(resource_id_or_type).lower()
+        if rtype in self._api_versions:
+            return self._api_versions[rtype]
+        version = KNOWN_API_VERSIONS.get(rtype)
+        if version is None:
+            version = self._provider_api_version(resource_id_or_type, rtype) or DEFAULT_API_VERSION
+        self._api_versions[rtype] = version
+        return version
+
+    def _provider_api_version(self, resource_id: str, rtype: str) -> str | None:
+        sub = subscription_of(resource_id)
+        if not sub:
+            return None
+        namespace, _, type_name = rtype.partition("/")
+        try:
+            provider = self.resources(sub).providers.get(namespace)
+        except (ResourceNotFoundError, HttpResponseError):
+            return None
+        for entry in provider.resource_types or []:
+            if (entry.resource_type or "").lower() == type_name and entry.api_versions:
+                stable = [v for v in entry.api_versions if "preview" not in v]
+                return sorted(stable or entry.api_versions)[-1]
+        return None
+
+
+def subscription_of(resource_id: str) -> str:
+    parts = resource_id.strip("/").split("/")
+    return parts[1].lower() if len(parts) > 1 and parts[0].lower() == "subscriptions" else ""
+
+
+def resource_group_of(resource_id: str) -> str:
+    parts = resource_id.strip("/").split("/")
+    return parts[3] if len(parts) > 3 and parts[2].lower() == "resourcegroups" else ""
+
+
+def resource_type(resource_id_or_type: str) -> str:
+    """``/subscriptions/../providers/Microsoft.Web/sites/app`` -> ``Microsoft.Web/sites``."""
+    if not resource_id_or_type.startswith("/"):
+        return resource_id_or_type
+    parts = resource_id_or_type.strip("/").split("/")
+    lowered = [p.lower() for p in parts]
+    index = len(lowered) - 1 - lowered[::-1].index("providers")
+    rest = parts[index + 1 :]
+    namespace, names = rest[0], rest[1:]
+    types = [names[i] for i in range(0, len(names), 2)]
+    return "/".join([namespace, *types])

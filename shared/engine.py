@@ -1,0 +1,314 @@
+"""The engine decides; phases act. One work message = one step, a pure function of stored state.
+
+Step of a move (``Engine.handle``):
+
+1. read the move; a message for a move at rest or for another phase is stale: acknowledge it;
+2. single-step phase: run it; fanned-out phase: without ``batch`` create the item entities and send
+   one message per batch (at most ``IDMOVE_MAX_PARALLEL_ITEMS`` batches), with ``batch`` run those
+   items one by one, each marked Done on its own entity (ETag-guarded);
+3. a phase is complete when all its items are Done ("check all items done", idempotent): the engine
+   sends the next phase's message FIRST and then saves the move record with its outbox events in one
+   transaction (ETag). A crash in between leaves a duplicate message (harmless), never a lost step.
+
+Errors: ``TransientError`` -> the step is re-sent with a visibility delay (the phase's backoff) until
+the phase's ``max_attempts``; ``PermanentError`` -> the move is Failed with error code/message/target;
+anything else propagates so the queue redelivers it (poison after 5 dequeues -> ``fail_poisoned``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.azure_clients import AzureClients
+from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
+from shared.errors import PermanentError, PhaseError, TransientError
+from shared.models import MoveRequest
+from shared.outbox import new_event
+from shared.phases import BY_NAME, Phase, next_phase
+from shared.settings import Settings
+from shared.statuses import Status
+from shared.store import Conflict, Event, Item, MoveRecord, StateStore
+from shared.work_queue import WorkMessage, WorkQueue
+
+log = logging.getLogger(__name__)
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        store: StateStore,
+        queue: WorkQueue,
+        clients: Callable[[], AzureClients],
+        clock: Callable[[], datetime],
+        crashpoint: Callable[[str], None],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.queue = queue
+        self._clients = clients
+        self.clock = clock
+        self.crashpoint = crashpoint
+
+    def now(self) -> str:
+        return self.clock().isoformat()
+
+    # ---- one work message ----------------------------------------------------------------
+    def handle(self, message: WorkMessage) -> None:
+        move = self.store.get_move(message.move_id)
+        if move is None or move.status not in (Status.PENDING, Status.RUNNING) or move.phase != message.phase:
+            log.info("stale message for %s/%s: acknowledged", message.move_id, message.phase)
+            return
+        phase = BY_NAME[move.phase]
+        if phase.needs_commit and not (move.committed and move.verified):
+            # never reached through the API (commit requires AwaitingCommit, which requires verify)
+            self.fail(move, PermanentError("NotCommitted", f"{phase.name} needs a verified, committed move"))
+            return
+        if self._timed_out(move, phase):
+            self.fail(
+                move, PermanentError("PhaseTimeout", f"{phase.name} exceeded {phase.timeout_seconds:.0f}s")
+            )
+            return
+        ctx = self._context(move)
+        if not phase.items:
+            self._run_single(move, phase, ctx, message)
+        elif not message.batch:
+            self._fan_out(move, phase, ctx)
+        else:
+            self._run_batch(move, phase, ctx, message)
+
+    def _timed_out(self, move: MoveRecord, phase: Phase) -> bool:
+        started = move.phase_entry(phase.name).get("startedAt")
+        if not started:
+            return False
+        return self.clock() - datetime.fromisoformat(started) > timedelta(seconds=phase.timeout_seconds)
+
+    def _context(self, move: MoveRecord) -> PhaseContext:
+        snapshot = self.store.load_snapshot(move.id, move.snapshot_chunks) if move.snapshot_chunks else {}
+        return PhaseContext(
+            clients=self._clients(),
+            settings=self.settings,
+            move_id=move.id,
+            request=MoveRequest.model_validate(move.request),
+            snapshot=snapshot,
+            target=dict(move.target),
+            crashpoint=self.crashpoint,
+        )
+
+    # ---- single-step phases --------------------------------------------------------------
+    def _run_single(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
+        try:
+            result = phase.function()(ctx)
+        except TransientError as exc:
+            self._retry_later(move, phase, message, exc)
+            return
+        except PermanentError as exc:
+            self.fail(move, exc)
+            return
+        self.crashpoint(f"{phase.name}:after-run")
+        apply = getattr(self, f"_apply_{phase.name}")
+        apply(move, result)
+
+    def _retry_later(self, move: MoveRecord, phase: Phase, message: WorkMessage, exc: TransientError) -> None:
+        attempt = message.attempt + 1
+        if attempt >= phase.max_attempts:
+            self.fail(
+                move,
+                PermanentError(exc.code, f"{exc.message} (gave up after {attempt} attempts)", exc.target),
+            )
+            return
+        delay = max(exc.retry_after or 0, phase.backoff(attempt, self.settings.backoff_scale))
+        log.info("%s/%s transient %s: retry %d in %.1fs", move.id, phase.name, exc.code, attempt, delay)
+        self.queue.send(WorkMessage(move.id, phase.name, message.batch, attempt), delay)
+
+    def _apply_snapshot(self, move: MoveRecord, result: Any) -> None:
+        # the snapshot is persisted before anything else happens (separate transactions: it may be large)
+        move.snapshot_chunks = self.store.save_snapshot(move.id, result.snapshot)
+        self.crashpoint("snapshot:after-save")
+        move.source = result.source
+        move.target = result.target
+        move.plan = result.plan
+        blocking = result.plan.get("blocking") or []
+        if move.dry_run:
+            self._complete_phase(move, "snapshot", rest=Status.PLANNED)
+        elif blocking:
+            first = blocking[0]
+            error = PermanentError(
+                "PlanBlocked",
+                f"the plan has {len(blocking)} blocker(s): {first['message']}",
+                first.get("target"),
+            )
+            self._complete_phase(move, "snapshot", fail_with=error)
+        else:
+            self._complete_phase(move, "snapshot")
+
+    def _apply_create(self, move: MoveRecord, result: Any) -> None:
+        move.target = {**move.target, **result.target}
+        self._complete_phase(move, "create")
+
+    def _apply_verify(self, move: MoveRecord, result: Any) -> None:
+        move.verified = True
+        if move.auto_commit:
+            move.committed = True
+            self._complete_phase(move, "verify")
+        else:
+            self._complete_phase(move, "verify", rest=Status.AWAITING_COMMIT)
+
+    def _apply_discard(self, move: MoveRecord, result: Any) -> None:
+        self._complete_phase(move, "discard", rest=Status.DISCARDED)
+
+    # ---- fanned-out phases ---------------------------------------------------------------
+    def _fan_out(self, move: MoveRecord, phase: Phase, ctx: PhaseContext) -> None:
+        specs: list[ItemSpec] = phase.items_function()(ctx)
+        self.store.add_items(
+            [
+                Item(move.id, phase.name, spec.key, spec.kind, {**spec.data, "_serial": spec.serial})
+                for spec in specs
+            ]
+        )
+        self.crashpoint(f"{phase.name}:after-items")
+        items = self.store.list_items(move.id, phase.name)
+        pending = [i for i in items if i.status == "Pending"]
+        if not pending:
+            self._check_done(move.id, phase.name)
+            return
+        for batch in self._batches(pending):
+            self.queue.send(WorkMessage(move.id, phase.name, tuple(i.row_key for i in batch)))
+            self.crashpoint(f"{phase.name}:after-send-batch")
+
+    def _batches(self, items: list[Item]) -> list[list[Item]]:
+        serial: dict[str, list[Item]] = {}
+        free: list[Item] = []
+        for item in items:
+            key = str(item.data.get("_serial") or "")
+            if key:
+                serial.setdefault(key, []).append(item)
+            else:
+                free.append(item)
+        width = max(1, self.settings.max_parallel_items - len(serial))
+        batches: list[list[Item]] = [[] for _ in range(min(width, len(free)))]
+        for n, item in enumerate(free):
+            batches[n % len(batches)].append(item)
+        return [*serial.values(), *batches]
+
+    def _run_batch(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
+        run_item = phase.function()
+        for position, row_key in enumerate(message.batch):
+            item = self.store.get_item(move.id, row_key)
+            if item is None or item.status != "Pending":
+                continue
+            try:
+                result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
+            except TransientError as exc:
+                item.attempts += 1
+                if item.attempts >= phase.max_attempts:
+                    self._mark(
+                        item, "Failed", error=_error(exc, f" (gave up after {item.attempts} attempts)")
+                    )
+                    break
+                self._mark(item, "Pending")
+                rest = message.batch[position:]
+                delay = max(exc.retry_after or 0, phase.backoff(item.attempts, self.settings.backoff_scale))
+                log.info(
+                    "%s/%s item %s transient %s: retry in %.1fs",
+                    move.id,
+                    phase.name,
+                    item.key,
+                    exc.code,
+                    delay,
+                )
+                self.queue.send(WorkMessage(move.id, phase.name, rest, message.attempt + 1), delay)
+                return
+            except PermanentError as exc:
+                self._mark(item, "Failed", error=_error(exc))
+                break
+            self.crashpoint(f"{phase.name}:item-done:{item.key}")
+            self._mark(item, "Done", result={"outcome": result.outcome, **result.detail})
+        self._check_done(move.id, phase.name)
+
+    def _mark(self, item: Item, status: str, *, result: Any = None, error: Any = None) -> None:
+        item.status, item.result, item.error = status, result, error
+        try:
+            self.store.save_item(item)
+        except Conflict:  # a duplicate delivery got there first; its outcome stands
+            log.info("item %s changed meanwhile", item.row_key)
+
+    def _check_done(self, move_id: str, phase_name: str) -> None:
+        """Idempotent: complete the phase when all items are Done, fail the move on a Failed one."""
+        items = self.store.list_items(move_id, phase_name)
+        if any(i.status == "Pending" for i in items):
+            return
+        move = self.store.get_move(move_id)
+        if move is None or move.phase != phase_name or move.status != Status.RUNNING:
+            return
+        failed = [i for i in items if i.status == "Failed"]
+        if failed:
+            err = failed[0].error or {}
+            self.fail(
+                move,
+                PermanentError(
+                    str(err.get("code", "ItemFailed")), str(err.get("message", "")), err.get("target")
+                ),
+            )
+            return
+        if phase_name == "cleanup":
+            self._complete_phase(move, phase_name, rest=Status.COMPLETED)
+        else:
+            self._complete_phase(move, phase_name)
+
+    # ---- transitions ---------------------------------------------------------------------
+    def _complete_phase(
+        self, move: MoveRecord, name: str, *, rest: Status | None = None, fail_with: PhaseError | None = None
+    ) -> None:
+        now = self.now()
+        entry = move.phase_entry(name)
+        entry.update(status="Succeeded", completedAt=now)
+        move.status = Status.RUNNING
+        events: list[Event] = [new_event(move, "PhaseCompleted", now, phase=name)]
+        next_name = None if rest or fail_with or name == "discard" else next_phase(name)
+        if fail_with is not None:
+            self._set_failed(move, fail_with, now, events, phase_status=None)
+        elif rest is not None:
+            move.status = rest
+            kind = {Status.AWAITING_COMMIT: "AwaitingCommit", Status.COMPLETED: "Completed"}.get(rest)
+            kind = kind or {Status.DISCARDED: "Discarded"}.get(rest)
+            if kind:
+                events.append(new_event(move, kind, now))
+        elif next_name is not None:
+            move.phase = next_name
+            move.phase_entry(next_name).update(status="Running", startedAt=now, completedAt=None)
+            self.queue.send(WorkMessage(move.id, next_name))  # first the message, then the state
+            self.crashpoint(f"{name}:after-send-next")
+        self._save(move, events)
+
+    def fail(self, move: MoveRecord, exc: PhaseError) -> None:
+        events: list[Event] = []
+        self._set_failed(move, exc, self.now(), events, phase_status="Failed")
+        self._save(move, events)
+
+    def _set_failed(
+        self, move: MoveRecord, exc: PhaseError, now: str, events: list[Event], phase_status: str | None
+    ) -> None:
+        move.status = Status.FAILED
+        move.error = {"code": exc.code, "message": exc.message, "target": exc.target}
+        if phase_status:
+            move.phase_entry(move.phase).update(status=phase_status)
+        events.append(new_event(move, "Failed", now, phase=move.phase, error=move.error))
+
+    def _save(self, move: MoveRecord, events: list[Event]) -> None:
+        move.updated_at = self.now()
+        self.crashpoint(f"{move.phase}:before-save")
+        try:
+            self.store.save_move(move, events)
+        except Conflict:
+            log.info("move %s changed meanwhile: the other writer's decision stands", move.id)
+            return
+        if move.status not in (Status.PENDING, Status.RUNNING, Status.AWAITING_COMMIT):
+            self.store.release_lock(move.source_id, move.id)
+
+
+def _error(exc: PhaseError, suffix: str = "") -> dict[str, Any]:
+    return {"code": exc.code, "message": exc.message + suffix, "target": exc.target}

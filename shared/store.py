@@ -1,0 +1,492 @@
+"""State in Azure Table Storage: the move record, per-item progress, the snapshot, the event outbox.
+
+Everything about one move lives in ONE partition (``PartitionKey`` = move id) of table
+``{prefix}moves`` so a state change and its outbox events commit in one entity-group transaction:
+
+==================  =========================================================================
+RowKey              entity
+==================  =========================================================================
+``move``            the move record (status, phase, phases[], source, target, plan, error ...)
+``item|{phase}|k``  one entity per item of a fanned-out phase (role assignment, credential ...)
+``snap|{nnnn}``     the snapshot as JSON, chunked (<= 30,000 characters per property)
+``event|{nnnnn}``   the outbox: one CloudEvent each, ``Published`` false until sent
+==================  =========================================================================
+
+Table ``{prefix}locks`` holds one entity per source identity (RowKey = sha256 of its lower-case
+id) naming the move that holds it. Writes to the move record and items are guarded by ETags
+(``update_entity(mode=REPLACE, etag=..., match_condition=IfNotModified)``); a lost race raises
+``Conflict`` and the caller re-reads. ``StoreStats`` counts every storage transaction.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+
+from shared.statuses import Status
+
+CHUNK = 30_000
+MOVE_ROW = "move"
+
+
+class Conflict(Exception):
+    """An ETag-guarded write lost a race: re-read and decide again."""
+
+
+class StoreStats:
+    """Counts storage transactions (one HTTP request to Table or Queue storage = one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def add(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[kind] += n
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+@dataclass
+class MoveRecord:
+    id: str
+    status: Status
+    phase: str
+    request: dict[str, Any]
+    created_at: str
+    updated_at: str
+    phases: list[dict[str, Any]] = field(default_factory=list)
+    source: dict[str, Any] = field(default_factory=dict)
+    target: dict[str, Any] = field(default_factory=dict)
+    plan: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    event_seq: int = 0
+    snapshot_chunks: int = 0
+    committed: bool = False
+    verified: bool = False
+    attempt: int = 0
+    etag: str | None = None
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.request.get("dryRun"))
+
+    @property
+    def auto_commit(self) -> bool:
+        return bool(self.request.get("autoCommit"))
+
+    @property
+    def source_id(self) -> str:
+        return str(self.request["sourceIdentityId"])
+
+    def phase_entry(self, name: str) -> dict[str, Any]:
+        for entry in self.phases:
+            if entry["name"] == name:
+                return entry
+        entry = {"name": name, "status": "NotStarted", "startedAt": None, "completedAt": None}
+        self.phases.append(entry)
+        return entry
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.id,
+            "RowKey": MOVE_ROW,
+            "Status": self.status.value,
+            "Phase": self.phase,
+            "SourceIdLower": self.source_id.lower(),
+            "SourceRegion": str(self.source.get("location") or "").lower(),
+            "Request": _dumps(self.request),
+            "Phases": _dumps(self.phases),
+            "Source": _dumps(self.source),
+            "Target": _dumps(self.target),
+            "Plan": _dumps(self.plan),
+            "Error": _dumps(self.error),
+            "CreatedAt": self.created_at,
+            "UpdatedAt": self.updated_at,
+            "EventSeq": self.event_seq,
+            "SnapshotChunks": self.snapshot_chunks,
+            "Committed": self.committed,
+            "Verified": self.verified,
+            "Attempt": self.attempt,
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> MoveRecord:
+        return cls(
+            id=entity["PartitionKey"],
+            status=Status(entity["Status"]),
+            phase=entity["Phase"],
+            request=json.loads(entity["Request"]),
+            created_at=entity["CreatedAt"],
+            updated_at=entity["UpdatedAt"],
+            phases=json.loads(entity["Phases"]),
+            source=json.loads(entity["Source"]),
+            target=json.loads(entity["Target"]),
+            plan=json.loads(entity["Plan"]),
+            error=json.loads(entity["Error"]),
+            event_seq=int(entity["EventSeq"]),
+            snapshot_chunks=int(entity["SnapshotChunks"]),
+            committed=bool(entity["Committed"]),
+            verified=bool(entity["Verified"]),
+            attempt=int(entity["Attempt"]),
+            etag=entity.metadata.get("etag"),
+        )
+
+
+@dataclass
+class Item:
+    """One unit of work of a fanned-out phase (e.g. one role assignment to copy)."""
+
+    move_id: str
+    phase: str
+    key: str
+    kind: str
+    data: dict[str, Any]
+    status: str = "Pending"  # Pending | Done | Failed
+    attempts: int = 0
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    etag: str | None = None
+
+    @property
+    def row_key(self) -> str:
+        return f"item|{self.phase}|{self.key}"
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.move_id,
+            "RowKey": self.row_key,
+            "Phase": self.phase,
+            "Key": self.key,
+            "Kind": self.kind,
+            "Data": _dumps(self.data),
+            "Status": self.status,
+            "Attempts": self.attempts,
+            "Result": _dumps(self.result),
+            "Error": _dumps(self.error),
+        }
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Item:
+        return cls(
+            move_id=entity["PartitionKey"],
+            phase=entity["Phase"],
+            key=entity["Key"],
+            kind=entity["Kind"],
+            data=json.loads(entity["Data"]),
+            status=entity["Status"],
+            attempts=int(entity["Attempts"]),
+            result=json.loads(entity["Result"]),
+            error=json.loads(entity["Error"]),
+            etag=entity.metadata.get("etag"),
+        )
+
+
+@dataclass
+class Event:
+    """An outbox row: one CloudEvent, id ``{move id}/{row key}`` (stable across retries)."""
+
+    move_id: str
+    seq: int
+    type: str
+    time: str
+    data: dict[str, Any]
+
+    @property
+    def row_key(self) -> str:
+        return f"event|{self.seq:05d}"
+
+    @property
+    def event_id(self) -> str:
+        return f"{self.move_id}/{self.row_key}"
+
+    def to_entity(self) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.move_id,
+            "RowKey": self.row_key,
+            "Type": self.type,
+            "Time": self.time,
+            "Data": _dumps(self.data),
+            "Published": False,
+        }
+
+
+def lock_key(source_id: str) -> str:
+    return hashlib.sha256(source_id.lower().encode()).hexdigest()
+
+
+def encode_token(token: Any) -> str | None:
+    if not token:
+        return None
+    return base64.urlsafe_b64encode(_dumps(token).encode()).decode()
+
+
+def decode_token(token: str | None) -> Any:
+    if not token:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))
+    except ValueError:
+        return None
+
+
+class StateStore:
+    """Typed access to the tables; every call counted in ``stats``."""
+
+    def __init__(self, connection_string: str, prefix: str, stats: StoreStats | None = None) -> None:
+        self.stats = stats or StoreStats()
+        service = TableServiceClient.from_connection_string(connection_string)
+        safe = "".join(ch for ch in prefix if ch.isalnum())
+        self.moves: TableClient = service.get_table_client(f"{safe}moves")
+        self.locks: TableClient = service.get_table_client(f"{safe}locks")
+        self._created = False
+
+    def ensure_tables(self) -> None:
+        if self._created:
+            return
+        for table in (self.moves, self.locks):
+            self.stats.add("table.create")
+            with contextlib.suppress(ResourceExistsError):
+                table.create_table()
+        self._created = True
+
+    # ---- move record + outbox, atomically -------------------------------------------------
+    def create_move(self, record: MoveRecord, events: Iterable[Event] = ()) -> None:
+        ops: list[Any] = [("create", record.to_entity())]
+        ops += [("create", event.to_entity()) for event in events]
+        self._transact(ops)
+
+    def save_move(self, record: MoveRecord, events: Iterable[Event] = (), items: Iterable[Item] = ()) -> None:
+        """Replace the move record if unchanged since read (ETag) and add its events; raise ``Conflict``."""
+        guard = {
+            "mode": UpdateMode.REPLACE,
+            "etag": record.etag,
+            "match_condition": MatchConditions.IfNotModified,
+        }
+        ops: list[Any] = [("update", record.to_entity(), guard)]
+        ops += [("create", event.to_entity()) for event in events]
+        ops += [("upsert", item.to_entity(), {"mode": UpdateMode.REPLACE}) for item in items]
+        results = self._transact(ops)
+        record.etag = results[0].get("etag")
+
+    def _transact(self, ops: list[Any]) -> list[Any]:
+        self.stats.add("table.transaction")
+        try:
+            return list(self.moves.submit_transaction(ops))
+        except TableTransactionError as exc:
+            if exc.status_code in (409, 412):
+                raise Conflict(str(exc)) from exc
+            raise
+
+    def get_move(self, move_id: str) -> MoveRecord | None:
+        self.stats.add("table.get")
+        try:
+            return MoveRecord.from_entity(self.moves.get_entity(move_id, MOVE_ROW))
+        except ResourceNotFoundError:
+            return None
+
+    def list_moves(
+        self, status: str | None, source_region: str | None, top: int, token: str | None
+    ) -> tuple[list[MoveRecord], str | None]:
+        clauses = ["RowKey eq @row"]
+        params: dict[str, Any] = {"row": MOVE_ROW}
+        if status:
+            clauses.append("Status eq @status")
+            params["status"] = status
+        if source_region:
+            clauses.append("SourceRegion eq @region")
+            params["region"] = source_region.replace(" ", "").lower()
+        pages = self.moves.query_entities(
+            " and ".join(clauses), parameters=params, results_per_page=top
+        ).by_page(continuation_token=decode_token(token))
+        self.stats.add("table.query")
+        page = next(pages, None)
+        records = [MoveRecord.from_entity(e) for e in page] if page is not None else []
+        return records, encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+
+    # ---- items -------------------------------------------------------------------------
+    def list_items(self, move_id: str, phase: str) -> list[Item]:
+        self.stats.add("table.query")
+        lo, hi = f"item|{phase}|", f"item|{phase}}}"
+        entities = self.moves.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": move_id, "lo": lo, "hi": hi},
+        )
+        return [Item.from_entity(e) for e in entities]
+
+    def add_items(self, items: list[Item]) -> None:
+        """Create items not yet stored (existing ones keep their progress)."""
+        if not items:
+            return
+        existing = {i.key for i in self.list_items(items[0].move_id, items[0].phase)}
+        fresh = [i for i in items if i.key not in existing]
+        for start in range(0, len(fresh), 100):
+            batch = [("create", i.to_entity()) for i in fresh[start : start + 100]]
+            try:
+                self._transact(batch)
+            except Conflict:  # a concurrent worker created some: fall back to one by one
+                for op in batch:
+                    self.stats.add("table.create")
+                    with contextlib.suppress(ResourceExistsError):
+                        self.moves.create_entity(op[1])
+
+    def get_item(self, move_id: str, row_key: str) -> Item | None:
+        self.stats.add("table.get")
+        try:
+            return Item.from_entity(self.moves.get_entity(move_id, row_key))
+        except ResourceNotFoundError:
+            return None
+
+    def save_item(self, item: Item) -> None:
+        self.stats.add("table.update")
+        try:
+            meta = self.moves.update_entity(
+                item.to_entity(),
+                mode=UpdateMode.REPLACE,
+                etag=item.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceExistsError) as exc:
+            raise Conflict(str(exc)) from exc
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                raise Conflict(str(exc)) from exc
+            raise
+        item.etag = meta.get("etag")
+
+    # ---- snapshot ------------------------------------------------------------------------
+    def save_snapshot(self, move_id: str, snapshot: dict[str, Any]) -> int:
+        text = _dumps(snapshot)
+        chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+        ops: list[Any] = [
+            (
+                "upsert",
+                {"PartitionKey": move_id, "RowKey": f"snap|{n:04d}", "Data": chunk},
+                {"mode": UpdateMode.REPLACE},
+            )
+            for n, chunk in enumerate(chunks)
+        ]
+        for start in range(0, len(ops), 100):  # <= 100 operations and 4 MiB per transaction
+            self._transact(ops[start : start + 100])
+        return len(chunks)
+
+    def load_snapshot(self, move_id: str, chunks: int) -> dict[str, Any]:
+        parts = []
+        for n in range(chunks):
+            self.stats.add("table.get")
+            parts.append(self.moves.get_entity(move_id, f"snap|{n:04d}")["Data"])
+        loaded: dict[str, Any] = json.loads("".join(parts))
+        return loaded
+
+    # ---- outbox --------------------------------------------------------------------------
+    def create_move_event(self, event: Event) -> None:
+        """An event with no move record (e.g. a region decommission summary); ``Conflict`` if it exists."""
+        self.stats.add("table.create")
+        try:
+            self.moves.create_entity(event.to_entity())
+        except ResourceExistsError as exc:
+            raise Conflict(str(exc)) from exc
+
+    def pending_events(self, limit: int = 500) -> Iterator[Any]:
+        self.stats.add("table.query")
+        query = "RowKey ge @lo and RowKey lt @hi and Published eq false"
+        entities = self.moves.query_entities(query, parameters={"lo": "event|", "hi": "event}"})
+        for n, entity in enumerate(entities):
+            if n >= limit:
+                return
+            yield entity
+
+    def mark_published(self, entity: Any) -> None:
+        self.stats.add("table.update")
+        self.moves.update_entity(
+            {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "Published": True},
+            mode=UpdateMode.MERGE,
+        )
+
+    def events(self, move_id: str) -> list[Any]:
+        self.stats.add("table.query")
+        return list(
+            self.moves.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": move_id, "lo": "event|", "hi": "event}"},
+            )
+        )
+
+    # ---- per-identity lock -----------------------------------------------------------------
+    def get_lock(self, source_id: str) -> Any:
+        self.stats.add("table.get")
+        try:
+            return self.locks.get_entity("lock", lock_key(source_id))
+        except ResourceNotFoundError:
+            return None
+
+    def create_lock(self, source_id: str, move_id: str, now: str) -> None:
+        """Create the lock; raise ``Conflict`` if someone holds it."""
+        self.stats.add("table.create")
+        entity = {
+            "PartitionKey": "lock",
+            "RowKey": lock_key(source_id),
+            "MoveId": move_id,
+            "SourceId": source_id,
+            "At": now,
+        }
+        try:
+            self.locks.create_entity(entity)
+        except ResourceExistsError as exc:
+            raise Conflict(str(exc)) from exc
+
+    def take_lock(self, lock: Any, move_id: str, now: str) -> None:
+        """Take over a lock whose holder is at rest (ETag-guarded); raise ``Conflict`` on a race."""
+        self.stats.add("table.update")
+        entity = {
+            "PartitionKey": "lock",
+            "RowKey": lock["RowKey"],
+            "MoveId": move_id,
+            "SourceId": lock["SourceId"],
+            "At": now,
+        }
+        try:
+            self.locks.update_entity(
+                entity,
+                mode=UpdateMode.REPLACE,
+                etag=lock.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError, HttpResponseError) as exc:
+            raise Conflict(str(exc)) from exc
+
+    def release_lock(self, source_id: str, move_id: str) -> None:
+        lock = self.get_lock(source_id)
+        if lock is None or lock["MoveId"] != move_id:
+            return
+        self.stats.add("table.delete")
+        # someone else may have taken it meanwhile: then it is theirs now
+        with contextlib.suppress(ResourceModifiedError, HttpResponseError):
+            self.locks.delete_entity(
+                "lock",
+                lock["RowKey"],
+                etag=lock.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )

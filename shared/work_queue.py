@@ -1,0 +1,77 @@
+"""The work queue protocol: small JSON hints, base64-encoded like the Functions host expects.
+
+The Functions host's queue trigger decodes base64 by default (host.json
+``extensions.queues.messageEncoding`` = ``base64``), so messages are sent with azure-storage-queue's
+``TextBase64EncodePolicy`` and ``idmove/queue_poller.py`` decodes with ``TextBase64DecodePolicy``.
+
+A message names a move and a step; the state in Table Storage decides what happens, so a duplicate
+or stale message is harmless::
+
+    {"moveId": "<id>", "phase": "grant", "batch": ["item|grant|role-..."], "attempt": 0}
+
+``batch`` is absent for the phase's own step (run it, or fan its items out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+
+from shared.store import StoreStats
+
+
+@dataclass(frozen=True)
+class WorkMessage:
+    move_id: str
+    phase: str
+    batch: tuple[str, ...] = field(default=())
+    attempt: int = 0
+
+    def to_json(self) -> str:
+        body: dict[str, Any] = {"moveId": self.move_id, "phase": self.phase, "attempt": self.attempt}
+        if self.batch:
+            body["batch"] = list(self.batch)
+        return json.dumps(body, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkMessage:
+        body = json.loads(text)
+        return cls(
+            move_id=str(body["moveId"]),
+            phase=str(body["phase"]),
+            batch=tuple(str(k) for k in body.get("batch") or ()),
+            attempt=int(body.get("attempt", 0)),
+        )
+
+
+def queue_client(connection_string: str, queue_name: str) -> QueueClient:
+    return QueueClient.from_connection_string(
+        connection_string,
+        queue_name,
+        message_encode_policy=TextBase64EncodePolicy(),
+        message_decode_policy=TextBase64DecodePolicy(),
+    )
+
+
+class WorkQueue:
+    def __init__(self, connection_string: str, queue_name: str, stats: StoreStats) -> None:
+        self.client = queue_client(connection_string, queue_name)
+        self.stats = stats
+        self._created = False
+
+    def ensure(self) -> None:
+        if not self._created:
+            self.stats.add("queue.create")
+            with contextlib.suppress(ResourceExistsError):
+                self.client.create_queue()
+            self._created = True
+
+    def send(self, message: WorkMessage, delay_seconds: float = 0) -> None:
+        self.ensure()
+        self.stats.add("queue.send")
+        self.client.send_message(message.to_json(), visibility_timeout=max(0, round(delay_seconds)) or None)
