@@ -10,6 +10,7 @@ function                    trigger                                      calls
 ``move_worker``             queue ``idmove-work``                        ``service.handle_message``
 ``move_poison``             queue ``idmove-work-poison``                 ``service.handle_poison``
 ``outbox_publisher``        timer, every minute                          ``service.publish_outbox``
+``stalled_moves``           timer, every 5 minutes                       ``service.resume_stalled``
 ``region_decommissioning``  Event Grid (``IdentityMover.RegionDe...``)   ``service.start_region_decommission``
 ==========================  ===========================================  ================================
 
@@ -69,6 +70,15 @@ def outbox_publisher(timer: func.TimerRequest) -> None:
     sent = service().publish_outbox()
     if sent:
         log.info("published %d outbox events", sent)
+
+
+@app.function_name("stalled_moves")
+@app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+def stalled_moves(timer: func.TimerRequest) -> None:
+    """Re-sends the step of moves idle for 10 minutes (a lost or expired queue message)."""
+    resent = service().resume_stalled()
+    if resent:
+        log.warning("re-sent the step of %d stalled moves", resent)
 
 
 @app.function_name("region_decommissioning")

@@ -59,6 +59,7 @@ log = logging.getLogger("idmove.host")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEV_STORAGE = "UseDevelopmentStorage=true"
 STORAGE_SETTING = "AzureWebJobsStorage"
+HOST_OVERRIDE = "AzureFunctionsJobHost__"
 EVENTGRID_WEBHOOK = "/runtime/webhooks/eventgrid"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 
@@ -73,11 +74,18 @@ def resolve_storage(value: str | None) -> str:
     return value
 
 
-def load_host_json(root: Path = REPO_ROOT) -> dict[str, Any]:
+def load_host_json(root: Path = REPO_ROOT, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """host.json, with ``AzureFunctionsJobHost__a__b`` settings overriding ``a.b`` as in Azure."""
     path = root / "host.json"
-    if not path.exists():
-        return {}
-    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    for name, value in (os.environ if env is None else env).items():
+        if not name.lower().startswith(HOST_OVERRIDE.lower()):
+            continue
+        keys = name[len(HOST_OVERRIDE) :].split("__")
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+        node[keys[-1]] = value
     return data
 
 

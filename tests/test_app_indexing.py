@@ -134,6 +134,7 @@ def test_timer_and_event_grid_triggers(indexed: dict[str, list[dict[str, Any]]])
     timer = _trigger(indexed["outbox_publisher"])
     assert timer["type"] == "timerTrigger"
     assert timer["schedule"] == "0 */1 * * * *"
+    assert _trigger(indexed["stalled_moves"])["schedule"] == "0 */5 * * * *"
     assert _trigger(indexed["region_decommissioning"])["type"] == "eventGridTrigger"
 
 

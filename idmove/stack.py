@@ -1,0 +1,174 @@
+"""The local stack as processes: Azurite + the emulator + the Functions host, all on 127.0.0.1.
+
+Used by ``idmove up`` (default ports, until Ctrl-C) and ``idmove demo`` (free ports, for one run).
+Each child's output goes to ``.idmove/logs/<part>.log`` so a failure can be read afterwards.
+
+Example::
+
+    with Stack.start() as stack:
+        print(stack.api_url, stack.emulator_url)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import httpx
+
+from idmove.azurite import REPO_ROOT, Azurite, free_port
+
+LOG_DIR = REPO_ROOT / ".idmove" / "logs"
+DEFAULT_PORTS = {"queue": 10001, "table": 10002, "emulator": 7070, "host": 7071}
+
+
+class StackError(RuntimeError):
+    """A part of the stack did not come up; the message says which and where its log is."""
+
+
+def port_in_use(port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def host_env(storage: str, emulator_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The Function App settings that point the engine at the local emulator and Azurite."""
+    env = dict(os.environ)
+    env.update(
+        {
+            "AzureWebJobsStorage": storage,
+            "IDMOVE_ARM_ENDPOINT": emulator_url,
+            "IDMOVE_GRAPH_ENDPOINT": f"{emulator_url}/graph/v1.0",
+            "IDMOVE_CREDENTIAL": "emulator",
+            "IDMOVE_EVENTGRID_ENDPOINT": f"{emulator_url}/eventgrid/api/events",
+            "IDMOVE_EVENTGRID_KEY": "local-emulator-key",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise StackError(f"{name} exited with code {proc.returncode} while starting; see {log}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1.0).status_code < 500:
+                return
+        time.sleep(0.1)
+    raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log}")
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Stack:
+    azurite: Azurite
+    emulator_port: int
+    host_port: int
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+    _files: list[IO[Any]] = field(default_factory=list)
+
+    @property
+    def emulator_url(self) -> str:
+        return f"http://127.0.0.1:{self.emulator_port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.host_port}"
+
+    @property
+    def storage(self) -> str:
+        return self.azurite.connection_string
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        default_ports: bool = False,
+        host_settings: dict[str, str] | None = None,
+        log_dir: Path = LOG_DIR,
+    ) -> Stack:
+        ports = dict(DEFAULT_PORTS) if default_ports else {k: free_port() for k in DEFAULT_PORTS}
+        busy = [f"{name} {port}" for name, port in ports.items() if default_ports and port_in_use(port)]
+        if busy:
+            raise StackError(
+                f"port(s) already in use: {', '.join(busy)} — is `idmove up` already running? Stop it first."
+            )
+        log_dir.mkdir(parents=True, exist_ok=True)
+        azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"])
+        stack = cls(azurite, ports["emulator"], ports["host"])
+        try:
+            stack._spawn(
+                "emulator", [sys.executable, "-m", "emulator", "--port", str(stack.emulator_port)], log_dir
+            )
+            wait_http(
+                f"{stack.emulator_url}/_emulator/health",
+                stack.processes["emulator"],
+                "emulator",
+                stack.logs["emulator"],
+            )
+            env = host_env(stack.storage, stack.emulator_url, host_settings)
+            stack._spawn(
+                "host", [sys.executable, "-m", "idmove", "host", "--port", str(stack.host_port)], log_dir, env
+            )
+            wait_http(
+                f"{stack.api_url}/admin/host/status", stack.processes["host"], "host", stack.logs["host"]
+            )
+        except BaseException:
+            stack.stop()
+            raise
+        return stack
+
+    def _spawn(self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        log = log_dir / f"{name}.log"
+        handle = log.open("wb")
+        self._files.append(handle)
+        self.logs[name] = log
+        self.processes[name] = subprocess.Popen(
+            cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env or dict(os.environ)
+        )
+
+    def failed_part(self) -> str | None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                return f"{name} exited with code {proc.returncode}; see {self.logs[name]}"
+        return None
+
+    def stop(self) -> None:
+        for name in ("host", "emulator"):
+            stop_process(self.processes.get(name))
+        self.azurite.stop()
+        for handle in self._files:
+            handle.close()
+        self._files.clear()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
