@@ -171,9 +171,9 @@ class Engine:
         )
         self.crashpoint(f"{phase.name}:after-items")
         items = self.store.list_items(move.id, phase.name)
-        pending = [i for i in items if i.status == "Pending"]
+        pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
         if not pending:
-            self._check_done(move.id, phase.name)
+            self._check_done(move.id, phase, ctx)
             return
         for batch in self._batches(pending):
             self.queue.send(WorkMessage(move.id, phase.name, tuple(i.row_key for i in batch)))
@@ -195,6 +195,11 @@ class Engine:
         return [*serial.values(), *batches]
 
     def _run_batch(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
+        if self._run_items(move, phase, ctx, message):
+            self._check_done(move.id, phase, ctx)
+
+    def _run_items(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> bool:
+        """Run the batch's items in order; False when the rest was re-sent for a later retry."""
         run_item = phase.function()
         for position, row_key in enumerate(message.batch):
             item = self.store.get_item(move.id, row_key)
@@ -205,10 +210,12 @@ class Engine:
             except TransientError as exc:
                 item.attempts += 1
                 if item.attempts >= phase.max_attempts:
-                    self._mark(
-                        item, "Failed", error=_error(exc, f" (gave up after {item.attempts} attempts)")
+                    suffix = f" (gave up after {item.attempts} attempts)"
+                    self._mark(item, "Failed", error=_error(exc, suffix))
+                    self._fail_current(
+                        move.id, phase.name, PermanentError(exc.code, exc.message + suffix, exc.target)
                     )
-                    break
+                    return False
                 self._mark(item, "Pending")
                 rest = message.batch[position:]
                 delay = max(exc.retry_after or 0, phase.backoff(item.attempts, self.settings.backoff_scale))
@@ -221,13 +228,20 @@ class Engine:
                     delay,
                 )
                 self.queue.send(WorkMessage(move.id, phase.name, rest, message.attempt + 1), delay)
-                return
+                return False
             except PermanentError as exc:
                 self._mark(item, "Failed", error=_error(exc))
-                break
+                self._fail_current(move.id, phase.name, exc)
+                return False
             self.crashpoint(f"{phase.name}:item-done:{item.key}")
             self._mark(item, "Done", result={"outcome": result.outcome, **result.detail})
-        self._check_done(move.id, phase.name)
+        return True
+
+    def _fail_current(self, move_id: str, phase_name: str, exc: PhaseError) -> None:
+        """Stop the move now (other batches see it at their next step boundary)."""
+        move = self.store.get_move(move_id)
+        if move is not None and move.phase == phase_name and move.status == Status.RUNNING:
+            self.fail(move, exc)
 
     def _mark(self, item: Item, status: str, *, result: Any = None, error: Any = None) -> None:
         item.status, item.result, item.error = status, result, error
@@ -236,14 +250,25 @@ class Engine:
         except Conflict:  # a duplicate delivery got there first; its outcome stands
             log.info("item %s changed meanwhile", item.row_key)
 
-    def _check_done(self, move_id: str, phase_name: str) -> None:
-        """Idempotent: complete the phase when all items are Done, fail the move on a Failed one."""
+    def _check_done(self, move_id: str, phase: Phase, ctx: PhaseContext) -> None:
+        """Idempotent: complete the phase when all items are Done, fail the move on a Failed one.
+
+        Items marked ``_final`` (e.g. deleting the old identity) run here, after all the others.
+        """
+        phase_name = phase.name
         items = self.store.list_items(move_id, phase_name)
-        if any(i.status == "Pending" for i in items):
+        if any(i.status == "Pending" and not i.data.get("_final") for i in items):
             return
         move = self.store.get_move(move_id)
         if move is None or move.phase != phase_name or move.status != Status.RUNNING:
             return
+        finals = [i for i in items if i.status == "Pending"]
+        if finals and not any(i.status == "Failed" for i in items):
+            if not self._run_items(
+                move, phase, ctx, WorkMessage(move_id, phase_name, tuple(i.row_key for i in finals))
+            ):
+                return
+            items = self.store.list_items(move_id, phase_name)
         failed = [i for i in items if i.status == "Failed"]
         if failed:
             err = failed[0].error or {}

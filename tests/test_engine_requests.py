@@ -21,7 +21,9 @@ def body(**extra: Any) -> dict[str, Any]:
 
 
 def queue_count(service: MoveService) -> int:
-    client = QueueClient.from_connection_string(service.settings.storage_connection_string, service.settings.queue_name)
+    client = QueueClient.from_connection_string(
+        service.settings.storage_connection_string, service.settings.queue_name
+    )
     try:
         return int(client.get_queue_properties().approximate_message_count or 0)
     except Exception:  # the queue was never created
@@ -37,7 +39,11 @@ def table_rows(service: MoveService) -> int:
 
 BAD = [
     ({"targetRegion": "northeurope"}, "sourceIdentityId", "InvalidRequestContent"),
-    (body(sourceIdentityId="/subscriptions/x/resourceGroups/rg"), "sourceIdentityId", "InvalidSourceIdentityId"),
+    (
+        body(sourceIdentityId="/subscriptions/x/resourceGroups/rg"),
+        "sourceIdentityId",
+        "InvalidSourceIdentityId",
+    ),
     (
         body(sourceIdentityId=IDENTITY.replace("userAssignedIdentities", "virtualMachines")),
         "sourceIdentityId",
@@ -54,7 +60,9 @@ BAD = [
 
 
 @pytest.mark.parametrize(("payload", "target", "code"), BAD)
-def test_bad_input_is_400_and_writes_nothing(engine_service: MoveService, payload: Any, target: str, code: str) -> None:
+def test_bad_input_is_400_and_writes_nothing(
+    engine_service: MoveService, payload: Any, target: str, code: str
+) -> None:
     with pytest.raises(ApiError) as caught:
         engine_service.start(payload)
     assert (caught.value.status, caught.value.code, caught.value.target) == (400, code, target)
@@ -75,7 +83,14 @@ def test_start_writes_pending_move_event_and_one_message(engine_service: MoveSer
     status = engine_service.get(accepted["id"])
     assert status["status"] == "Pending"
     assert status["request"]["targetRegion"] == "northeurope"
-    assert [p["name"] for p in status["phases"]] == ["snapshot", "create", "grant", "rebind", "verify", "cleanup"]
+    assert [p["name"] for p in status["phases"]] == [
+        "snapshot",
+        "create",
+        "grant",
+        "rebind",
+        "verify",
+        "cleanup",
+    ]
     assert status["source"]["name"] == "app-id"
     events = engine_service.store.events(accepted["id"])
     assert [e["Type"] for e in events] == ["IdentityMover.Move.Started"]
@@ -85,7 +100,9 @@ def test_start_writes_pending_move_event_and_one_message(engine_service: MoveSer
 def test_second_start_for_same_identity_is_409_with_location(engine_service: MoveService) -> None:
     first = engine_service.start(body())
     with pytest.raises(ApiError) as caught:
-        engine_service.start(body(sourceIdentityId=IDENTITY.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/")))
+        engine_service.start(
+            body(sourceIdentityId=IDENTITY.upper().replace("/SUBSCRIPTIONS/", "/subscriptions/"))
+        )
     assert (caught.value.status, caught.value.code) == (409, "MoveInProgress")
     assert caught.value.location == f"/api/moves/{first['id']}"
 

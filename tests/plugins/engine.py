@@ -18,7 +18,9 @@ from shared.service import MoveService
 from shared.settings import Settings
 
 
-def make_settings(connection_string: str, base_url: str = "http://127.0.0.1:9", **changes: object) -> Settings:
+def make_settings(
+    connection_string: str, base_url: str = "http://127.0.0.1:9", **changes: object
+) -> Settings:
     tag = uuid.uuid4().hex[:10]
     settings = Settings(
         storage_connection_string=connection_string,
@@ -56,7 +58,9 @@ def poller_for(service: MoveService, handler: Callable[[str, int], None] | None 
     )
 
 
-def drain(service: MoveService, timeout: float = 120, handler: Callable[[str, int], None] | None = None) -> QueuePoller:
+def drain(
+    service: MoveService, timeout: float = 120, handler: Callable[[str, int], None] | None = None
+) -> QueuePoller:
     poller = poller_for(service, handler)
     poller.run_until_idle(timeout=timeout, idle_for=0.6)
     return poller

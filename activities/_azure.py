@@ -1,0 +1,184 @@
+"""Helpers the phases share: error classification, generic resources by id, identity blocks, paths.
+
+``classify(exc, target)`` turns what the SDKs raise into the engine's error tree:
+429/408/5xx/connection errors, ``PrincipalNotFound`` and Graph 404s -> ``TransientError``;
+any other 4xx -> ``PermanentError`` with ARM's error code and message.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
+
+from shared.azure_clients import AzureClients, GraphError, subscription_of
+from shared.errors import PermanentError, TransientError
+
+TRANSIENT_CODES = {
+    "PrincipalNotFound",
+    "ResourceGroupNotFound_Replicating",
+    "ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity",
+}
+
+Path = list[str | int]
+
+
+def error_code(exc: HttpResponseError) -> str:
+    code = getattr(getattr(exc, "error", None), "code", None)
+    return str(code or getattr(exc, "reason", None) or exc.status_code or "HttpError")
+
+
+def error_message(exc: Exception) -> str:
+    message = getattr(getattr(exc, "error", None), "message", None)
+    return str(message or exc).splitlines()[0][:500]
+
+
+def classify(exc: Exception, target: str | None = None) -> Exception:
+    """Map an SDK/Graph exception to ``TransientError`` or ``PermanentError`` (return it, caller raises)."""
+    if isinstance(exc, ServiceRequestError | ServiceResponseError):
+        return TransientError("ConnectionError", error_message(exc), target)
+    if isinstance(exc, GraphError):
+        if exc.status in (404, 408, 429) or exc.status >= 500:
+            return TransientError(exc.code or f"Graph{exc.status}", exc.message, target)
+        return PermanentError(exc.code or f"Graph{exc.status}", exc.message, target)
+    if isinstance(exc, HttpResponseError):
+        code = error_code(exc)
+        status = exc.status_code or 0
+        if status in (408, 429) or status >= 500 or code in TRANSIENT_CODES:
+            retry_after = None
+            if exc.response is not None:
+                header = getattr(exc.response, "headers", {}).get("Retry-After")
+                retry_after = float(header) if header and header.isdigit() else None
+            return TransientError(code, error_message(exc), target, retry_after)
+        return PermanentError(code, error_message(exc), target)
+    return exc
+
+
+def raw(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
+    """``cls=`` callback: the response body as JSON, as ARM sent it."""
+    return pipeline_response.http_response.json()
+
+
+def get_resource(clients: AzureClients, resource_id: str) -> dict[str, Any] | None:
+    """GET any resource by id; ``None`` if it does not exist."""
+    client = clients.resources(subscription_of(resource_id))
+    try:
+        body: dict[str, Any] = client.resources.get_by_id(  # type: ignore[assignment]  # cls=raw: JSON
+            resource_id, api_version=clients.api_version_for(resource_id), cls=raw
+        )
+    except HttpResponseError as exc:
+        if exc.status_code == 404:
+            return None
+        raise classify(exc, resource_id) from exc
+    return body
+
+
+def patch_or_put(clients: AzureClients, resource_id: str, patch: dict[str, Any], full: dict[str, Any]) -> str:
+    """PATCH ``patch``; where the type refuses PATCH (405) PUT ``full`` (the GET body, changed). Returns the verb used."""
+    client = clients.resources(subscription_of(resource_id))
+    api = clients.api_version_for(resource_id)
+    try:
+        client.resources.begin_update_by_id(resource_id, patch, api_version=api).result()
+        return "PATCH"
+    except HttpResponseError as exc:
+        if exc.status_code != 405:
+            raise classify(exc, resource_id) from exc
+    return put_full(clients, resource_id, full)
+
+
+def put_full(clients: AzureClients, resource_id: str, full: dict[str, Any]) -> str:
+    """PUT the resource back (its GET body, changed): for types that refuse PATCH or list-valued references."""
+    client = clients.resources(subscription_of(resource_id))
+    try:
+        client.resources.begin_create_or_update_by_id(
+            resource_id, put_body(full), api_version=clients.api_version_for(resource_id)
+        ).result()
+    except HttpResponseError as exc:
+        raise classify(exc, resource_id) from exc
+    return "PUT"
+
+
+WRITABLE = ("location", "tags", "identity", "properties", "kind", "sku", "plan", "zones", "extendedLocation")
+
+
+def put_body(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: resource[k] for k in WRITABLE if k in resource and resource[k] is not None}
+
+
+def same_id(a: str | None, b: str | None) -> bool:
+    return bool(a) and bool(b) and str(a).lower() == str(b).lower()
+
+
+def user_identities(resource: dict[str, Any]) -> dict[str, Any]:
+    block = resource.get("identity") or {}
+    return dict(block.get("userAssignedIdentities") or {})
+
+
+def has_identity(resource: dict[str, Any], identity_id: str) -> bool:
+    return any(same_id(key, identity_id) for key in user_identities(resource))
+
+
+def identity_type(resource: dict[str, Any], keep_user_assigned: bool) -> str:
+    """The identity ``type`` keeping system-assigned as it is."""
+    current = str((resource.get("identity") or {}).get("type") or "")
+    system = "systemassigned" in current.replace(" ", "").lower().split(",")
+    if keep_user_assigned:
+        return "SystemAssigned,UserAssigned" if system else "UserAssigned"
+    return "SystemAssigned" if system else "None"
+
+
+def find_refs(value: Any, needles: dict[str, str], path: Path | None = None) -> list[dict[str, Any]]:
+    """Paths under ``value`` whose string equals (case-insensitively) one of ``needles`` (lower -> kind)."""
+    path = path or []
+    found: list[dict[str, Any]] = []
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += find_refs(item, needles, [*path, key])
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += find_refs(item, needles, [*path, index])
+    elif isinstance(value, str) and value.lower() in needles:
+        found.append({"path": path, "kind": needles[value.lower()]})
+    return found
+
+
+def get_path(value: Any, path: Path) -> Any:
+    for step in path:
+        try:
+            value = value[step]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return value
+
+
+def set_path(value: Any, path: Path, new: Any) -> None:
+    for step in path[:-1]:
+        value = value[step]
+    value[path[-1]] = new
+
+
+def merge_patch_for(path: Path, new: Any) -> dict[str, Any] | None:
+    """A JSON merge patch setting ``path`` to ``new``; ``None`` when the path crosses a list (merge patch can't)."""
+    if any(isinstance(step, int) for step in path):
+        return None
+    patch: dict[str, Any] = {}
+    cursor = patch
+    for step in path[:-1]:
+        cursor = cursor.setdefault(str(step), {})
+    cursor[str(path[-1])] = new
+    return patch
+
+
+def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def subscriptions_in_scope(source_sub: str, allowed: frozenset[str], extra: list[str]) -> list[str]:
+    subs = {source_sub.lower(), *allowed, *(s.lower() for s in extra if s)}
+    return sorted(subs)

@@ -1,0 +1,141 @@
+"""Compensation, discard: undo what the move created; the source is left exactly as it was.
+
+Needs: the snapshot and the target (it may not have been created). Refused by the engine once
+cleanup has begun. Changes in Azure, in this order:
+1. each resource (or its ``resourceMap`` counterpart): references rewritten to the new identity go
+   back to the old id/clientId, and the new identity is detached (one PATCH, GET + PUT fallback);
+2. every role assignment of the new principal is deleted (the principal is the move's own);
+3. its group memberships and app role assignments are removed;
+4. the new identity is deleted -- only if its ``idmove-move`` tag names this move.
+Idempotency: each step checks the live state first; running it again finds nothing to do.
+
+Example::
+
+    run(ctx).undone   # {"resources": 4, "roleAssignments": 5, "groups": 2, "appRoles": 1, "identity": 1}
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+
+from activities._azure import (
+    classify,
+    deep_merge,
+    find_refs,
+    get_resource,
+    identity_type,
+    merge_patch_for,
+    patch_or_put,
+    put_full,
+    same_id,
+    set_path,
+    user_identities,
+)
+from activities.rebind import counterpart
+from shared.azure_clients import GraphError
+from shared.context import PhaseContext
+
+
+@dataclass
+class DiscardResult:
+    undone: dict[str, int]
+
+
+def run(ctx: PhaseContext) -> DiscardResult:
+    undone = {"resources": 0, "roleAssignments": 0, "groups": 0, "appRoles": 0, "identity": 0}
+    target = _target(ctx)
+    if target is None:
+        return DiscardResult(undone)
+    try:
+        for attachment in ctx.snapshot.get("attachments", []):
+            undone["resources"] += _restore(ctx, counterpart(ctx, attachment["id"]), target)
+            ctx.crashpoint("discard:after-resource")
+        principal = target["principalId"]
+        for sub in ctx.snapshot.get("subscriptions", []):
+            auth = ctx.clients.authorization(sub)
+            for ra in auth.role_assignments.list_for_subscription(filter=f"principalId eq '{principal}'"):
+                if same_id(ra.principal_id, principal):
+                    auth.role_assignments.delete_by_id(str(ra.id))
+                    undone["roleAssignments"] += 1
+        graph = ctx.clients.graph
+        for group in graph.list(f"/servicePrincipals/{principal}/memberOf"):
+            graph.delete(f"/groups/{group['id']}/members/{principal}/$ref")
+            undone["groups"] += 1
+        for grant in graph.list(f"/servicePrincipals/{principal}/appRoleAssignments"):
+            graph.delete(f"/servicePrincipals/{principal}/appRoleAssignments/{grant['id']}")
+            undone["appRoles"] += 1
+        ctx.clients.msi(target["subscriptionId"]).user_assigned_identities.delete(
+            target["resourceGroup"], target["name"]
+        )
+        undone["identity"] = 1
+    except (HttpResponseError, GraphError) as exc:
+        raise classify(exc, target["id"]) from exc
+    return DiscardResult(undone)
+
+
+def _target(ctx: PhaseContext) -> dict[str, Any] | None:
+    """The identity this move created, if it exists (create may have crashed after its PUT)."""
+    planned = ctx.target or ctx.snapshot.get("target")
+    if not planned or not planned.get("name"):
+        return None
+    msi = ctx.clients.msi(planned["subscriptionId"]).user_assigned_identities
+    try:
+        identity = msi.get(planned["resourceGroup"], planned["name"])
+    except HttpResponseError as exc:
+        if exc.status_code == 404:
+            return None
+        raise classify(exc, planned["id"]) from exc
+    if (identity.tags or {}).get("idmove-move") != ctx.move_id:
+        return None  # not ours: never touch it
+    return {
+        **planned,
+        "id": str(identity.id),
+        "principalId": str(identity.principal_id),
+        "clientId": str(identity.client_id),
+    }
+
+
+def _restore(ctx: PhaseContext, resource_id: str, target: dict[str, Any]) -> int:
+    old = ctx.snapshot["identity"]
+    resource = get_resource(ctx.clients, resource_id)
+    if resource is None:
+        return 0
+    refs = find_refs(
+        resource.get("properties") or {},
+        {target["id"].lower(): "id", target["clientId"].lower(): "clientId"},
+        ["properties"],
+    )
+    attached = any(same_id(k, target["id"]) for k in user_identities(resource))
+    if not refs and not attached:
+        return 0
+    originals = {"id": old["id"], "clientId": old["clientId"]}
+    patch: dict[str, Any] = {}
+    full = copy.deepcopy(resource)
+    if attached:
+        remaining = [k for k in user_identities(resource) if not same_id(k, target["id"])]
+        kind = identity_type(resource, keep_user_assigned=bool(remaining))
+        patch["identity"] = (
+            {"type": kind, "userAssignedIdentities": {target["id"]: None}} if remaining else {"type": kind}
+        )
+        full["identity"] = {
+            "type": kind,
+            **({"userAssignedIdentities": {k: {} for k in remaining}} if remaining else {}),
+        }
+    needs_put = False
+    for ref in refs:
+        value = originals[ref["kind"]]
+        set_path(full, ref["path"], value)
+        piece = merge_patch_for(ref["path"], value)
+        if piece is None:
+            needs_put = True
+        else:
+            patch = deep_merge(patch, piece)
+    if needs_put:
+        put_full(ctx.clients, resource_id, full)
+    else:
+        patch_or_put(ctx.clients, resource_id, patch, full)
+    return 1

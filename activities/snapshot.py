@@ -1,0 +1,367 @@
+"""Phase 1, snapshot: record everything the identity has and is used by, and plan the move.
+
+Needs: the source identity id and the request. Changes in Azure: NOTHING (reads only; the Resource
+Graph query is a POST read) -- a dry run stops here. Idempotency: a pure read; running it again
+replaces the stored snapshot. The engine persists the snapshot before anything else happens.
+
+Reads: the identity; its role assignments per subscription in scope (``$filter=principalId eq``:
+at, above -- management groups included -- and below); federated credentials; Graph group
+memberships and app role assignments; resources that use it (Resource Graph, query in DESIGN.md,
+then a direct GET of each because Resource Graph lags); role definitions (privilege check); the
+target name and resource group; the target subscription's assignment count (4,000 limit: one
+paged list, the plan's most expensive read); Key Vaults whose access policies name the principal.
+
+Example::
+
+    result = run(ctx)          # ctx: shared.context.PhaseContext
+    result.plan["blocking"]    # [{"code": "PrivilegedRole", "message": ..., "target": <assignment id>}]
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
+
+from activities._azure import (
+    classify,
+    find_refs,
+    get_resource,
+    same_id,
+    subscriptions_in_scope,
+    user_identities,
+)
+from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
+from shared.context import PhaseContext
+from shared.errors import PermanentError
+
+ROLE_ASSIGNMENT_LIMIT = 4000
+MAX_CREDENTIALS = 20
+VM_TYPES = {"microsoft.compute/virtualmachines", "microsoft.compute/virtualmachinescalesets"}
+PRIVILEGED_ACTIONS = ("microsoft.authorization/roleassignments/write",)
+SERVICE_SPECIFIC = {
+    "microsoft.sql/servers": "SQL server: a Microsoft Entra admin or database users may name the old principal",
+    "microsoft.documentdb/databaseaccounts": "Cosmos DB: data-plane role assignments are not copied",
+    "microsoft.keyvault/vaults": "Key Vault: access policies naming the old principal are not copied",
+}
+ARG_QUERY = (
+    "Resources | where tostring(identity) contains '{id}' or tostring(properties) contains '{id}' "
+    "or tostring(properties) contains '{client_id}' | project id, name, type, location, resourceGroup, "
+    "subscriptionId | order by id asc"
+)
+ARG_VAULTS = (
+    "Resources | where type =~ 'microsoft.keyvault/vaults' and tostring(properties.accessPolicies) contains "
+    "'{principal_id}' | project id, name, type, location, resourceGroup, subscriptionId | order by id asc"
+)
+
+
+@dataclass
+class SnapshotResult:
+    snapshot: dict[str, Any]
+    source: dict[str, Any]
+    target: dict[str, Any]
+    plan: dict[str, Any]
+
+
+def run(ctx: PhaseContext) -> SnapshotResult:
+    clients, request = ctx.clients, ctx.request
+    ref = request.identity
+    try:
+        identity = clients.msi(ref.subscription_id).user_assigned_identities.get(ref.resource_group, ref.name)
+    except HttpResponseError as exc:
+        if exc.status_code == 404:
+            raise PermanentError("IdentityNotFound", f"{ref.id} does not exist", "sourceIdentityId") from exc
+        raise classify(exc, ref.id) from exc
+    source: dict[str, Any] = {
+        "id": str(identity.id),
+        "name": str(identity.name),
+        "resourceGroup": ref.resource_group,
+        "subscriptionId": ref.subscription_id,
+        "location": str(identity.location).replace(" ", "").lower(),
+        "principalId": str(identity.principal_id),
+        "clientId": str(identity.client_id),
+        "tenantId": str(identity.tenant_id),
+        "tags": dict(identity.tags or {}),
+        "isolationScope": str(identity.isolation_scope or "None"),
+    }
+    mapped_subs = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
+    subs = subscriptions_in_scope(ref.subscription_id, ctx.settings.allowed_subscriptions, mapped_subs)
+    try:
+        assignments = _role_assignments(clients, subs, source["principalId"])
+        credentials = [
+            {"name": c.name, "issuer": c.issuer, "subject": c.subject, "audiences": list(c.audiences or [])}
+            for c in clients.msi(ref.subscription_id).federated_identity_credentials.list(
+                ref.resource_group, ref.name
+            )
+        ]
+        groups, app_roles = _graph(clients, source["principalId"])
+        attachments = _attachments(clients, subs, source)
+        vaults = _query(clients, subs, ARG_VAULTS.format(principal_id=source["principalId"]))
+    except (HttpResponseError, GraphError) as exc:
+        raise classify(exc, ref.id) from exc
+    snapshot = {
+        "identity": source,
+        "roleAssignments": assignments,
+        "federatedCredentials": credentials,
+        "groups": groups,
+        "appRoles": app_roles,
+        "attachments": attachments,
+        "accessPolicyVaults": [v["id"] for v in vaults],
+        "subscriptions": subs,
+    }
+    target = _target(ctx, source, attachments)
+    snapshot["target"] = target
+    plan = _plan(ctx, snapshot, target)
+    return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)
+
+
+def _role_assignments(clients: AzureClients, subs: list[str], principal_id: str) -> list[dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    definitions: dict[str, dict[str, Any]] = {}
+    for sub in subs:
+        auth = clients.authorization(sub)
+        for ra in auth.role_assignments.list_for_subscription(filter=f"principalId eq '{principal_id}'"):
+            key = str(ra.id).lower()
+            if key in found or not same_id(ra.principal_id, principal_id):
+                continue
+            definition_id = str(ra.role_definition_id)
+            if definition_id.lower() not in definitions:
+                definitions[definition_id.lower()] = _definition(clients, sub, definition_id)
+            found[key] = {
+                "id": str(ra.id),
+                "name": str(ra.name),
+                "scope": str(ra.scope),
+                "roleDefinitionId": definition_id,
+                "roleName": definitions[definition_id.lower()]["roleName"],
+                "privileged": definitions[definition_id.lower()]["privileged"],
+                "condition": ra.condition,
+                "conditionVersion": ra.condition_version,
+                "description": ra.description,
+            }
+    return sorted(found.values(), key=lambda a: str(a["id"]).lower())
+
+
+def _definition(clients: AzureClients, sub: str, definition_id: str) -> dict[str, Any]:
+    definition = clients.authorization(sub).role_definitions.get_by_id(definition_id)
+    actions: list[str] = []
+    not_actions: list[str] = []
+    for permission in definition.permissions or []:
+        actions += [a.lower() for a in permission.actions or []]
+        not_actions += [a.lower() for a in permission.not_actions or []]
+    return {
+        "roleName": str(definition.role_name),
+        "privileged": can_write_role_assignments(actions, not_actions),
+    }
+
+
+def can_write_role_assignments(actions: list[str], not_actions: list[str]) -> bool:
+    """True when ``actions`` grant ``Microsoft.Authorization/roleAssignments/write`` and ``notActions`` don't remove it.
+
+    Owner (``*``), User Access Administrator (``Microsoft.Authorization/*``) and RBAC Administrator
+    (``.../roleAssignments/write``) are privileged; Contributor is not (``notActions`` exclude
+    ``Microsoft.Authorization/*/Write``).
+    """
+    for wanted in PRIVILEGED_ACTIONS:
+        granted = any(fnmatch.fnmatchcase(wanted, pattern.lower()) for pattern in actions)
+        removed = any(fnmatch.fnmatchcase(wanted, pattern.lower()) for pattern in not_actions)
+        if granted and not removed:
+            return True
+    return False
+
+
+def _graph(clients: AzureClients, principal_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    groups = [
+        {"id": g["id"], "displayName": g.get("displayName")}
+        for g in clients.graph.list(f"/servicePrincipals/{principal_id}/memberOf")
+        if str(g.get("@odata.type", "#microsoft.graph.group")).endswith("group")
+    ]
+    app_roles = [
+        {
+            "id": a["id"],
+            "resourceId": a["resourceId"],
+            "appRoleId": a["appRoleId"],
+            "resourceDisplayName": a.get("resourceDisplayName"),
+        }
+        for a in clients.graph.list(f"/servicePrincipals/{principal_id}/appRoleAssignments")
+    ]
+    return groups, app_roles
+
+
+def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    skip_token: str | None = None
+    while True:
+        options = QueryRequestOptions(skip_token=skip_token, top=1000)
+        response = clients.resource_graph().resources(
+            QueryRequest(subscriptions=subs, query=query, options=options)
+        )
+        data = response.data
+        rows += data if isinstance(data, list) else []
+        skip_token = response.skip_token
+        if not skip_token:
+            return rows
+
+
+def _attachments(clients: AzureClients, subs: list[str], source: dict[str, Any]) -> list[dict[str, Any]]:
+    """Discover with Resource Graph, confirm each with a direct GET (Resource Graph lags ARM)."""
+    rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
+    needles = {source["id"].lower(): "id", source["clientId"].lower(): "clientId"}
+    found = []
+    for row in rows:
+        resource_id = str(row["id"])
+        if same_id(resource_id, source["id"]):
+            continue
+        resource = get_resource(clients, resource_id)
+        if resource is None:
+            continue  # deleted since Resource Graph indexed it
+        attached = any(same_id(k, source["id"]) for k in user_identities(resource))
+        refs = find_refs(resource.get("properties") or {}, needles, ["properties"])
+        if not attached and not refs:
+            continue
+        identity_block = resource.get("identity") or {}
+        found.append(
+            {
+                "id": str(resource.get("id") or resource_id),
+                "type": resource_type(resource_id),
+                "location": str(resource.get("location", "")).replace(" ", "").lower(),
+                "attached": attached,
+                "identityType": identity_block.get("type"),
+                "userAssignedIdentities": sorted(user_identities(resource)),
+                "refs": refs,
+            }
+        )
+    return found
+
+
+def _target(ctx: PhaseContext, source: dict[str, Any], attachments: list[dict[str, Any]]) -> dict[str, Any]:
+    request = ctx.request
+    region = request.target_region
+    group = request.target_resource_group or source["resourceGroup"]
+    vm = any(a["type"].lower() in VM_TYPES for a in attachments)
+    if request.target_name:
+        name = request.target_name
+    elif group.lower() != source["resourceGroup"].lower():
+        name = source["name"]
+    else:
+        limit = 24 if vm else 128
+        suffix = f"-{region}"
+        name = source["name"][: max(3, limit - len(suffix))] + suffix
+    sub = source["subscriptionId"]
+    scope = source["isolationScope"] if request.isolation_scope == "Inherit" else request.isolation_scope
+    return {
+        "id": f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}",
+        "name": name,
+        "resourceGroup": group,
+        "subscriptionId": sub,
+        "location": region,
+        "isolationScope": scope,
+    }
+
+
+def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+    blocking: list[dict[str, Any]] = []
+    warnings: list[dict[str, Any]] = []
+    source, clients, request = snapshot["identity"], ctx.clients, ctx.request
+
+    def block(code: str, message: str, target_: str | None) -> None:
+        blocking.append({"code": code, "message": message, "target": target_})
+
+    def warn(code: str, message: str, target_: str | None) -> None:
+        warnings.append({"code": code, "message": message, "target": target_})
+
+    if target["location"] == source["location"]:
+        block("TargetRegionIsSource", f"the identity is already in {source['location']}", "targetRegion")
+    _check_target_name(ctx, target, block)
+    if len(snapshot["federatedCredentials"]) > MAX_CREDENTIALS:
+        block(
+            "TooManyCredentials", f"more than {MAX_CREDENTIALS} federated credentials", "federatedCredentials"
+        )
+    for assignment in snapshot["roleAssignments"]:
+        if assignment["privileged"] and not request.allow_privileged_roles:
+            block(
+                "PrivilegedRole",
+                f"{assignment['roleName']} at {assignment['scope']} can grant access; set allowPrivilegedRoles",
+                assignment["id"],
+            )
+        sub = subscription_of(assignment["scope"])
+        if sub and not ctx.settings.subscription_allowed(sub):
+            block(
+                "SubscriptionNotAllowed", f"{assignment['scope']} is outside the allow-list", assignment["id"]
+            )
+    resource_map = {k.lower(): v for k, v in request.resource_map.items()}
+    vm_attached = False
+    for attachment in snapshot["attachments"]:
+        counterpart = resource_map.get(attachment["id"].lower(), attachment["id"])
+        if not ctx.settings.subscription_allowed(subscription_of(counterpart)):
+            block("SubscriptionNotAllowed", f"{counterpart} is outside the allow-list", attachment["id"])
+        vm_attached |= attachment["type"].lower() in VM_TYPES
+        if target["isolationScope"] == "Regional" and attachment["attached"]:
+            location = attachment["location"]
+            if counterpart != attachment["id"]:
+                mapped = get_resource(clients, counterpart)
+                location = str((mapped or {}).get("location", "")).replace(" ", "").lower()
+            if location != target["location"]:
+                block(
+                    "CrossRegionAttachment",
+                    f"a Regional identity in {target['location']} cannot be assigned to {counterpart} in "
+                    f"{location or 'an unknown region'}; map it to a resource in the target region (resourceMap)",
+                    attachment["id"],
+                )
+        note = SERVICE_SPECIFIC.get(attachment["type"].lower())
+        if note:
+            warn("ServiceSpecificPermissions", note, attachment["id"])
+    if vm_attached and len(target["name"]) > 24:
+        warn(
+            "NameTooLongForVm",
+            "names over 24 characters break assignment to VMs / VM scale sets",
+            "targetName",
+        )
+    for vault in snapshot["accessPolicyVaults"]:
+        warn(
+            "KeyVaultAccessPolicy",
+            "a Key Vault access policy names the old principal; it is not copied",
+            vault,
+        )
+    _check_headroom(clients, target, len(snapshot["roleAssignments"]), block)
+    return {"blocking": blocking, "warnings": warnings}
+
+
+def _check_target_name(ctx: PhaseContext, target: dict[str, Any], block: Any) -> None:
+    clients = ctx.clients
+    msi = clients.msi(target["subscriptionId"])
+    try:
+        existing = msi.user_assigned_identities.get(target["resourceGroup"], target["name"])
+    except HttpResponseError as exc:
+        if exc.status_code != 404:
+            raise classify(exc, target["id"]) from exc
+        existing = None
+    if existing is not None and (existing.tags or {}).get("idmove-move") != ctx.move_id:
+        block("TargetNameTaken", f"{target['id']} already exists", "targetName")
+    try:
+        exists = clients.resources(target["subscriptionId"]).resource_groups.check_existence(
+            target["resourceGroup"]
+        )
+    except HttpResponseError as exc:
+        raise classify(exc, target["resourceGroup"]) from exc
+    if not exists:
+        block(
+            "TargetResourceGroupNotFound",
+            f"resource group {target['resourceGroup']} does not exist",
+            "targetResourceGroup",
+        )
+
+
+def _check_headroom(clients: AzureClients, target: dict[str, Any], adding: int, block: Any) -> None:
+    """4,000 role assignments per subscription: counting costs one paged list of all of them."""
+    count = sum(
+        1 for _ in clients.authorization(target["subscriptionId"]).role_assignments.list_for_subscription()
+    )
+    if count + adding > ROLE_ASSIGNMENT_LIMIT:
+        block(
+            "RoleAssignmentLimit",
+            f"subscription {target['subscriptionId']} has {count} role assignments; {adding} more exceed {ROLE_ASSIGNMENT_LIMIT}",
+            target["subscriptionId"],
+        )
