@@ -1,1 +1,137 @@
-"""pytest fixtures for the emulator (owned by whoever builds it)."""
+"""pytest fixtures for the Azure control-plane emulator.
+
+``emulator_process`` starts ``python -m emulator --port <free port>`` once per session (the same
+command ``idmove emulator`` runs); ``emulator_url`` resets it (``POST /_emulator/reset``) before each
+test and yields ``http://127.0.0.1:<port>``. ``sdk_clients(url)`` builds the real, unmodified Azure
+SDK clients against it: only ``base_url``, the credential (a static token) and the https allowance
+differ from production. The static-token helpers live here on purpose: the product has its own and
+the emulator shares no code with it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from azure.core.credentials import AccessToken, AccessTokenInfo
+from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.core.policies import ARMChallengeAuthenticationPolicy
+from azure.mgmt.msi import ManagedServiceIdentityClient
+from azure.mgmt.resource.resources import ResourceManagementClient
+from azure.mgmt.resourcegraph import ResourceGraphClient
+
+from idmove.azurite import REPO_ROOT, free_port, wait_for_port
+
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
+ARM_SCOPE = "https://management.azure.com/.default"
+
+
+class StaticTokenCredential:
+    """A credential that always returns the same bearer token (the emulator accepts any)."""
+
+    def __init__(self, token: str = "emulator-token") -> None:
+        self.token = token
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        return AccessToken(self.token, int(time.time()) + 3600)
+
+    def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        return AccessTokenInfo(self.token, int(time.time()) + 3600)
+
+
+class LoopbackArmAuthPolicy(ARMChallengeAuthenticationPolicy):
+    """ARM's own bearer policy, allowed over plain http (azure-core refuses bearer tokens on http)."""
+
+    def on_request(self, request: Any) -> None:
+        request.context.options["enforce_https"] = False
+        super().on_request(request)
+
+
+@dataclass
+class SdkClients:
+    msi: ManagedServiceIdentityClient
+    authorization: AuthorizationManagementClient
+    resources: ResourceManagementClient
+    resource_graph: ResourceGraphClient
+
+    def close(self) -> None:
+        for client in (self.msi, self.authorization, self.resources, self.resource_graph):
+            client.close()
+
+
+def sdk_clients(base_url: str, subscription_id: str = SUBSCRIPTION) -> SdkClients:
+    credential = StaticTokenCredential()
+
+    def common() -> dict[str, Any]:
+        return {"base_url": base_url, "authentication_policy": LoopbackArmAuthPolicy(credential, ARM_SCOPE)}
+
+    return SdkClients(
+        msi=ManagedServiceIdentityClient(credential, subscription_id, **common()),  # type: ignore[arg-type]
+        authorization=AuthorizationManagementClient(credential, subscription_id, **common()),  # type: ignore[arg-type]
+        resources=ResourceManagementClient(credential, subscription_id, **common()),  # type: ignore[arg-type]
+        resource_graph=ResourceGraphClient(credential, **common()),  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class EmulatorProcess:
+    url: str
+    process: subprocess.Popen[bytes]
+    startup_seconds: float
+
+
+@pytest.fixture(scope="session")
+def emulator_process() -> Iterator[EmulatorProcess]:
+    port = free_port()
+    with tempfile.TemporaryFile() as stderr:
+        started = time.perf_counter()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "emulator", "--port", str(port)],
+            cwd=REPO_ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+        try:
+            wait_for_port(port, timeout=15, proc=process)
+            startup = time.perf_counter() - started
+            yield EmulatorProcess(f"http://127.0.0.1:{port}", process, startup)
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+@pytest.fixture
+def emulator_url(emulator_process: EmulatorProcess) -> str:
+    response = httpx.post(f"{emulator_process.url}/_emulator/reset", timeout=10)
+    response.raise_for_status()
+    return emulator_process.url
+
+
+@pytest.fixture
+def arm(emulator_url: str) -> Iterator[httpx.Client]:
+    """A plain HTTP client with a bearer token, for raw REST calls to the emulator."""
+    with httpx.Client(
+        base_url=emulator_url, headers={"Authorization": "Bearer test-token"}, timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def azure(emulator_url: str) -> Iterator[SdkClients]:
+    """The real Azure SDK management clients pointed at the emulator."""
+    clients = sdk_clients(emulator_url)
+    try:
+        yield clients
+    finally:
+        clients.close()
