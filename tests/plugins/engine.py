@@ -67,11 +67,11 @@ def drain(
 
 
 @pytest.fixture
-def emulated_settings(storage_connection_string: str, emulator_url: str) -> Iterator[Settings]:
-    yield make_settings(
+def emulated_settings(storage_connection_string: str, emu: str) -> Settings:
+    return make_settings(
         storage_connection_string,
-        emulator_url,
-        eventgrid_endpoint=f"{emulator_url}/eventgrid/api/events",
+        emu,
+        eventgrid_endpoint=f"{emu}/eventgrid/api/events",
         eventgrid_key="test-key",
     )
 
@@ -79,3 +79,38 @@ def emulated_settings(storage_connection_string: str, emulator_url: str) -> Iter
 @pytest.fixture
 def emulated_service(emulated_settings: Settings) -> MoveService:
     return MoveService(emulated_settings)
+
+
+@pytest.fixture(scope="session")
+def _own_emulator() -> Iterator[str]:
+    """Fallback while ``tests/plugins/emulator.py`` has no ``emulator_url``: our own emulator process."""
+    import subprocess
+    import sys
+
+    from idmove.azurite import free_port, wait_for_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, proc=proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture
+def emu(request: pytest.FixtureRequest) -> str:
+    """A reset emulator base URL (the emulator plugin's ``emulator_url`` when it exists)."""
+    import httpx
+
+    try:
+        url = str(request.getfixturevalue("emulator_url"))
+    except pytest.FixtureLookupError:
+        url = str(request.getfixturevalue("_own_emulator"))
+        httpx.post(f"{url}/_emulator/reset").raise_for_status()
+    return url
