@@ -14,20 +14,22 @@ def test_starts_quickly(emulator_process: EmulatorProcess) -> None:
     assert emulator_process.startup_seconds < 5
 
 
-def test_sdk_round_trip(azure: SdkClients, emulator_url: str) -> None:
-    azure.resources.resource_groups.create_or_update("rg1", ResourceGroup(location="westeurope"))
-    created = azure.msi.user_assigned_identities.create_or_update(
+def test_sdk_round_trip(emulator_sdk: SdkClients, emulator_url: str) -> None:
+    emulator_sdk.resources.resource_groups.create_or_update("rg1", ResourceGroup(location="westeurope"))
+    created = emulator_sdk.msi.user_assigned_identities.create_or_update(
         "rg1", "id1", Identity(location="westeurope")
     )
     assert created.principal_id and created.client_id
-    assert [i.name for i in azure.msi.user_assigned_identities.list_by_resource_group("rg1")] == ["id1"]
+    assert [i.name for i in emulator_sdk.msi.user_assigned_identities.list_by_resource_group("rg1")] == [
+        "id1"
+    ]
     health = httpx.get(f"{emulator_url}/_emulator/health")
     assert health.json() == {"status": "ok"}
 
 
-def test_reset_empties_the_estate(arm: httpx.Client) -> None:
+def test_reset_empties_the_estate(emulator_arm: httpx.Client) -> None:
     assert (
-        arm.get(
+        emulator_arm.get(
             "/subscriptions/00000000-0000-0000-0000-0000000000a1/resourcegroups",
             params={"api-version": "2021-04-01"},
         ).json()["value"]

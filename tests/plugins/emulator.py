@@ -119,7 +119,7 @@ def emulator_url(emulator_process: EmulatorProcess) -> str:
 
 
 @pytest.fixture
-def arm(emulator_url: str) -> Iterator[httpx.Client]:
+def emulator_arm(emulator_url: str) -> Iterator[httpx.Client]:
     """A plain HTTP client with a bearer token, for raw REST calls to the emulator."""
     with httpx.Client(
         base_url=emulator_url, headers={"Authorization": "Bearer test-token"}, timeout=30
@@ -128,7 +128,7 @@ def arm(emulator_url: str) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture
-def azure(emulator_url: str) -> Iterator[SdkClients]:
+def emulator_sdk(emulator_url: str) -> Iterator[SdkClients]:
     """The real Azure SDK management clients pointed at the emulator."""
     clients = sdk_clients(emulator_url)
     try:

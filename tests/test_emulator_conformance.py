@@ -1,0 +1,665 @@
+"""Replay every spec example in ``tests/conformance/examples`` against the emulator.
+
+For each example: create what it presupposes (resource group, identity, role definition, principal,
+...) through the ordinary APIs, send the example's request (path from its parameters, body from its
+body parameter), and check that the status is one the example lists and that the body has the same
+shape: the same keys recursively, equal values except volatile ones (ids, GUIDs, principal/client/
+tenant ids, timestamps, continuation tokens). Keys Azure documents but the example omits are allowed
+where listed (``EXTRA_KEYS``); ``nextLink`` / ``$skipToken`` are optional, as the specs say.
+
+Substitutions (the examples use placeholders a real service would refuse):
+- Role assignments: the principal ``ce2ce14e-...`` is replaced by a user created with Graph
+  ``POST /users`` (principalType ``User`` needs a principal that exists); the role definition
+  ``0b5fe924-...`` is created first as a custom role at the subscription. ``roleDefinitionId`` is
+  compared by GUID: ARM returns it subscription-qualified, the examples show the tenant form.
+- Role definitions: ``scope``/``roleId``/``roleDefinitionId`` placeholders become the subscription
+  ``subId`` and a custom role created with the example's own properties; ``properties.type``
+  (``roletype`` in the example) is ``CustomRole``. ``GetRoleDefinitionAtScope`` lists with
+  ``$filter=type eq 'CustomRole'`` so the built-ins do not swamp the one-item example list.
+- Identities: response ``name`` differs from the request's ``resourceName`` in the examples, so
+  names are compared with the request's.
+- ``SystemAssignedIdentityGet``: the example's scope ends in ``/identities/default``; the resource
+  scope before it is used. ``location`` (``cus``) and ``type`` (``ResourceProvider``) are placeholders.
+- Resource Graph: ``totalRecords`` is volatile; the next-page example is replayed with the
+  ``$skipToken`` the first page returned (tokens are opaque); the two pages together must return
+  exactly the resources the two examples show that match the query (the next-page example also lists
+  ``second_OsDisk_...``, whose name does not contain 'test': that row is the example's slip).
+- ``VirtualMachine_Create_WithEncryptionIdentity``: ARM's generic resource layer is emulated, not
+  Compute, so VM defaults the Compute RP adds (vmId, osType, windowsConfiguration, dataDisks,
+  ``provisioningState: Creating``) are absent; the replay checks the request's properties and
+  identity block come back (with principalId/clientId filled in) under the example's keys.
+
+Not replayed:
+- ``PublishEventsToEventGridTopicAsCustomSchemaEvents``: a custom-input-schema topic accepts any JSON;
+  the sink emulates a CloudEvents / Event Grid schema topic (what the mover publishes to) and answers
+  such a batch 400, as such a topic does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+EXAMPLES = Path(__file__).parent / "conformance" / "examples"
+RA = "Microsoft.Authorization/roleAssignments"
+EXAMPLE_ROLE = "0b5fe924-9a61-425c-96af-cfe6e287ca2d"
+EXAMPLE_PRINCIPAL = "ce2ce14e-85d7-4629-bdbc-454d0519d987"
+VOLATILE = {"id", "principalId", "clientId", "tenantId", "createdOn", "updatedOn", "createdBy", "updatedBy",
+            "nextLink", "$skipToken", "totalRecords", "clientSecretUrl"}  # fmt: skip
+OPTIONAL = {"nextLink", "$skipToken"}
+RA_EXTRA = {"condition", "conditionVersion", "createdOn", "updatedOn", "createdBy", "updatedBy",
+            "delegatedManagedIdentityResourceId", "description"}  # fmt: skip
+RD_EXTRA = {"createdOn", "updatedOn", "createdBy", "updatedBy"}
+
+
+def load(relative: str) -> dict[str, Any]:
+    return json.loads((EXAMPLES / relative).read_text())
+
+
+def assert_same_shape(
+    expected: Any,
+    actual: Any,
+    where: str = "$",
+    volatile: frozenset[str] = frozenset(),
+    extra: frozenset[str] = frozenset(),
+) -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict), f"{where}: expected an object, got {actual!r}"
+        missing = set(expected) - set(actual) - OPTIONAL
+        assert not missing, f"{where}: missing keys {sorted(missing)}"
+        unexpected = set(actual) - set(expected) - extra - OPTIONAL
+        assert not unexpected, f"{where}: unexpected keys {sorted(unexpected)}"
+        for k, v in expected.items():
+            if k not in actual:
+                continue
+            path = f"{where}.{k}"
+            if k == "roleDefinitionId":
+                assert str(actual[k]).lower().endswith("/" + str(v).rsplit("/", 1)[-1].lower()), (
+                    f"{path}: {actual[k]} vs {v}"
+                )
+            elif k in VOLATILE or path in volatile or k in volatile:
+                assert type(actual[k]) is type(v) or (isinstance(v, str) and isinstance(actual[k], str)), (
+                    f"{path}: type"
+                )
+            else:
+                assert_same_shape(v, actual[k], path, volatile, extra)
+    elif isinstance(expected, list):
+        assert isinstance(actual, list), f"{where}: expected a list, got {actual!r}"
+        assert len(actual) == len(expected), f"{where}: {len(actual)} items, example has {len(expected)}"
+        for i, (e, a) in enumerate(zip(expected, actual, strict=True)):
+            assert_same_shape(e, a, f"{where}[{i}]", volatile, extra)
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def check(example: dict[str, Any], response: httpx.Response, status: int, **kw: Any) -> None:
+    assert str(response.status_code) in example["responses"], (
+        f"{response.status_code} not in {list(example['responses'])}: {response.text}"
+    )
+    assert response.status_code == status, response.text
+    body = example["responses"][str(status)].get("body")
+    if body is None:
+        assert not response.content, response.text
+    else:
+        assert_same_shape(body, response.json(), **kw)
+
+
+# --- prerequisites -----------------------------------------------------------------------
+def group(arm: httpx.Client, sub: str, name: str, location: str = "eastus") -> None:
+    r = arm.put(
+        f"/subscriptions/{sub}/resourcegroups/{name}",
+        params={"api-version": "2021-04-01"},
+        json={"location": location},
+    )
+    assert r.status_code in (200, 201), r.text
+
+
+def identity_path(sub: str, rg: str, name: str) -> str:
+    return f"/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+
+
+def identity(
+    arm: httpx.Client, sub: str, rg: str, name: str, body: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    group(arm, sub, rg)
+    r = arm.put(
+        identity_path(sub, rg, name),
+        params={"api-version": "2026-05-31"},
+        json=body or {"location": "eastus", "tags": {"key1": "value1", "key2": "value2"}},
+    )
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json())
+
+
+def fic(arm: httpx.Client, sub: str, rg: str, name: str, fic_name: str, props: dict[str, Any]) -> None:
+    r = arm.put(
+        f"{identity_path(sub, rg, name)}/federatedIdentityCredentials/{fic_name}",
+        params={"api-version": "2026-05-31"},
+        json={"properties": props},
+    )
+    assert r.status_code in (200, 201), r.text
+
+
+def user(arm: httpx.Client) -> str:
+    r = arm.post(
+        "/graph/v1.0/users",
+        json={
+            "displayName": "Example User",
+            "userPrincipalName": "example@contoso.test",
+            "accountEnabled": True,
+            "mailNickname": "example",
+        },
+    )
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+def custom_role(arm: httpx.Client, sub: str, guid: str, props: dict[str, Any] | None = None) -> None:
+    props = props or {"roleName": "Example role", "description": "example", "assignableScopes": [f"/subscriptions/{sub}"],
+                      "permissions": [{"actions": ["*/read"], "notActions": [], "dataActions": [], "notDataActions": []}]}  # fmt: skip
+    r = arm.put(
+        f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+        params={"api-version": "2022-04-01"},
+        json={"properties": props},
+    )
+    assert r.status_code == 201, r.text
+
+
+def ensure_scope(arm: httpx.Client, scope: str) -> None:
+    """Create the resource group / resource a scope names."""
+    segs = scope.strip("/").split("/")
+    if len(segs) >= 4:
+        group(arm, segs[1], segs[3])
+    if len(segs) >= 8:
+        r = arm.put("/" + "/".join(segs), params={"api-version": "2024-01-01"}, json={"location": "eastus"})
+        assert r.status_code in (200, 201), r.text
+
+
+def assignment(
+    arm: httpx.Client,
+    scope: str,
+    name: str,
+    principal: str,
+    role: str = EXAMPLE_ROLE,
+    principal_type: str = "User",
+) -> httpx.Response:
+    scope = scope.strip("/")
+    sub = scope.split("/")[1]
+    ensure_scope(arm, scope)
+    return arm.put(
+        f"/{scope}/providers/{RA}/{name}",
+        params={"api-version": "2022-04-01"},
+        json={
+            "properties": {
+                "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+                "principalId": principal,
+                "principalType": principal_type,
+            }
+        },
+    )
+
+
+def with_principal(body: Any, principal: str) -> Any:
+    return json.loads(json.dumps(body).replace(EXAMPLE_PRINCIPAL, principal))
+
+
+# --- replays -----------------------------------------------------------------------------
+MSI = "Microsoft.ManagedIdentity/2026-05-31/"
+AUTH = "Microsoft.Authorization/2022-04-01/"
+
+
+def replay_identity_create(arm: httpx.Client) -> None:
+    ex = load(MSI + "IdentityCreate.json")
+    p = ex["parameters"]
+    group(arm, p["subscriptionId"], p["resourceGroupName"])
+    path = identity_path(p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    check(
+        ex,
+        arm.put(path, params={"api-version": p["api-version"]}, json=p["parameters"]),
+        201,
+        volatile=frozenset({"$.name"}),
+    )
+    check(
+        ex,
+        arm.put(path, params={"api-version": p["api-version"]}, json=p["parameters"]),
+        200,
+        volatile=frozenset({"$.name"}),
+    )
+
+
+def replay_identity_get(arm: httpx.Client) -> None:
+    ex = load(MSI + "IdentityGet.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    r = arm.get(
+        identity_path(p["subscriptionId"], p["resourceGroupName"], p["resourceName"]),
+        params={"api-version": p["api-version"]},
+    )
+    check(ex, r, 200, volatile=frozenset({"$.name"}))
+    assert r.json()["name"] == p["resourceName"]
+
+
+def replay_identity_update(arm: httpx.Client) -> None:
+    ex = load(MSI + "IdentityUpdate.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    r = arm.patch(
+        identity_path(p["subscriptionId"], p["resourceGroupName"], p["resourceName"]),
+        params={"api-version": p["api-version"]},
+        json=p["parameters"],
+    )
+    check(ex, r, 200, volatile=frozenset({"$.name"}))
+
+
+def replay_identity_delete(arm: httpx.Client) -> None:
+    ex = load(MSI + "IdentityDelete.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    path = identity_path(p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    check(ex, arm.delete(path, params={"api-version": p["api-version"]}), 200)
+    check(ex, arm.delete(path, params={"api-version": p["api-version"]}), 204)
+
+
+def _replay_identity_list(arm: httpx.Client, file: str, by_group: bool) -> None:
+    ex = load(MSI + file)
+    p = ex["parameters"]
+    expected = ex["responses"]["200"]["body"]["value"][0]
+    body = {
+        "location": expected["location"],
+        "tags": expected["tags"],
+        "properties": {k: expected["properties"][k] for k in ("isolationScope", "assignmentRestrictions")},
+    }
+    identity(arm, p["subscriptionId"], "rgName", "identityName", body)
+    path = (
+        f"/subscriptions/{p['subscriptionId']}"
+        + ("/resourceGroups/rgName" if by_group else "")
+        + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities"
+    )
+    check(ex, arm.get(path, params={"api-version": p["api-version"]}), 200)
+
+
+def replay_identity_list_by_group(arm: httpx.Client) -> None:
+    _replay_identity_list(arm, "IdentityListByResourceGroup.json", True)
+
+
+def replay_identity_list_by_subscription(arm: httpx.Client) -> None:
+    _replay_identity_list(arm, "IdentityListBySubscription.json", False)
+
+
+def _fic_path(p: dict[str, Any], name: str | None = None) -> str:
+    base = (
+        identity_path(p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+        + "/federatedIdentityCredentials"
+    )
+    return f"{base}/{name}" if name else base
+
+
+FIC_PROPS = {
+    "issuer": "https://oidc.prod-aks.azure.com/TenantGUID/IssuerGUID",
+    "subject": "system:serviceaccount:ns:svcaccount",
+    "audiences": ["api://AzureADTokenExchange"],
+}
+
+
+def replay_fic_create(arm: httpx.Client) -> None:
+    ex = load(MSI + "FederatedIdentityCredentialCreate.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    path = _fic_path(p, p["federatedIdentityCredentialResourceName"])
+    check(ex, arm.put(path, params={"api-version": p["api-version"]}, json=p["parameters"]), 201)
+    check(ex, arm.put(path, params={"api-version": p["api-version"]}, json=p["parameters"]), 200)
+
+
+def replay_fic_get(arm: httpx.Client) -> None:
+    ex = load(MSI + "FederatedIdentityCredentialGet.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    fic(
+        arm,
+        p["subscriptionId"],
+        p["resourceGroupName"],
+        p["resourceName"],
+        p["federatedIdentityCredentialResourceName"],
+        FIC_PROPS,
+    )
+    check(
+        ex,
+        arm.get(
+            _fic_path(p, p["federatedIdentityCredentialResourceName"]),
+            params={"api-version": p["api-version"]},
+        ),
+        200,
+    )
+
+
+def replay_fic_delete(arm: httpx.Client) -> None:
+    ex = load(MSI + "FederatedIdentityCredentialDelete.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    fic(
+        arm,
+        p["subscriptionId"],
+        p["resourceGroupName"],
+        p["resourceName"],
+        p["federatedIdentityCredentialResourceName"],
+        FIC_PROPS,
+    )
+    path = _fic_path(p, p["federatedIdentityCredentialResourceName"])
+    check(ex, arm.delete(path, params={"api-version": p["api-version"]}), 200)
+    check(ex, arm.delete(path, params={"api-version": p["api-version"]}), 204)
+
+
+def replay_fic_list(arm: httpx.Client) -> None:
+    ex = load(MSI + "FederatedIdentityCredentialList.json")
+    p = ex["parameters"]
+    identity(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"])
+    fic(arm, p["subscriptionId"], p["resourceGroupName"], p["resourceName"], "ficResourceName", FIC_PROPS)
+    check(ex, arm.get(_fic_path(p), params={"api-version": p["api-version"], "$top": p["top"]}), 200)
+
+
+def replay_system_assigned_get(arm: httpx.Client) -> None:
+    ex = load(MSI + "SystemAssignedIdentityGet.json")
+    p = ex["parameters"]
+    scope = p["scope"].removesuffix("/identities/default")
+    ensure_scope(arm, "/".join(scope.split("/")[:4]))
+    r = arm.put(
+        "/" + scope,
+        params={"api-version": "2024-01-01"},
+        json={"location": "centralus", "identity": {"type": "SystemAssigned"}},
+    )
+    assert r.status_code in (200, 201), r.text
+    got = arm.get(
+        f"/{scope}/providers/Microsoft.ManagedIdentity/identities/default",
+        params={"api-version": p["api-version"]},
+    )
+    check(ex, got, 200, volatile=frozenset({"$.location", "$.type"}), extra=frozenset({"tags"}))
+    assert got.json()["properties"]["principalId"] == r.json()["identity"]["principalId"]
+
+
+def _ra_setup(arm: httpx.Client, sub: str) -> str:
+    custom_role(arm, sub, EXAMPLE_ROLE)
+    return user(arm)
+
+
+def _replay_ra_create(arm: httpx.Client, file: str) -> None:
+    ex = load(AUTH + file)
+    p = ex["parameters"]
+    if "roleAssignmentId" in p:
+        scope, name = p["roleAssignmentId"].split(f"/providers/{RA}/")
+        path = "/" + p["roleAssignmentId"]
+    else:
+        scope, name = p["scope"], p["roleAssignmentName"]
+        path = f"/{scope}/providers/{RA}/{name}"
+    principal = _ra_setup(arm, scope.split("/")[1])
+    ensure_scope(arm, scope)
+    body = with_principal(p["parameters"], principal)
+    expected = with_principal(ex, principal)
+    check(
+        expected,
+        arm.put(path, params={"api-version": p["api-version"]}, json=body),
+        201,
+        extra=frozenset(RA_EXTRA),
+    )
+    check(
+        expected,
+        arm.put(path, params={"api-version": p["api-version"]}, json=body),
+        200,
+        extra=frozenset(RA_EXTRA),
+    )
+
+
+def replay_ra_create_subscription(arm: httpx.Client) -> None:
+    _replay_ra_create(arm, "RoleAssignments_CreateForSubscription.json")
+
+
+def replay_ra_create_group(arm: httpx.Client) -> None:
+    _replay_ra_create(arm, "RoleAssignments_CreateForResourceGroup.json")
+
+
+def replay_ra_create_resource(arm: httpx.Client) -> None:
+    _replay_ra_create(arm, "RoleAssignments_CreateForResource.json")
+
+
+def replay_ra_create_by_id(arm: httpx.Client) -> None:
+    _replay_ra_create(arm, "RoleAssignments_CreateById.json")
+
+
+def _replay_ra_single(arm: httpx.Client, file: str, method: str) -> None:
+    ex = load(AUTH + file)
+    p = ex["parameters"]
+    if "roleAssignmentId" in p:
+        scope, name = p["roleAssignmentId"].split(f"/providers/{RA}/")
+        path = "/" + p["roleAssignmentId"]
+    else:
+        scope, name = p["scope"], p["roleAssignmentName"]
+        path = f"/{scope}/providers/{RA}/{name}"
+    principal = _ra_setup(arm, scope.split("/")[1])
+    created = assignment(arm, scope, name, principal)
+    assert created.status_code == 201, created.text
+    expected = with_principal(ex, principal)
+    check(
+        expected,
+        arm.request(method, path, params={"api-version": p["api-version"]}),
+        200,
+        extra=frozenset(RA_EXTRA),
+    )
+    if method == "DELETE":
+        check(expected, arm.request(method, path, params={"api-version": p["api-version"]}), 204)
+
+
+def replay_ra_get(arm: httpx.Client) -> None:
+    _replay_ra_single(arm, "RoleAssignments_Get.json", "GET")
+
+
+def replay_ra_get_by_id(arm: httpx.Client) -> None:
+    _replay_ra_single(arm, "RoleAssignments_GetById.json", "GET")
+
+
+def replay_ra_delete(arm: httpx.Client) -> None:
+    _replay_ra_single(arm, "RoleAssignments_Delete.json", "DELETE")
+
+
+def replay_ra_delete_by_id(arm: httpx.Client) -> None:
+    _replay_ra_single(arm, "RoleAssignments_DeleteById.json", "DELETE")
+
+
+def _replay_ra_list(arm: httpx.Client, file: str, path: str) -> None:
+    ex = load(AUTH + file)
+    p = ex["parameters"]
+    items = ex["responses"]["200"]["body"]["value"]
+    principal = _ra_setup(arm, items[0]["properties"]["scope"].split("/")[2])
+    for item in items:
+        assert assignment(arm, item["properties"]["scope"], item["name"], principal).status_code == 201
+    expected = with_principal(ex, principal)
+    expected["responses"]["200"]["body"]["value"].sort(key=lambda a: a["id"].lower())
+    check(expected, arm.get(path, params={"api-version": p["api-version"]}), 200, extra=frozenset(RA_EXTRA))
+
+
+def replay_ra_list_subscription(arm: httpx.Client) -> None:
+    p = load(AUTH + "RoleAssignments_ListForSubscription.json")["parameters"]
+    _replay_ra_list(
+        arm,
+        "RoleAssignments_ListForSubscription.json",
+        f"/subscriptions/{p['subscriptionId']}/providers/{RA}",
+    )
+
+
+def replay_ra_list_group(arm: httpx.Client) -> None:
+    p = load(AUTH + "RoleAssignments_ListForResourceGroup.json")["parameters"]
+    _replay_ra_list(
+        arm,
+        "RoleAssignments_ListForResourceGroup.json",
+        f"/subscriptions/{p['subscriptionId']}/resourceGroups/{p['resourceGroupName']}/providers/{RA}",
+    )
+
+
+def replay_ra_list_resource(arm: httpx.Client) -> None:
+    p = load(AUTH + "RoleAssignments_ListForResource.json")["parameters"]
+    path = (f"/subscriptions/{p['subscriptionId']}/resourceGroups/{p['resourceGroupName']}/providers/{p['resourceProviderNamespace']}"
+            f"/{p['resourceType']}/{p['resourceName']}/providers/{RA}")  # fmt: skip
+    _replay_ra_list(arm, "RoleAssignments_ListForResource.json", path)
+
+
+def replay_ra_list_scope(arm: httpx.Client) -> None:
+    p = load(AUTH + "RoleAssignments_ListForScope.json")["parameters"]
+    _replay_ra_list(arm, "RoleAssignments_ListForScope.json", f"/{p['scope']}/providers/{RA}")
+
+
+def _example_role(arm: httpx.Client, ex: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    body = ex["responses"]["200"]["body"]
+    item = body["value"][0] if "value" in body else body
+    guid = "5c0e1f8a-2b3c-4d5e-8f90-a1b2c3d4e5f6"
+    props = {k: v for k, v in item["properties"].items() if k != "type"}
+    custom_role(arm, "subId", guid, props)
+    return guid, ex
+
+
+RD_VOLATILE = frozenset({"$.properties.type", "$.name", "$.value[0].properties.type", "$.value[0].name"})
+
+
+def replay_rd_get_by_name(arm: httpx.Client) -> None:
+    guid, ex = _example_role(arm, load(AUTH + "GetRoleDefinitionByName.json"))
+    r = arm.get(
+        f"/subscriptions/subId/providers/Microsoft.Authorization/roleDefinitions/{guid}",
+        params={"api-version": "2022-04-01"},
+    )
+    check(ex, r, 200, volatile=RD_VOLATILE, extra=frozenset(RD_EXTRA))
+
+
+def replay_rd_get_by_id(arm: httpx.Client) -> None:
+    guid, ex = _example_role(arm, load(AUTH + "GetRoleDefinitionById.json"))
+    r = arm.get(
+        f"/providers/Microsoft.Authorization/roleDefinitions/{guid}", params={"api-version": "2022-04-01"}
+    )
+    check(ex, r, 200, volatile=RD_VOLATILE, extra=frozenset(RD_EXTRA))
+
+
+def replay_rd_list_at_scope(arm: httpx.Client) -> None:
+    guid, ex = _example_role(arm, load(AUTH + "GetRoleDefinitionAtScope.json"))
+    r = arm.get(
+        "/subscriptions/subId/providers/Microsoft.Authorization/roleDefinitions",
+        params={"api-version": "2022-04-01", "$filter": "type eq 'CustomRole'"},
+    )
+    check(ex, r, 200, volatile=RD_VOLATILE, extra=frozenset(RD_EXTRA))
+
+
+def replay_resource_graph_pages(arm: httpx.Client) -> None:
+    first = load("Microsoft.ResourceGraph/2022-10-01/ResourcesFirstPageQuery.json")
+    second = load("Microsoft.ResourceGraph/2022-10-01/ResourcesNextPageQuery.json")
+    rows = first["responses"]["200"]["body"]["data"] + second["responses"]["200"]["body"]["data"]
+    for row in sorted(rows, key=lambda r: r["id"].count("/")):  # parents before children
+        ensure_scope(arm, "/".join(row["id"].split("/")[:5]))
+        r = arm.put(row["id"], params={"api-version": "2024-01-01"}, json={"location": row["location"]})
+        assert r.status_code == 201, r.text
+    # The next-page example lists 'second_OsDisk_...', which does not contain 'test': a real answer to
+    # this query would not hold it, and neither does the emulator's.
+    matching = [r for r in rows if "test" in r["name"].lower()]
+    q = first["parameters"]
+    anything = frozenset({f"$.data[{i}].{k}" for i in range(3) for k in ("id", "name", "type", "location")})
+    page1 = arm.post(
+        "/providers/Microsoft.ResourceGraph/resources",
+        params={"api-version": q["api-version"]},
+        json=q["query"],
+    )
+    check(first, page1, 200, volatile=anything)
+    query2 = dict(second["parameters"]["query"], options={"$skipToken": page1.json()["$skipToken"]})
+    page2 = arm.post(
+        "/providers/Microsoft.ResourceGraph/resources", params={"api-version": q["api-version"]}, json=query2
+    )
+    expected2 = json.loads(json.dumps(second))
+    expected2["responses"]["200"]["body"]["data"] = expected2["responses"]["200"]["body"]["data"][1:]
+    expected2["responses"]["200"]["body"]["count"] = 2
+    check(expected2, page2, 200, volatile=anything)
+    got = page1.json()["data"] + page2.json()["data"]
+    assert sorted(json.dumps(r, sort_keys=True) for r in got) == sorted(
+        json.dumps(r, sort_keys=True) for r in matching
+    )
+    assert page1.json()["totalRecords"] == len(matching) == 5
+
+
+def replay_event_grid_cloud_events(arm: httpx.Client) -> None:
+    ex = load("Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCloudEvents.json")
+    p = ex["parameters"]
+    r = arm.post("/eventgrid/api/events", params={"api-version": p["api-version"]}, json=p["events"],
+                 headers={"Authorization": "", "aeg-sas-key": "key", "Content-Type": "application/cloudevents-batch+json; charset=utf-8"})  # fmt: skip
+    check(ex, r, 200)
+    assert arm.get("/_emulator/events").json() == p["events"]
+
+
+def replay_vm_with_encryption_identity(arm: httpx.Client) -> None:
+    ex = load("Microsoft.Compute/2024-11-01/VirtualMachine_Create_WithEncryptionIdentity.json")
+    sub = "4f1c2d3e-0000-4000-8000-00000000c0de"
+    p = json.loads(json.dumps(ex["parameters"]).replace("{subscription-id}", sub))
+    expected = json.loads(json.dumps(ex["responses"]["201"]["body"]).replace("{subscription-id}", sub))
+    created = identity(arm, sub, p["resourceGroupName"], "myIdentity", {"location": "westus"})
+    path = f"/subscriptions/{sub}/resourceGroups/{p['resourceGroupName']}/providers/Microsoft.Compute/virtualMachines/{quote(p['vmName'])}"
+    r = arm.put(path, params={"api-version": p["api-version"]}, json=p["parameters"])
+    assert str(r.status_code) in ex["responses"] and r.status_code == 201, r.text
+    got = r.json()
+    for k in ("name", "type", "id", "location"):
+        assert got[k] == expected[k]
+    entry = next(iter(got["identity"]["userAssignedIdentities"].values()))
+    assert got["identity"]["type"] == expected["identity"]["type"]
+    assert list(got["identity"]["userAssignedIdentities"]) == list(
+        expected["identity"]["userAssignedIdentities"]
+    )
+    assert entry == {
+        "principalId": created["properties"]["principalId"],
+        "clientId": created["properties"]["clientId"],
+    }
+    for k, v in p["parameters"]["properties"].items():
+        assert got["properties"][k] == v
+    assert set(got["properties"]) - {"provisioningState"} <= set(expected["properties"])
+
+
+REPLAYS: dict[str, Callable[[httpx.Client], None]] = {
+    MSI + "IdentityCreate.json": replay_identity_create,
+    MSI + "IdentityGet.json": replay_identity_get,
+    MSI + "IdentityUpdate.json": replay_identity_update,
+    MSI + "IdentityDelete.json": replay_identity_delete,
+    MSI + "IdentityListByResourceGroup.json": replay_identity_list_by_group,
+    MSI + "IdentityListBySubscription.json": replay_identity_list_by_subscription,
+    MSI + "FederatedIdentityCredentialCreate.json": replay_fic_create,
+    MSI + "FederatedIdentityCredentialGet.json": replay_fic_get,
+    MSI + "FederatedIdentityCredentialDelete.json": replay_fic_delete,
+    MSI + "FederatedIdentityCredentialList.json": replay_fic_list,
+    MSI + "SystemAssignedIdentityGet.json": replay_system_assigned_get,
+    AUTH + "RoleAssignments_CreateForSubscription.json": replay_ra_create_subscription,
+    AUTH + "RoleAssignments_CreateForResourceGroup.json": replay_ra_create_group,
+    AUTH + "RoleAssignments_CreateForResource.json": replay_ra_create_resource,
+    AUTH + "RoleAssignments_CreateById.json": replay_ra_create_by_id,
+    AUTH + "RoleAssignments_Get.json": replay_ra_get,
+    AUTH + "RoleAssignments_GetById.json": replay_ra_get_by_id,
+    AUTH + "RoleAssignments_Delete.json": replay_ra_delete,
+    AUTH + "RoleAssignments_DeleteById.json": replay_ra_delete_by_id,
+    AUTH + "RoleAssignments_ListForSubscription.json": replay_ra_list_subscription,
+    AUTH + "RoleAssignments_ListForResourceGroup.json": replay_ra_list_group,
+    AUTH + "RoleAssignments_ListForResource.json": replay_ra_list_resource,
+    AUTH + "RoleAssignments_ListForScope.json": replay_ra_list_scope,
+    AUTH + "GetRoleDefinitionByName.json": replay_rd_get_by_name,
+    AUTH + "GetRoleDefinitionById.json": replay_rd_get_by_id,
+    AUTH + "GetRoleDefinitionAtScope.json": replay_rd_list_at_scope,
+    "Microsoft.ResourceGraph/2022-10-01/ResourcesFirstPageQuery.json": replay_resource_graph_pages,
+    "Microsoft.ResourceGraph/2022-10-01/ResourcesNextPageQuery.json": replay_resource_graph_pages,
+    "Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCloudEvents.json": replay_event_grid_cloud_events,
+    "Microsoft.Compute/2024-11-01/VirtualMachine_Create_WithEncryptionIdentity.json": replay_vm_with_encryption_identity,
+}
+NOT_REPLAYED = {
+    "Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCustomSchemaEvents.json": "custom-schema topic (see docstring)",
+}
+
+
+def test_every_example_is_replayed_or_excused() -> None:
+    files = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.json")}
+    assert files == set(REPLAYS) | set(NOT_REPLAYED)
+
+
+@pytest.mark.parametrize("example", sorted(REPLAYS))
+def test_replay(example: str, emulator_arm: httpx.Client) -> None:
+    REPLAYS[example](emulator_arm)
