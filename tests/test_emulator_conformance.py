@@ -541,7 +541,7 @@ def replay_rd_get_by_id(arm: httpx.Client) -> None:
 
 
 def replay_rd_list_at_scope(arm: httpx.Client) -> None:
-    guid, ex = _example_role(arm, load(AUTH + "GetRoleDefinitionAtScope.json"))
+    _guid, ex = _example_role(arm, load(AUTH + "GetRoleDefinitionAtScope.json"))
     r = arm.get(
         "/subscriptions/subId/providers/Microsoft.Authorization/roleDefinitions",
         params={"api-version": "2022-04-01", "$filter": "type eq 'CustomRole'"},

@@ -135,3 +135,48 @@ def emulator_sdk(emulator_url: str) -> Iterator[SdkClients]:
         yield clients
     finally:
         clients.close()
+
+
+# --- helpers for building an estate over plain REST -------------------------------------
+ARM_API = {"api-version": "2021-04-01"}
+MSI_API = {"api-version": "2024-11-30"}
+RBAC_API = {"api-version": "2022-04-01"}
+
+
+def rg_path(group: str, subscription: str = SUBSCRIPTION) -> str:
+    return f"/subscriptions/{subscription}/resourceGroups/{group}"
+
+
+def identity_path(group: str, name: str, subscription: str = SUBSCRIPTION) -> str:
+    return f"{rg_path(group, subscription)}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+
+
+def put_group(
+    client: httpx.Client, group: str, location: str = "westeurope", subscription: str = SUBSCRIPTION
+) -> dict[str, Any]:
+    r = client.put(rg_path(group, subscription), params=ARM_API, json={"location": location})
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json())
+
+
+def put_identity(
+    client: httpx.Client,
+    group: str,
+    name: str,
+    location: str = "westeurope",
+    subscription: str = SUBSCRIPTION,
+    **properties: Any,
+) -> dict[str, Any]:
+    put_group(client, group, location, subscription)
+    body: dict[str, Any] = {"location": location}
+    if properties:
+        body["properties"] = properties
+    r = client.put(identity_path(group, name, subscription), params=MSI_API, json=body)
+    assert r.status_code in (200, 201), r.text
+    return dict(r.json())
+
+
+def configure(client: httpx.Client, **config: Any) -> dict[str, Any]:
+    r = client.put("/_emulator/config", json=config)
+    assert r.status_code == 200, r.text
+    return dict(r.json())
