@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 
 from azure.core import PipelineClient
 from azure.core.credentials import AccessToken, AccessTokenInfo, AzureKeyCredential, TokenCredential
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError
 from azure.core.pipeline import PipelineRequest
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
@@ -184,6 +184,7 @@ class AzureClients:
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], Any] = {}
         self._api_versions: dict[str, str] = {}
+        self._providers: dict[str, dict[str, list[str]]] = {}
         self._graph: GraphClient | None = None
 
     def _default_credential(self) -> TokenCredential:
@@ -272,30 +273,31 @@ class AzureClients:
         return self._cached("eg", endpoint, lambda: EventGridPublisherClient(endpoint, credential))  # type: ignore[no-any-return]
 
     def api_version_for(self, resource_id_or_type: str) -> str:
-        """api-version for a resource type: asked from the provider once, else a known table, else a default."""
+        """api-version for a resource type: the provider's newest stable one (asked once per namespace);
+        where the provider cannot be asked, a small table of known types, else a default."""
         rtype = resource_type(resource_id_or_type).lower()
-        if rtype in self._api_versions:
-            return self._api_versions[rtype]
-        version = KNOWN_API_VERSIONS.get(rtype)
-        if version is None:
-            version = self._provider_api_version(resource_id_or_type, rtype) or DEFAULT_API_VERSION
-        self._api_versions[rtype] = version
-        return version
+        if rtype not in self._api_versions:
+            version = self._provider_api_version(resource_id_or_type, rtype)
+            self._api_versions[rtype] = version or KNOWN_API_VERSIONS.get(rtype, DEFAULT_API_VERSION)
+        return self._api_versions[rtype]
 
     def _provider_api_version(self, resource_id: str, rtype: str) -> str | None:
         sub = subscription_of(resource_id)
-        if not sub:
-            return None
         namespace, _, type_name = rtype.partition("/")
-        try:
-            provider = self.resources(sub).providers.get(namespace)
-        except (ResourceNotFoundError, HttpResponseError):
-            return None
-        for entry in provider.resource_types or []:
-            if (entry.resource_type or "").lower() == type_name and entry.api_versions:
-                stable = [v for v in entry.api_versions if "preview" not in v]
-                return sorted(stable or entry.api_versions)[-1]
-        return None
+        if not sub or namespace == "microsoft.managedidentity":
+            return KNOWN_API_VERSIONS.get(rtype)
+        if namespace not in self._providers:
+            try:
+                provider = self.resources(sub).providers.get(namespace)
+                self._providers[namespace] = {
+                    (t.resource_type or "").lower(): list(t.api_versions or [])
+                    for t in provider.resource_types or []
+                }
+            except HttpResponseError:
+                self._providers[namespace] = {}
+        versions = self._providers[namespace].get(type_name) or []
+        stable = [v for v in versions if "preview" not in v.lower()]
+        return sorted(stable or versions)[-1] if versions else None
 
 
 def subscription_of(resource_id: str) -> str:

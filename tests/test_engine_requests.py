@@ -162,3 +162,17 @@ def test_list_pages_with_opaque_tokens_and_filters(engine_service: MoveService) 
     assert [m["id"] for m in canceled] == [sorted(ids)[0]]
     with pytest.raises(ApiError):
         engine_service.list(status="Sleeping")
+
+
+def test_emulator_credential_is_refused_for_remote_endpoints() -> None:
+    from shared.azure_clients import AzureClients, CredentialRefused
+    from shared.settings import Settings
+
+    with pytest.raises(CredentialRefused, match=r"management\.azure\.com"):
+        AzureClients(Settings(credential="emulator"))
+    local = AzureClients(
+        Settings(
+            credential="emulator", arm_endpoint="http://127.0.0.1:1", graph_endpoint="http://localhost:1/v1.0"
+        )
+    )
+    assert "redacted" in repr(local.credential)
