@@ -65,9 +65,9 @@ class MoveService:
         self.clock = clock
         self.new_id = new_id
         self.crashpoint: Callable[[str], None] = no_crash
-        self.store = StateStore(settings.storage_connection_string, settings.table_prefix, stats)
+        self.store = StateStore(settings.storage, settings.table_prefix, stats)
         self.stats = self.store.stats
-        self.queue = WorkQueue(settings.storage_connection_string, settings.queue_name, self.stats)
+        self.queue = WorkQueue(settings.storage, settings.queue_name, self.stats)
         self._clients = clients
         self.engine = Engine(settings, self.store, self.queue, self.clients, clock, self._crash)
 

@@ -1,6 +1,7 @@
 """Settings from the environment (same names as the Function App's app settings).
 
-Contract names: ``AzureWebJobsStorage``, ``IDMOVE_ARM_ENDPOINT``, ``IDMOVE_GRAPH_ENDPOINT``,
+Contract names: ``AzureWebJobsStorage`` (or its identity-based ``AzureWebJobsStorage__*`` form, see
+``shared.storage``), ``IDMOVE_ARM_ENDPOINT``, ``IDMOVE_GRAPH_ENDPOINT``,
 ``IDMOVE_CREDENTIAL``, ``IDMOVE_EVENTGRID_ENDPOINT``, ``IDMOVE_EVENTGRID_KEY``,
 ``IDMOVE_ALLOWED_SUBSCRIPTIONS``. Internal ones: ``IDMOVE_QUEUE_NAME`` (default ``idmove-work``),
 ``IDMOVE_TABLE_PREFIX`` (default ``idmove``), ``IDMOVE_MAX_PARALLEL_ITEMS`` (default 8),
@@ -14,6 +15,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
+
+from shared.storage import StorageAccess
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,13 @@ class Settings:
     backoff_scale: float = 1.0
     arm_retry_total: int = 6
 
+    storage_identity: StorageAccess | None = None
+
+    @property
+    def storage(self) -> StorageAccess:
+        """Where tables and queues live: identity-based in Azure, a connection string locally."""
+        return self.storage_identity or StorageAccess(connection_string=self.storage_connection_string)
+
     @property
     def poison_queue_name(self) -> str:
         return f"{self.queue_name}-poison"
@@ -45,8 +55,10 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         allowed = env.get("IDMOVE_ALLOWED_SUBSCRIPTIONS", "")
+        storage = StorageAccess.from_env(env)
         return cls(
-            storage_connection_string=env.get("AzureWebJobsStorage", "UseDevelopmentStorage=true"),
+            storage_connection_string=storage.connection_string or "",
+            storage_identity=storage if storage.uses_identity else None,
             arm_endpoint=env.get("IDMOVE_ARM_ENDPOINT", cls.arm_endpoint).rstrip("/"),
             graph_endpoint=env.get("IDMOVE_GRAPH_ENDPOINT", cls.graph_endpoint).rstrip("/"),
             credential=env.get("IDMOVE_CREDENTIAL", "default").strip().lower() or "default",

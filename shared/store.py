@@ -37,9 +37,10 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.statuses import Status
+from shared.storage import StorageAccess, as_access
 
 CHUNK = 30_000
 MOVE_ROW = "move"
@@ -255,9 +256,9 @@ def decode_token(token: str | None) -> Any:
 class StateStore:
     """Typed access to the tables; every call counted in ``stats``."""
 
-    def __init__(self, connection_string: str, prefix: str, stats: StoreStats | None = None) -> None:
+    def __init__(self, connection: str | StorageAccess, prefix: str, stats: StoreStats | None = None) -> None:
         self.stats = stats or StoreStats()
-        service = TableServiceClient.from_connection_string(connection_string)
+        service = as_access(connection).table_service()
         safe = "".join(ch for ch in prefix if ch.isalnum())
         self.moves: TableClient = service.get_table_client(f"{safe}moves")
         self.locks: TableClient = service.get_table_client(f"{safe}locks")

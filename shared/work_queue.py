@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
-from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
+from azure.storage.queue import QueueClient
 
+from shared.storage import StorageAccess, as_access
 from shared.store import StoreStats
 
 
@@ -49,18 +50,13 @@ class WorkMessage:
         )
 
 
-def queue_client(connection_string: str, queue_name: str) -> QueueClient:
-    return QueueClient.from_connection_string(
-        connection_string,
-        queue_name,
-        message_encode_policy=TextBase64EncodePolicy(),
-        message_decode_policy=TextBase64DecodePolicy(),
-    )
+def queue_client(connection: str | StorageAccess, queue_name: str) -> QueueClient:
+    return as_access(connection).queue_client(queue_name)
 
 
 class WorkQueue:
-    def __init__(self, connection_string: str, queue_name: str, stats: StoreStats) -> None:
-        self.client = queue_client(connection_string, queue_name)
+    def __init__(self, connection: str | StorageAccess, queue_name: str, stats: StoreStats) -> None:
+        self.client = queue_client(connection, queue_name)
         self.stats = stats
         self._created = False
 
