@@ -66,6 +66,8 @@ def merge(current: dict[str, Any], update: Any, path: str = "") -> dict[str, Any
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise ArmError(400, "InvalidConfig", f"config {where.lstrip('.')} must be a list of strings")
             result[key] = value
+    if path:
+        return result
     if result["throttling"]["timeScale"] <= 0:
         raise ArmError(400, "InvalidConfig", "config throttling.timeScale must be positive")
     if result["pageSize"] < 1:

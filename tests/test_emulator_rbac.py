@@ -1,0 +1,334 @@
+"""Microsoft.Authorization 2022-04-01: role definitions and role assignments
+(FACTS.md "Microsoft.Authorization")."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+
+from tests.plugins.emulator import (
+    RBAC_API,
+    SUBSCRIPTION,
+    configure,
+    identity_path,
+    put_group,
+    put_identity,
+    rg_path,
+)
+
+RA = "providers/Microsoft.Authorization/roleAssignments"
+READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+CONTRIBUTOR = "b24988ac-6180-42a0-ab88-20f7382dd24c"
+SUB = f"/subscriptions/{SUBSCRIPTION}"
+
+
+def role_id(guid: str) -> str:
+    return f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+
+
+def assign(
+    client: httpx.Client,
+    scope: str,
+    principal: str,
+    role: str = READER,
+    name: str | None = None,
+    **props: object,
+) -> httpx.Response:
+    body = {
+        "properties": {
+            "roleDefinitionId": role_id(role),
+            "principalId": principal,
+            "principalType": "ServicePrincipal",
+            **props,
+        }
+    }
+    return client.put(f"{scope}/{RA}/{name or uuid.uuid4()}", params=RBAC_API, json=body)
+
+
+def names(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {a["properties"]["scope"] for a in response.json()["value"]}
+
+
+def test_builtin_roles_have_real_ids_and_permissions(emulator_arm: httpx.Client) -> None:
+    owner = emulator_arm.get(
+        f"/providers/Microsoft.Authorization/roleDefinitions/{OWNER}", params=RBAC_API
+    ).json()
+    assert owner["properties"]["roleName"] == "Owner" and owner["properties"]["permissions"][0][
+        "actions"
+    ] == ["*"]
+    contributor = emulator_arm.get(
+        f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{CONTRIBUTOR}", params=RBAC_API
+    ).json()
+    assert contributor["id"] == role_id(CONTRIBUTOR)
+    assert {"Microsoft.Authorization/*/Write", "Microsoft.Authorization/*/Delete"} <= set(
+        contributor["properties"]["permissions"][0]["notActions"]
+    )
+    found = emulator_arm.get(
+        f"{SUB}/providers/Microsoft.Authorization/roleDefinitions",
+        params={**RBAC_API, "$filter": "roleName eq 'User Access Administrator'"},
+    ).json()["value"]
+    assert [r["name"] for r in found] == ["18d7d88d-d35e-4fb5-a5c3-7773c20a72d9"]
+    assert found[0]["properties"]["permissions"][0]["actions"] == [
+        "*/read",
+        "Microsoft.Authorization/*",
+        "Microsoft.Support/*",
+    ]
+    builtins = emulator_arm.get(
+        f"{SUB}/providers/Microsoft.Authorization/roleDefinitions",
+        params={**RBAC_API, "$filter": "type eq 'BuiltInRole'"},
+    ).json()["value"]
+    ids = {r["name"] for r in builtins}
+    assert {
+        "f58310d9-a9f6-439a-9e8d-f62e7b41a168",
+        "e40ec5ca-96e0-45a2-b4ff-59039f2c2b59",
+        "f1a07417-d97a-45cb-824c-7a7467783830",
+        READER,
+    } <= ids
+    missing = emulator_arm.get(
+        f"/providers/Microsoft.Authorization/roleDefinitions/{uuid.uuid4()}", params=RBAC_API
+    )
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "RoleDefinitionDoesNotExist"
+
+
+def test_custom_roles(emulator_arm: httpx.Client) -> None:
+    guid = str(uuid.uuid4())
+    body = {"properties": {"roleName": "Access granter", "description": "can grant", "assignableScopes": [SUB],
+                           "permissions": [{"actions": ["Microsoft.Authorization/roleAssignments/write"]}]}}  # fmt: skip
+    created = emulator_arm.put(
+        f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}", params=RBAC_API, json=body
+    )
+    assert created.status_code == 201 and created.json()["properties"]["type"] == "CustomRole"
+    same_name = emulator_arm.put(
+        f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{uuid.uuid4()}", params=RBAC_API, json=body
+    )
+    assert same_name.status_code == 409
+    put_group(emulator_arm, "rg1")
+    sp = str(uuid.uuid4())
+    assert assign(emulator_arm, rg_path("rg1"), sp, role=guid).status_code == 201
+    busy = emulator_arm.delete(
+        f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}", params=RBAC_API
+    )
+    assert busy.status_code == 409 and busy.json()["error"]["code"] == "RoleDefinitionHasAssignments"
+    other_sub = assign(emulator_arm, "/subscriptions/11111111-1111-1111-1111-111111111111", sp, role=guid)
+    assert other_sub.json()["error"]["code"] == "RoleDefinitionDoesNotExist"
+
+
+def test_create_is_201_then_200_and_name_must_be_a_guid(emulator_arm: httpx.Client) -> None:
+    sp = str(uuid.uuid4())
+    name = str(uuid.uuid4())
+    first = assign(emulator_arm, SUB, sp, name=name, description="why")
+    assert first.status_code == 201
+    props = first.json()["properties"]
+    assert (
+        props["principalType"] == "ServicePrincipal" and props["description"] == "why" and props["createdOn"]
+    )
+    assert props["roleDefinitionId"] == role_id(READER) and props["condition"] is None
+    assert assign(emulator_arm, SUB, sp, name=name, description="why").status_code == 200
+    changed = assign(emulator_arm, SUB, str(uuid.uuid4()), name=name)
+    assert (
+        changed.status_code == 409 and changed.json()["error"]["code"] == "RoleAssignmentUpdateNotPermitted"
+    )
+    bad = assign(emulator_arm, SUB, sp, name="not-a-guid")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidRoleAssignmentId"
+    exists = assign(emulator_arm, SUB, sp)
+    assert exists.status_code == 409 and exists.json()["error"]["code"] == "RoleAssignmentExists"
+    nope = assign(emulator_arm, SUB, sp, role=str(uuid.uuid4()))
+    assert nope.status_code == 400 and nope.json()["error"]["code"] == "RoleDefinitionDoesNotExist"
+
+
+def test_principal_type_defaults_to_user_and_unknown_principals_fail(emulator_arm: httpx.Client) -> None:
+    unknown = str(uuid.uuid4())
+    body = {"properties": {"roleDefinitionId": role_id(READER), "principalId": unknown}}
+    r = emulator_arm.put(f"{SUB}/{RA}/{uuid.uuid4()}", params=RBAC_API, json=body)
+    assert r.status_code == 400 and r.json()["error"]["code"] == "PrincipalNotFound"
+    # Azure cannot validate a service principal it has not seen yet and accepts it
+    assert assign(emulator_arm, SUB, unknown).status_code == 201
+    ident = put_identity(emulator_arm, "rg1", "id1")
+    user_typed = emulator_arm.put(
+        f"{SUB}/{RA}/{uuid.uuid4()}",
+        params=RBAC_API,
+        json={
+            "properties": {
+                "roleDefinitionId": role_id(OWNER),
+                "principalId": ident["properties"]["principalId"],
+                "principalType": "User",
+            }
+        },
+    )
+    assert user_typed.status_code == 400 and user_typed.json()["error"]["code"] == "UnmatchedPrincipalType"
+    defaulted = emulator_arm.put(
+        f"{SUB}/{RA}/{uuid.uuid4()}",
+        params=RBAC_API,
+        json={
+            "properties": {
+                "roleDefinitionId": role_id(OWNER),
+                "principalId": ident["properties"]["principalId"],
+            }
+        },
+    )
+    assert defaulted.json()["error"]["code"] == "UnmatchedPrincipalType"
+
+
+def test_new_identity_hits_principal_not_found_unless_service_principal(emulator_arm: httpx.Client) -> None:
+    configure(emulator_arm, replicationDelaySeconds=0.5)
+    ident = put_identity(emulator_arm, "rg1", "id1")
+    pid = ident["properties"]["principalId"]
+    body = {"properties": {"roleDefinitionId": role_id(READER), "principalId": pid, "principalType": "Group"}}
+    early = emulator_arm.put(f"{SUB}/{RA}/{uuid.uuid4()}", params=RBAC_API, json=body)
+    assert early.status_code == 400 and early.json()["error"]["code"] == "PrincipalNotFound"
+    assert assign(emulator_arm, SUB, pid).status_code == 201
+    time.sleep(0.6)
+    late = emulator_arm.put(
+        f"{rg_path('rg1')}/{RA}/{uuid.uuid4()}",
+        params=RBAC_API,
+        json={"properties": {**body["properties"], "principalType": "ServicePrincipal"}},
+    )
+    assert late.status_code == 201
+
+
+def test_condition_needs_version_2(emulator_arm: httpx.Client) -> None:
+    cond = "((!(ActionMatches{'Microsoft.Storage/storageAccounts/blobServices/containers/blobs/read'})))"
+    bad = assign(emulator_arm, SUB, str(uuid.uuid4()), condition=cond, conditionVersion="1.0")
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidConditionVersion"
+    good = assign(emulator_arm, SUB, str(uuid.uuid4()), condition=cond, conditionVersion="2.0")
+    assert good.status_code == 201 and good.json()["properties"]["condition"] == cond
+
+
+def test_limit_per_subscription(emulator_arm: httpx.Client) -> None:
+    configure(emulator_arm, roleAssignmentLimit=3)
+    for _ in range(3):
+        assert assign(emulator_arm, SUB, str(uuid.uuid4())).status_code == 201
+    over = assign(emulator_arm, SUB, str(uuid.uuid4()))
+    assert over.status_code == 400 and over.json()["error"]["code"] == "RoleAssignmentLimitExceeded"
+    assert (
+        assign(
+            emulator_arm, "/subscriptions/22222222-2222-2222-2222-222222222222", str(uuid.uuid4())
+        ).status_code
+        == 201
+    )
+
+
+def test_filters_at_above_and_below(emulator_arm: httpx.Client) -> None:
+    emulator_arm.put(
+        "/providers/Microsoft.Management/managementGroups/root-mg",
+        params={"api-version": "2021-04-01"},
+        json={},
+    )
+    emulator_arm.put(
+        "/providers/Microsoft.Management/managementGroups/mg1",
+        params={"api-version": "2021-04-01"},
+        json={
+            "properties": {
+                "details": {"parent": {"id": "/providers/Microsoft.Management/managementGroups/root-mg"}}
+            }
+        },
+    )
+    emulator_arm.put(
+        f"/providers/Microsoft.Management/managementGroups/mg1/subscriptions/{SUBSCRIPTION}",
+        params={"api-version": "2021-04-01"},
+    )
+    ident = put_identity(emulator_arm, "rg1", "id1")
+    put_group(emulator_arm, "rg2")
+    p, other = ident["properties"]["principalId"], str(uuid.uuid4())
+    mg = "/providers/Microsoft.Management/managementGroups/root-mg"
+    for scope in (mg, SUB, rg_path("rg1"), identity_path("rg1", "id1"), rg_path("rg2")):
+        assert assign(emulator_arm, scope, p).status_code == 201, scope
+    assert assign(emulator_arm, rg_path("rg1"), other).status_code == 201
+
+    def listed(scope: str, flt: str | None = None) -> set[str]:
+        params = {**RBAC_API, "$filter": flt} if flt else RBAC_API
+        return names(emulator_arm.get(f"{scope}/{RA}", params=params))
+
+    by_principal = f"principalId eq '{p}'"
+    assert listed(rg_path("rg1"), by_principal) == {mg, SUB, rg_path("rg1"), identity_path("rg1", "id1")}
+    assert listed(rg_path("rg1"), f"atScope() and {by_principal}") == {mg, SUB, rg_path("rg1")}
+    assert listed(rg_path("rg1"), "atScope()") == {mg, SUB, rg_path("rg1")}
+    assert listed(SUB, by_principal) == {mg, SUB, rg_path("rg1"), identity_path("rg1", "id1"), rg_path("rg2")}
+    assert listed(mg, "atScope()") == {mg}
+    assert listed(identity_path("rg1", "id1")) == {mg, SUB, rg_path("rg1"), identity_path("rg1", "id1")}
+    assert (
+        emulator_arm.get(f"{SUB}/{RA}", params={**RBAC_API, "$filter": "roleName eq 'x'"}).status_code == 400
+    )
+
+
+def test_assigned_to_includes_group_memberships(emulator_arm: httpx.Client) -> None:
+    ident = put_identity(emulator_arm, "rg1", "id1")
+    p = ident["properties"]["principalId"]
+    group = emulator_arm.post(
+        "/graph/v1.0/groups",
+        json={"displayName": "g", "mailEnabled": False, "mailNickname": "g", "securityEnabled": True},
+    ).json()
+    emulator_arm.post(
+        f"/graph/v1.0/groups/{group['id']}/members/$ref",
+        json={"@odata.id": f"https://graph.microsoft.com/v1.0/directoryObjects/{p}"},
+    )
+    body = {
+        "properties": {
+            "roleDefinitionId": role_id(READER),
+            "principalId": group["id"],
+            "principalType": "Group",
+        }
+    }
+    assert (
+        emulator_arm.put(f"{rg_path('rg1')}/{RA}/{uuid.uuid4()}", params=RBAC_API, json=body).status_code
+        == 201
+    )
+    assert assign(emulator_arm, SUB, p).status_code == 201
+    got = emulator_arm.get(f"{SUB}/{RA}", params={**RBAC_API, "$filter": f"assignedTo('{p}')"}).json()[
+        "value"
+    ]
+    assert {a["properties"]["principalId"] for a in got} == {p, group["id"]}
+
+
+def test_management_group_scope_and_limit(emulator_arm: httpx.Client) -> None:
+    mg = "/providers/Microsoft.Management/managementGroups/mg1"
+    assert assign(emulator_arm, mg, str(uuid.uuid4())).json()["error"]["code"] == "ManagementGroupNotFound"
+    emulator_arm.put(mg, params={"api-version": "2021-04-01"}, json={"properties": {"displayName": "MG 1"}})
+    configure(emulator_arm, managementGroupRoleAssignmentLimit=1)
+    r = assign(emulator_arm, mg, str(uuid.uuid4()))
+    assert r.status_code == 201 and r.json()["id"].startswith(mg)
+    assert (
+        r.json()["properties"]["roleDefinitionId"]
+        == f"/providers/Microsoft.Authorization/roleDefinitions/{READER}"
+    )
+    assert (
+        assign(emulator_arm, mg, str(uuid.uuid4())).json()["error"]["code"] == "RoleAssignmentLimitExceeded"
+    )
+
+
+def test_get_and_delete_by_id_and_paging(emulator_arm: httpx.Client) -> None:
+    created = [assign(emulator_arm, SUB, str(uuid.uuid4())).json() for _ in range(5)]
+    configure(emulator_arm, pageSize=2)
+    url: str | None = f"{SUB}/{RA}?api-version=2022-04-01"
+    seen = []
+    while url:
+        page = emulator_arm.get(url).json()
+        seen += [a["id"] for a in page["value"]]
+        url = page.get("nextLink")
+    assert sorted(seen) == sorted(a["id"] for a in created)
+    target = created[0]["id"]
+    assert emulator_arm.get(target, params=RBAC_API).json()["id"] == target
+    deleted = emulator_arm.delete(target, params=RBAC_API)
+    assert deleted.status_code == 200 and deleted.json()["id"] == target
+    assert emulator_arm.delete(target, params=RBAC_API).status_code == 204
+    assert emulator_arm.get(target, params=RBAC_API).status_code == 404
+
+
+def test_assignments_outlive_their_principal_but_not_their_scope(emulator_arm: httpx.Client) -> None:
+    ident = put_identity(emulator_arm, "rg1", "id1")
+    put_group(emulator_arm, "rg2")
+    site = f"{rg_path('rg2')}/providers/Microsoft.Web/sites/app"
+    emulator_arm.put(site, params={"api-version": "2023-01-01"}, json={"location": "westeurope"})
+    p = ident["properties"]["principalId"]
+    assert assign(emulator_arm, SUB, p).status_code == 201
+    assert assign(emulator_arm, site, p).status_code == 201
+    emulator_arm.delete(identity_path("rg1", "id1"), params={"api-version": "2024-11-30"})
+    emulator_arm.delete(site, params={"api-version": "2023-01-01"})
+    left = emulator_arm.get(f"{SUB}/{RA}", params={**RBAC_API, "$filter": f"principalId eq '{p}'"}).json()[
+        "value"
+    ]
+    assert [a["properties"]["scope"] for a in left] == [SUB]
