@@ -153,6 +153,7 @@ class Emulator:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # answer in one segment: no delayed-ACK stalls on keep-alive
     server_version = "IdentityMoverEmulator/1.0"
     emulator: Emulator
 
@@ -174,9 +175,15 @@ class _Handler(BaseHTTPRequestHandler):
         for name, value in response.headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if self.command != "HEAD" and payload:
-            self.wfile.write(payload)
+        self.end_headers_with(payload if self.command != "HEAD" else b"")
+
+    def end_headers_with(self, payload: bytes) -> None:
+        """End the headers and send them together with the body in a single write."""
+        buffer: list[bytes] = self._headers_buffer  # type: ignore[attr-defined]  # http.server's own buffer
+        buffer.append(b"\r\n")
+        if payload:
+            buffer.append(payload)
+        self.flush_headers()
 
     do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _serve
 
