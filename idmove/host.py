@@ -27,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import inspect
 import json
 import logging
 import os
 import re
+import signal
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -174,25 +177,52 @@ class InvocationContext:
     thread_local_storage: Any = field(default_factory=threading.local)
 
 
+def _arguments(function: HostedFunction, value: Any) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {function.trigger["name"]: value}
+    if "context" in inspect.signature(function.user_function).parameters:
+        kwargs["context"] = InvocationContext(function.name)
+    return kwargs
+
+
 async def invoke(function: HostedFunction, value: Any) -> Any:
     """Call the function with its trigger value (and ``context`` if it asks for one)."""
-    params = inspect.signature(function.user_function).parameters
-    kwargs: dict[str, Any] = {function.trigger["name"]: value}
-    if "context" in params:
-        kwargs["context"] = InvocationContext(function.name)
+    kwargs = _arguments(function, value)
     if inspect.iscoroutinefunction(function.user_function):
         return await function.user_function(**kwargs)
-    return await asyncio.to_thread(function.user_function, **kwargs)
+    return await asyncio.to_thread(_logged, function, kwargs, _reason(value))
 
 
 def invoke_sync(function: HostedFunction, value: Any) -> Any:
     """For threads (queue pollers, timers): run one invocation to the end."""
     if inspect.iscoroutinefunction(function.user_function):
         return asyncio.run(invoke(function, value))
-    kwargs: dict[str, Any] = {function.trigger["name"]: value}
-    if "context" in inspect.signature(function.user_function).parameters:
-        kwargs["context"] = InvocationContext(function.name)
-    return function.user_function(**kwargs)
+    return _logged(function, _arguments(function, value), _reason(value))
+
+
+def _reason(value: Any) -> str:
+    if hasattr(value, "dequeue_count"):
+        return f"queue message, dequeue {value.dequeue_count}"
+    if hasattr(value, "past_due"):
+        return "timer"
+    return type(value).__name__
+
+
+def _logged(function: HostedFunction, kwargs: dict[str, Any], reason: str) -> Any:
+    """Like the Functions host: "Executing 'Functions.x' (reason)" ... "Executed ... (Succeeded|Failed)"."""
+    started = time.monotonic()
+    log.info("Executing 'Functions.%s' (%s)", function.name, reason)
+    try:
+        result = function.user_function(**kwargs)
+    except Exception as exc:
+        log.warning(
+            "Executed 'Functions.%s' (Failed, %.0f ms): %s: %s",
+            function.name, (time.monotonic() - started) * 1000, type(exc).__name__, exc,
+        )  # fmt: skip
+        raise
+    log.info(
+        "Executed 'Functions.%s' (Succeeded, %.0f ms)", function.name, (time.monotonic() - started) * 1000
+    )
+    return result
 
 
 def event_value(event: dict[str, Any]) -> Any:
@@ -463,6 +493,13 @@ class LocalHost:
 
 def run(port: int = 7071, *, app_module: str = "function_app", quiet: bool = False) -> int:
     """``idmove host``: serve until Ctrl-C (or SIGTERM)."""
+    logging.basicConfig(
+        level=os.environ.get("IDMOVE_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack: for hangs
     storage = resolve_storage(os.environ.get(STORAGE_SETTING))
     os.environ[STORAGE_SETTING] = storage  # the engine reads its settings from the environment
     host = LocalHost(load_function_app(app_module), storage=storage)

@@ -189,15 +189,18 @@ PLAN_SECTIONS = (
     ("roleAssignments", "Role assignments"),
     ("federatedCredentials", "Federated credentials"),
     ("groups", "Entra group memberships"),
+    ("appRoles", "App role assignments"),
     ("appRoleAssignments", "App role assignments"),
     ("attachments", "Resources using the identity"),
 )
+APP_ROLE_COLUMNS = ("resourceDisplayName", "appRoleValue", "appRoleId", "resourceId")
 PREFERRED_COLUMNS = {
     "roleAssignments": ("roleName", "scope", "privileged", "condition"),
     "federatedCredentials": ("name", "issuer", "subject", "audiences"),
     "groups": ("displayName", "id"),
-    "appRoleAssignments": ("resourceDisplayName", "appRoleValue", "appRoleId", "resourceId"),
-    "attachments": ("name", "type", "location", "id", "references"),
+    "appRoles": APP_ROLE_COLUMNS,
+    "appRoleAssignments": APP_ROLE_COLUMNS,
+    "attachments": ("name", "id", "type", "location", "attached", "refs"),
 }
 
 
@@ -233,13 +236,13 @@ def plan_report(move: dict[str, Any]) -> RenderableType:
     """What a move will copy (from the snapshot's plan) and what blocks or warns."""
     plan = move.get("plan") or {}
     parts: list[RenderableType] = [move_header(move)]
-    nested = plan.get("items")
+    nested = plan.get("inventory") or plan.get("items")
     inventory: dict[str, Any] = nested if isinstance(nested, dict) else plan
     for key, title in PLAN_SECTIONS:
         items = inventory.get(key)
         if isinstance(items, list):
             parts.append(_items_table(title, key, items) if items else Text(f"{title}: none", style="dim"))
-    known = {key for key, _ in PLAN_SECTIONS} | {"blocking", "warnings", "items"}
+    known = {key for key, _ in PLAN_SECTIONS} | {"blocking", "warnings", "items", "inventory"}
     for key, value in inventory.items():
         if key not in known and isinstance(value, list) and value and isinstance(value[0], dict):
             parts.append(_items_table(key, key, value))

@@ -1,1 +1,102 @@
-"""pytest fixtures for the host (owned by whoever builds it)."""
+"""pytest fixtures for the Function App served by ``idmove host``: a whole local stack over real HTTP.
+
+``local_stack`` (session) is what ``idmove up`` starts, on free ports: its own Azurite, the
+emulator and ``python -m idmove host`` as processes. The host's settings make tests quick: small
+engine backoff, 1 s queue retry visibility (``AzureFunctionsJobHost__`` overrides of host.json).
+Tests share it, so each one makes its own identities (``make_identity``) rather than resetting.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from idmove.stack import Stack
+
+SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
+HOST_SETTINGS = {
+    "IDMOVE_BACKOFF_SCALE": "0.05",
+    "IDMOVE_TABLE_PREFIX": "hosttest",
+    "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+    "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",
+}
+ARM_HEADERS = {"Authorization": "Bearer local-test-token"}
+MakeIdentity = Callable[..., str]
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    logs: Path = tmp_path_factory.mktemp("stack-logs")
+    with Stack.start(host_settings=HOST_SETTINGS, log_dir=logs) as stack:
+        httpx.put(f"{stack.emulator_url}/_emulator/config", json={"replicationDelaySeconds": 0}, timeout=10)
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def host_url(local_stack: Stack) -> str:
+    return local_stack.api_url
+
+
+@pytest.fixture(scope="session")
+def stack_emulator_url(local_stack: Stack) -> str:
+    return local_stack.emulator_url
+
+
+@pytest.fixture
+def api(host_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=host_url, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+def arm(stack_emulator_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack_emulator_url, headers=ARM_HEADERS, timeout=30) as client:
+        yield client
+
+
+def identity_id(subscription: str, group: str, name: str) -> str:
+    return (
+        f"/subscriptions/{subscription}/resourceGroups/{group}"
+        f"/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}"
+    )
+
+
+@pytest.fixture
+def make_identity(arm: httpx.Client) -> MakeIdentity:
+    """Create a resource group and a user-assigned identity in the emulator, the way a user would."""
+
+    def make(location: str = "westeurope", subscription: str = SUBSCRIPTION, group: str | None = None) -> str:
+        group = group or f"rg-{uuid.uuid4().hex[:8]}"
+        name = f"id-{uuid.uuid4().hex[:10]}"
+        rg = arm.put(
+            f"/subscriptions/{subscription}/resourcegroups/{group}",
+            params={"api-version": "2021-04-01"},
+            json={"location": location},
+        )
+        assert rg.status_code in (200, 201), rg.text
+        resource = identity_id(subscription, group, name)
+        created = arm.put(resource, params={"api-version": "2023-01-31"}, json={"location": location})
+        assert created.status_code in (200, 201), created.text
+        return resource
+
+    return make
+
+
+def wait_for(api: httpx.Client, move_id: str, statuses: set[str], timeout: float = 90) -> dict[str, object]:
+    """Poll the status URL until the move reaches one of ``statuses``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        response = api.get(f"/api/moves/{move_id}")
+        body: dict[str, object] = response.json()
+        if body.get("status") in statuses:
+            return body
+        assert time.monotonic() < deadline, (
+            f"move {move_id} stuck at {body.get('status')}/{body.get('phase')}"
+        )
+        time.sleep(0.25)

@@ -1,0 +1,171 @@
+"""What an identity has, read straight from ARM and Graph (the emulator locally), to compare source and target.
+
+Independent of the engine on purpose: the demo (and a sceptical operator) checks the move's result
+with plain REST reads, the way a person would in the portal.
+
+Example::
+
+    with Inventory(emulator_url, token="local") as reader:
+        before = reader.read(identity_id, resources=[...])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+MSI_API = "2023-01-31"
+AUTH_API = "2022-04-01"
+ARG_API = "2022-10-01"
+
+
+@dataclass
+class IdentityInventory:
+    """Comparable keys per kind, with a label for display."""
+
+    identity: dict[str, Any]
+    items: dict[str, dict[tuple[str, ...], str]] = field(default_factory=dict)
+
+
+KINDS = (
+    ("roleAssignments", "Role assignments"),
+    ("federatedCredentials", "Federated credentials"),
+    ("groups", "Group memberships"),
+    ("appRoles", "App role assignments"),
+    ("attachments", "Attached resources"),
+)
+
+
+class Inventory:
+    def __init__(self, arm_url: str, graph_url: str | None = None, token: str = "local-demo") -> None:
+        self.arm = httpx.Client(
+            base_url=arm_url.rstrip("/"), headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
+        self.graph_url = (graph_url or f"{arm_url.rstrip('/')}/graph/v1.0").rstrip("/")
+        self._role_names: dict[str, str] = {}
+
+    def __enter__(self) -> Inventory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.arm.close()
+
+    def _get(self, url: str, **params: str) -> dict[str, Any]:
+        response = self.arm.get(url, params=params or None)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def _list(self, url: str, **params: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        body = self._get(url, **params)
+        while True:
+            items.extend(body.get("value") or [])
+            link = body.get("nextLink") or body.get("@odata.nextLink")
+            if not link:
+                return items
+            body = self._get(link)
+
+    def role_name(self, definition_id: str) -> str:
+        key = definition_id.lower()
+        if key not in self._role_names:
+            try:
+                definition = self._get(definition_id, **{"api-version": AUTH_API})
+                self._role_names[key] = str(definition.get("properties", {}).get("roleName") or definition_id)
+            except httpx.HTTPError:
+                self._role_names[key] = definition_id.rsplit("/", 1)[-1]
+        return self._role_names[key]
+
+    def find_resources(self, identity_id: str, subscriptions: list[str]) -> list[str]:
+        """Resources whose identity block names the identity (Resource Graph: fine for discovery)."""
+        query = (
+            f"Resources | where tostring(identity) contains '{identity_id}' | project id | order by id asc"
+        )
+        response = self.arm.post(
+            "/providers/Microsoft.ResourceGraph/resources",
+            params={"api-version": ARG_API},
+            json={"subscriptions": subscriptions, "query": query},
+        )
+        response.raise_for_status()
+        return [str(row["id"]) for row in response.json().get("data") or []]
+
+    def read(self, identity_id: str, resources: list[str], subscriptions: list[str]) -> IdentityInventory:
+        identity = self._get(identity_id, **{"api-version": MSI_API})
+        principal = str(identity.get("properties", {}).get("principalId"))
+        result = IdentityInventory(identity)
+        roles: dict[tuple[str, ...], str] = {}
+        for sub in subscriptions:
+            for ra in self._list(
+                f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments",
+                **{"api-version": AUTH_API, "$filter": f"principalId eq '{principal}'"},
+            ):
+                props = ra.get("properties", {})
+                if str(props.get("principalId")).lower() != principal.lower():
+                    continue
+                name = self.role_name(str(props.get("roleDefinitionId")))
+                scope = str(props.get("scope"))
+                roles[(name.lower(), scope.lower(), str(props.get("condition") or ""))] = (
+                    f"{name} @ {_short(scope)}"
+                )
+        result.items["roleAssignments"] = roles
+        credentials = self._list(f"{identity_id}/federatedIdentityCredentials", **{"api-version": MSI_API})
+        result.items["federatedCredentials"] = {
+            (str(c["properties"].get("issuer")), str(c["properties"].get("subject"))): f"{c.get('name')}: "
+            f"{c['properties'].get('subject')}"
+            for c in credentials
+        }
+        groups = self._list(f"{self.graph_url}/servicePrincipals/{principal}/memberOf")
+        result.items["groups"] = {(str(g["id"]),): str(g.get("displayName") or g["id"]) for g in groups}
+        app_roles = self._list(f"{self.graph_url}/servicePrincipals/{principal}/appRoleAssignments")
+        result.items["appRoles"] = {
+            (
+                str(a.get("resourceId")),
+                str(a.get("appRoleId")),
+            ): f"{a.get('resourceDisplayName') or a.get('resourceId')} / {a.get('appRoleId')}"
+            for a in app_roles
+        }
+        attached: dict[tuple[str, ...], str] = {}
+        for resource_id in resources:
+            resource = self._get(resource_id, **{"api-version": _api_for(resource_id)})
+            names = {
+                k.lower() for k in ((resource.get("identity") or {}).get("userAssignedIdentities") or {})
+            }
+            if identity_id.lower() in names:
+                attached[(resource_id.lower(),)] = f"{resource.get('type', '')}/{resource.get('name', '')}"
+        result.items["attachments"] = attached
+        return result
+
+
+def _short(scope: str) -> str:
+    parts = scope.strip("/").split("/")
+    if len(parts) <= 2:
+        return scope
+    if len(parts) <= 4:
+        return f"rg {parts[3]}" if len(parts) == 4 else scope
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+def _api_for(resource_id: str) -> str:
+    """An api-version each resource type in the estate accepts (the emulator takes any known one)."""
+    known = {
+        "microsoft.web/sites": "2023-12-01",
+        "microsoft.compute/virtualmachines": "2024-03-01",
+        "microsoft.storage/storageaccounts": "2023-05-01",
+        "microsoft.keyvault/vaults": "2023-07-01",
+        "microsoft.containerinstance/containergroups": "2023-05-01",
+    }
+    parts = resource_id.strip("/").split("/")
+    kind = f"{parts[5]}/{parts[6]}".lower() if len(parts) > 6 else ""
+    return known.get(kind, "2023-01-01")
+
+
+def compare(before: IdentityInventory, after: IdentityInventory) -> list[tuple[str, str, bool, bool]]:
+    """Rows ``(kind title, item label, on source before, on target after)`` for every item of either side."""
+    rows = []
+    for kind, title in KINDS:
+        left, right = before.items.get(kind, {}), after.items.get(kind, {})
+        for key in sorted(set(left) | set(right)):
+            rows.append((title, left.get(key) or right.get(key) or "", key in left, key in right))
+    return rows
