@@ -30,12 +30,16 @@ TARGET_REGION = "northeurope"
 
 
 def seed(emulator_url: str) -> dict[str, Any]:
-    """The demo estate: ``{"identityId", "subscriptions", "resources", "summary"}``."""
-    import importlib
+    """The demo estate (``idmove/estate.py``): ``{"identityId", "subscriptions", "resources"}``."""
+    from idmove.estate import clients_for
+    from idmove.estate import seed as seed_estate
 
-    estate = importlib.import_module("idmove.estate")
-    result: dict[str, Any] = estate.seed_demo(emulator_url)
-    return result
+    estate = seed_estate(clients_for(emulator_url))
+    return {
+        "identityId": estate.identity_id,
+        "subscriptions": [estate.subscription_id],
+        "resources": estate.attached_ids,
+    }
 
 
 def _retries_seen(emulator_url: str, since: int) -> dict[str, int]:
@@ -54,17 +58,23 @@ def _retries_seen(emulator_url: str, since: int) -> dict[str, int]:
 
 
 def comparison_table(rows: list[tuple[str, str, bool, bool]], source: str, target: str) -> Table:
-    table = Table(title="Source (before) vs target (after)", title_justify="left", header_style="bold")
-    table.add_column("kind")
+    table = Table(
+        title=f"Source before the move vs target after it\n{source} → {target}",
+        title_justify="left",
+        header_style="bold",
+    )
     table.add_column("item", overflow="fold")
-    table.add_column(f"source\n{source}", justify="center")
-    table.add_column(f"target\n{target}", justify="center")
+    table.add_column("source", justify="center")
+    table.add_column("target", justify="center")
     table.add_column("", justify="center")
+    kind_seen = ""
     for kind, label, before, after in rows:
+        if kind != kind_seen:
+            table.add_row(Text(kind, style="bold cyan"), "", "", "")
+            kind_seen = kind
         ok = before == after
         table.add_row(
-            kind,
-            label,
+            f"  {label}",
             "●" if before else "",
             "●" if after else "",
             Text("✓", style="bold green") if ok else Text("✗", style="bold red"),
@@ -97,13 +107,14 @@ def _demo(stack: Stack, console: Console, replication_delay: float, timeout: flo
     console.print(
         f"  [green]✓[/] Azurite   queues :{stack.azurite.queue_port}  tables :{stack.azurite.table_port}\n"
     )
+    with console.status("Seeding a realistic estate…"):
+        estate = seed(stack.emulator_url)
+    # From now on a new principal takes a while to show up in Graph, as in Azure.
     httpx.put(
         f"{stack.emulator_url}/_emulator/config",
         json={"replicationDelaySeconds": replication_delay},
         timeout=10,
     ).raise_for_status()
-    with console.status("Seeding a realistic estate…"):
-        estate = seed(stack.emulator_url)
     identity_id: str = estate["identityId"]
     subscriptions: list[str] = list(estate["subscriptions"])
     with Inventory(stack.emulator_url) as reader:
@@ -121,6 +132,7 @@ def _demo(stack: Stack, console: Console, replication_delay: float, timeout: flo
         accepted = api.start({"sourceIdentityId": identity_id, "targetRegion": TARGET_REGION})
         console.print(f"POST /api/moves → 202, Location: {api.api}/api/moves/{accepted['id']}")
         move = follow(api, out, accepted["id"], timeout)
+        console.line()
         if move["status"] != "AwaitingCommit":
             return _failed(console, move)
         console.print(
@@ -130,6 +142,7 @@ def _demo(stack: Stack, console: Console, replication_delay: float, timeout: flo
         move = follow(
             api, out, move["id"], timeout, until=lambda m: m.get("status") not in {"Running", "Pending"}
         )
+        console.line()
         if move["status"] != "Completed":
             return _failed(console, move)
 

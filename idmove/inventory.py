@@ -139,12 +139,16 @@ class Inventory:
 
 
 def _short(scope: str) -> str:
+    """``/subscriptions/x/resourceGroups/rg-app`` -> ``rg rg-app``; management groups, resources alike."""
     parts = scope.strip("/").split("/")
-    if len(parts) <= 2:
-        return scope
-    if len(parts) <= 4:
-        return f"rg {parts[3]}" if len(parts) == 4 else scope
-    return f"{parts[-2]}/{parts[-1]}"
+    lower = [p.lower() for p in parts]
+    if len(parts) == 2 and lower[0] == "subscriptions":
+        return f"subscription {parts[1][:8]}…"
+    if len(parts) == 4 and lower[2] == "resourcegroups":
+        return f"rg {parts[3]}"
+    if "managementgroups" in lower:
+        return f"mg {parts[lower.index('managementgroups') + 1]}"
+    return f"{parts[-2]}/{parts[-1]}" if len(parts) >= 2 else scope
 
 
 def _api_for(resource_id: str) -> str:

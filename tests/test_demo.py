@@ -1,0 +1,24 @@
+"""``make demo`` runs ``idmove demo``: it must finish with exit 0 (the move completed and matches)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+
+@pytest.mark.slow
+def test_idmove_demo_completes_a_move_and_exits_0() -> None:
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "idmove", "demo"], capture_output=True, text=True, timeout=240, check=False
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Move completed" in result.stdout
+    assert "✗" not in result.stdout
+    for phase in ("snapshot", "create", "grant", "rebind", "verify", "cleanup"):
+        assert phase in result.stdout
+    assert elapsed < 60, f"the demo took {elapsed:.0f}s; newcomers run it first"
