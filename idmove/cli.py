@@ -357,20 +357,17 @@ def cmd_up(args: argparse.Namespace) -> int:
                 json={"replicationDelaySeconds": args.replication_delay},
                 timeout=5,
             )
-        console.print("[bold green]Identity Mover local stack is up[/] (Ctrl-C stops everything)")
-        console.print(
-            f"  HTTP API      {stack.api_url}/api/moves   (OpenAPI: {stack.api_url}/api/openapi.json)"
-        )
-        console.print(
-            f"  Event Grid    {stack.api_url}/runtime/webhooks/eventgrid?functionName=region_decommissioning"
-        )
-        console.print(
-            f"  emulator      {stack.emulator_url}   (control: {stack.emulator_url}/_emulator/health)"
-        )
-        console.print(
-            f"  Azurite       queues :{stack.azurite.queue_port}, tables :{stack.azurite.table_port}"
-        )
-        console.print(f"  logs          {stack.logs['host'].parent}")
+        lines = [
+            "[bold green]Identity Mover local stack is up[/] (Ctrl-C stops everything)",
+            f"  HTTP API      {stack.api_url}/api/moves   (OpenAPI: {stack.api_url}/api/openapi.json)",
+            f"  Event Grid    {stack.api_url}/runtime/webhooks/eventgrid?functionName=region_decommissioning",
+            f"  emulator      {stack.emulator_url}   (control: {stack.emulator_url}/_emulator/health)",
+            f"  Azurite       queues :{stack.azurite.queue_port}, tables :{stack.azurite.table_port}",
+            f"  logs          {stack.logs['host'].parent}",
+            "  try           idmove list   ·   idmove plan <identity id> --to northeurope",
+        ]
+        for line in lines:
+            console.print(line, soft_wrap=True)
         while True:
             failed = stack.failed_part()
             if failed:

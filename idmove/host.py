@@ -77,6 +77,20 @@ def resolve_storage(value: str | None) -> str:
     return value
 
 
+def load_local_settings(root: Path = REPO_ROOT) -> dict[str, str]:
+    """``local.settings.json`` ``Values`` (as ``func start`` reads them); the environment wins."""
+    path = root / "local.settings.json"
+    if not path.exists():
+        return {}
+    values = json.loads(path.read_text(encoding="utf-8")).get("Values") or {}
+    applied = {}
+    for name, value in values.items():
+        if name not in os.environ and value is not None:
+            os.environ[name] = str(value)
+            applied[name] = str(value)
+    return applied
+
+
 def load_host_json(root: Path = REPO_ROOT, env: dict[str, str] | None = None) -> dict[str, Any]:
     """host.json, with ``AzureFunctionsJobHost__a__b`` settings overriding ``a.b`` as in Azure."""
     path = root / "host.json"
@@ -500,6 +514,7 @@ def run(port: int = 7071, *, app_module: str = "function_app", quiet: bool = Fal
     for noisy in ("azure.core.pipeline.policies.http_logging_policy", "azure.identity", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack: for hangs
+    from_file = load_local_settings()
     storage = resolve_storage(os.environ.get(STORAGE_SETTING))
     os.environ[STORAGE_SETTING] = storage  # the engine reads its settings from the environment
     host = LocalHost(load_function_app(app_module), storage=storage)
@@ -509,5 +524,7 @@ def run(port: int = 7071, *, app_module: str = "function_app", quiet: bool = Fal
             print(line, flush=True)
         if host.host_key:
             print("Function keys required (IDMOVE_HOST_KEY).", flush=True)
+        if from_file:
+            print(f"Settings from local.settings.json: {', '.join(sorted(from_file))}", flush=True)
     host.server(port).run()
     return 0

@@ -20,6 +20,7 @@ from idmove.stack import Stack
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
 HOST_SETTINGS = {
     "IDMOVE_BACKOFF_SCALE": "0.05",
+    "IDMOVE_HOST_KEY": "",  # no key, whatever a local.settings.json says
     "IDMOVE_TABLE_PREFIX": "hosttest",
     "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
     "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",
