@@ -103,6 +103,7 @@ def test_the_worker_indexes_every_function(indexed: dict[str, list[dict[str, Any
         "move_worker",
         "move_poison",
         "outbox_publisher",
+        "stalled_moves",
         "region_decommissioning",
     }
 
