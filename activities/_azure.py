@@ -45,13 +45,23 @@ def classify(exc: Exception, target: str | None = None) -> Exception:
         code = error_code(exc)
         status = exc.status_code or 0
         if status in (408, 429) or status >= 500 or code in TRANSIENT_CODES:
-            retry_after = None
-            if exc.response is not None:
-                header = getattr(exc.response, "headers", {}).get("Retry-After")
-                retry_after = float(header) if header and header.isdigit() else None
-            return TransientError(code, error_message(exc), target, retry_after)
+            return TransientError(code, error_message(exc), target, retry_after_of(exc))
         return PermanentError(code, error_message(exc), target)
     return exc
+
+
+def retry_after_of(exc: HttpResponseError) -> float | None:
+    """Seconds ARM asked to wait (``retry-after-ms``, ``x-ms-retry-after-ms`` or ``Retry-After`` seconds)."""
+    headers = getattr(exc.response, "headers", None) or {}
+    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("Retry-After", 1.0)):
+        value = str(headers.get(name) or "").strip()
+        if not value:
+            continue
+        try:
+            return float(value) / scale
+        except ValueError:
+            continue  # an HTTP date: azure-core's RetryPolicy has already honoured it
+    return None
 
 
 def raw(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
@@ -179,6 +189,9 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def subscriptions_in_scope(source_sub: str, allowed: frozenset[str], extra: list[str]) -> list[str]:
-    subs = {source_sub.lower(), *allowed, *(s.lower() for s in extra if s)}
-    return sorted(subs)
+def assignment_subscriptions(snapshot: dict[str, Any]) -> list[str]:
+    """Subscriptions holding the snapshot's role assignments (+ the identity's, for management-group scopes):
+    where the new principal's copies are, so verify and discard list only those."""
+    subs = {subscription_of(a["scope"]) for a in snapshot.get("roleAssignments", [])}
+    subs.add(str(snapshot["identity"]["subscriptionId"]).lower())
+    return sorted(s for s in subs if s)

@@ -23,6 +23,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 
 from activities._azure import (
+    assignment_subscriptions,
     classify,
     deep_merge,
     find_refs,
@@ -55,7 +56,7 @@ def run(ctx: PhaseContext) -> DiscardResult:
             undone["resources"] += _restore(ctx, counterpart(ctx, attachment["id"]), target)
             ctx.crashpoint("discard:after-resource")
         principal = target["principalId"]
-        for sub in ctx.snapshot.get("subscriptions", []):
+        for sub in assignment_subscriptions(ctx.snapshot):
             auth = ctx.clients.authorization(sub)
             for ra in auth.role_assignments.list_for_subscription(filter=f"principalId eq '{principal}'"):
                 if same_id(ra.principal_id, principal):

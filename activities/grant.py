@@ -112,8 +112,8 @@ def _credential(ctx: PhaseContext, c: dict[str, Any]) -> ItemResult:
             t["resourceGroup"], t["name"], c["name"], body
         )
     except HttpResponseError as exc:
-        if exc.status_code == 409:  # concurrent writes on one identity: try again shortly
-            raise TransientError("ConcurrentCredentialWrite", str(exc).splitlines()[0], c["name"]) from exc
+        # 409 ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity: transient (classify);
+        # any other 409 (e.g. the same issuer+subject under another name) is permanent, never retried
         raise classify(exc, c["name"]) from exc
     return ItemResult("created", {"name": c["name"]})
 

@@ -8,8 +8,8 @@ Reads: the identity; its role assignments per subscription in scope (``$filter=p
 at, above -- management groups included -- and below); federated credentials; Graph group
 memberships and app role assignments; resources that use it (Resource Graph, query in DESIGN.md,
 then a direct GET of each because Resource Graph lags); role definitions (privilege check); the
-target name and resource group; the target subscription's assignment count (4,000 limit: one
-paged list, the plan's most expensive read); Key Vaults whose access policies name the principal.
+target name and resource group; the assignment count of each subscription the copies land in (4,000
+limit: a paged list, the plan's most expensive read, see ``_check_headroom``); Key Vaults whose access policies name the principal.
 
 Example::
 
@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,14 +32,14 @@ from activities._azure import (
     find_refs,
     get_resource,
     same_id,
-    subscriptions_in_scope,
     user_identities,
 )
 from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
 from shared.context import PhaseContext
 from shared.errors import PermanentError
 
-ROLE_ASSIGNMENT_LIMIT = 4000
+MANAGEMENT_GROUP_LIMIT = 500
+MG_PREFIX = "/providers/microsoft.management/managementgroups/"
 MAX_CREDENTIALS = 20
 VM_TYPES = {"microsoft.compute/virtualmachines", "microsoft.compute/virtualmachinescalesets"}
 PRIVILEGED_ACTIONS = ("microsoft.authorization/roleassignments/write",)
@@ -87,9 +88,8 @@ def run(ctx: PhaseContext) -> SnapshotResult:
         "tags": dict(identity.tags or {}),
         "isolationScope": str(identity.isolation_scope or "None"),
     }
-    mapped_subs = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
-    subs = subscriptions_in_scope(ref.subscription_id, ctx.settings.allowed_subscriptions, mapped_subs)
     try:
+        subs = _subscriptions(ctx)
         assignments = _role_assignments(clients, subs, source["principalId"])
         credentials = [
             {"name": c.name, "issuer": c.issuer, "subject": c.subject, "audiences": list(c.audiences or [])}
@@ -116,6 +116,24 @@ def run(ctx: PhaseContext) -> SnapshotResult:
     snapshot["target"] = target
     plan = _plan(ctx, snapshot, target)
     return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)
+
+
+def _subscriptions(ctx: PhaseContext) -> list[str]:
+    """Where to look: every subscription the mover can see, plus the source's and the resourceMap's.
+
+    Discovery reads beyond ``IDMOVE_ALLOWED_SUBSCRIPTIONS`` on purpose: a role assignment or a
+    resource using the identity in a subscription outside it must block the plan (the move may not
+    write there), not be missed -- cleanup would delete an identity that is still in use.
+    """
+    request = ctx.request
+    mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
+    try:
+        visible = ctx.clients.subscription_ids(request.identity.subscription_id)
+    except HttpResponseError as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        visible = sorted(ctx.settings.allowed_subscriptions)  # cannot list: the allow-list is all we know
+    return sorted({request.identity.subscription_id.lower(), *visible, *(s for s in mapped if s)})
 
 
 def _role_assignments(clients: AzureClients, subs: list[str], principal_id: str) -> list[dict[str, Any]]:
@@ -295,8 +313,9 @@ def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -
     vm_attached = False
     for attachment in snapshot["attachments"]:
         counterpart = resource_map.get(attachment["id"].lower(), attachment["id"])
-        if not ctx.settings.subscription_allowed(subscription_of(counterpart)):
-            block("SubscriptionNotAllowed", f"{counterpart} is outside the allow-list", attachment["id"])
+        for touched in dict.fromkeys([attachment["id"], counterpart]):  # cleanup writes the first
+            if not ctx.settings.subscription_allowed(subscription_of(touched)):
+                block("SubscriptionNotAllowed", f"{touched} is outside the allow-list", attachment["id"])
         vm_attached |= attachment["type"].lower() in VM_TYPES
         if target["isolationScope"] == "Regional" and attachment["attached"]:
             location = attachment["location"]
@@ -325,7 +344,7 @@ def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -
             "a Key Vault access policy names the old principal; it is not copied",
             vault,
         )
-    _check_headroom(clients, target, len(snapshot["roleAssignments"]), block)
+    _check_headroom(ctx, snapshot["roleAssignments"], block)
     return {"blocking": blocking, "warnings": warnings}
 
 
@@ -354,14 +373,49 @@ def _check_target_name(ctx: PhaseContext, target: dict[str, Any], block: Any) ->
         )
 
 
-def _check_headroom(clients: AzureClients, target: dict[str, Any], adding: int, block: Any) -> None:
-    """4,000 role assignments per subscription: counting costs one paged list of all of them."""
-    count = sum(
-        1 for _ in clients.authorization(target["subscriptionId"]).role_assignments.list_for_subscription()
-    )
-    if count + adding > ROLE_ASSIGNMENT_LIMIT:
-        block(
-            "RoleAssignmentLimit",
-            f"subscription {target['subscriptionId']} has {count} role assignments; {adding} more exceed {ROLE_ASSIGNMENT_LIMIT}",
-            target["subscriptionId"],
+def _check_headroom(ctx: PhaseContext, assignments: list[dict[str, Any]], block: Any) -> None:
+    """Room for the copies: ``IDMOVE_ROLE_ASSIGNMENT_LIMIT`` (4,000) per subscription, 500 per management group.
+
+    The copies land at the source assignments' scopes, so only the subscriptions (and management
+    groups) that gain assignments are counted, each for the number it gains (the old ones are
+    deleted only at cleanup, so both exist at once). Cost: ARM has no count, so counting is a paged
+    list of every assignment in the subscription -- the plan's most expensive read (one request per
+    page, i.e. up to a few dozen for a full subscription). It stops as soon as the limit is proven
+    exceeded; proving there IS room needs the whole list. A move with no assignments reads nothing.
+    """
+    by_sub: Counter[str] = Counter()
+    by_group: Counter[str] = Counter()
+    for assignment in assignments:
+        sub = subscription_of(assignment["scope"])
+        if sub:
+            by_sub[sub] += 1
+        elif assignment["scope"].lower().startswith(MG_PREFIX):
+            by_group[assignment["scope"].rstrip("/")] += 1
+    limit = ctx.settings.role_assignment_limit
+    for sub, adding in sorted(by_sub.items()):
+        if not ctx.settings.subscription_allowed(sub):
+            continue  # already blocked; never read outside the allow-list
+        auth = ctx.clients.authorization(sub)
+        count = 0
+        for ra in auth.role_assignments.list_for_subscription():
+            count += subscription_of(str(ra.scope)) == sub  # not the inherited management-group ones
+            if count + adding > limit:
+                block(
+                    "RoleAssignmentLimit",
+                    f"subscription {sub} has at least {count} role assignments; {adding} more exceed {limit}",
+                    f"/subscriptions/{sub}",
+                )
+                break
+    for group, adding in sorted(by_group.items()):
+        auth = ctx.clients.authorization(ctx.request.identity.subscription_id)
+        count = sum(
+            1
+            for ra in auth.role_assignments.list_for_scope(group, filter="atScope()")
+            if same_id(ra.scope, group)
         )
+        if count + adding > MANAGEMENT_GROUP_LIMIT:
+            block(
+                "RoleAssignmentLimit",
+                f"management group {group} has {count} role assignments; {adding} more exceed {MANAGEMENT_GROUP_LIMIT}",
+                group,
+            )

@@ -4,8 +4,11 @@ Needs: the snapshot and the target. Changes in Azure: nothing (direct GETs and l
 Resource Graph, which lags). Compares role assignments (role + scope + condition), federated
 credentials (issuer/subject/audiences), group memberships, app role assignments, attachments (the
 new id in each resource's identity block) and property references (no string still names the old
-id/clientId). Anything missing -> permanent ``VerificationFailed`` listing every gap, target = the
-first. Idempotency: a pure read.
+id/clientId). Anything missing is first taken for replication lag (Entra ID memberships and service
+principals, ARM's eventual consistency): ``TransientError`` ``VerificationFailed`` listing every gap,
+target = the first, so the engine retries with the verify phase's backoff, bounded by its
+``max_attempts`` in ``shared/phases.py``; when those run out the move fails permanently with the same
+code, the full list and target. Idempotency: a pure read.
 
 Example::
 
@@ -19,11 +22,18 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 
-from activities._azure import classify, find_refs, get_resource, has_identity, same_id
+from activities._azure import (
+    assignment_subscriptions,
+    classify,
+    find_refs,
+    get_resource,
+    has_identity,
+    same_id,
+)
 from activities.rebind import counterpart
 from shared.azure_clients import GraphError
 from shared.context import PhaseContext
-from shared.errors import PermanentError
+from shared.errors import TransientError
 
 
 @dataclass
@@ -64,7 +74,7 @@ def run(ctx: PhaseContext) -> VerifyResult:
         raise classify(exc, target["id"]) from exc
     if missing:
         listing = "; ".join(what for what, _ in missing)
-        raise PermanentError(
+        raise TransientError(
             "VerificationFailed", f"{len(missing)} missing on the new identity: {listing}", missing[0][1]
         )
     return VerifyResult(
@@ -81,7 +91,7 @@ def run(ctx: PhaseContext) -> VerifyResult:
 def _assignments(ctx: PhaseContext, missing: list[tuple[str, str]]) -> None:
     principal = ctx.target["principalId"]
     have: set[tuple[str, str, str]] = set()
-    for sub in ctx.snapshot["subscriptions"]:
+    for sub in assignment_subscriptions(ctx.snapshot):
         for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription(
             filter=f"principalId eq '{principal}'"
         ):

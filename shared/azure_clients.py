@@ -19,7 +19,10 @@ https-only rule (``enforce_https=False`` in the request context). Scopes derive 
 (``{arm}/.default``, ``{graph scheme+host}/.default``), so sovereign clouds work by setting them.
 
 Retries: azure-core ``RetryPolicy`` (429/408/5xx, connection errors; honours ``Retry-After``,
-``retry-after-ms``, ``x-ms-retry-after-ms``). Logging: azure-core's ``HttpLoggingPolicy`` redacts
+``retry-after-ms``, ``x-ms-retry-after-ms``). Pacing: every ARM client carries
+``ArmWritePacingPolicy`` after the retry policy: writes and deletes are paced per subscription by the
+process's ``WriteLimiter`` (``IDMOVE_ARM_WRITES_PER_SECOND``, see ``shared/arm_pacing.py``), so many
+moves at once stay inside ARM's per-subscription budget instead of spinning on 429s. Logging: azure-core's ``HttpLoggingPolicy`` redacts
 ``Authorization`` and we never log bodies, tokens or keys. Phases never build clients: they get these.
 """
 
@@ -49,6 +52,7 @@ from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
+from shared.arm_pacing import ArmWritePacingPolicy, WriteLimiter, shared_limiter
 from shared.settings import Settings
 
 USER_AGENT = "identity-mover/0.1"
@@ -167,8 +171,16 @@ class GraphClient:
 class AzureClients:
     """Builds and caches SDK clients; counts nothing itself (the emulator counts requests)."""
 
-    def __init__(self, settings: Settings, credential: TokenCredential | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        credential: TokenCredential | None = None,
+        write_limiter: WriteLimiter | None = None,
+    ) -> None:
         self.settings = settings
+        self.write_limiter = write_limiter or shared_limiter(
+            settings.arm_writes_per_second, settings.arm_writes_burst
+        )
         self.loopback = settings.credential == "emulator"
         if self.loopback:
             endpoints = [settings.arm_endpoint, settings.graph_endpoint]
@@ -210,6 +222,7 @@ class AzureClients:
             "credential_scopes": [scope],
             "authentication_policy": self._auth(scope),
             "retry_policy": self._retry(),
+            "per_retry_policies": [ArmWritePacingPolicy(self.write_limiter)],
             "user_agent": USER_AGENT,
         }
 
@@ -271,6 +284,19 @@ class AzureClients:
         else:
             credential = self.credential
         return self._cached("eg", endpoint, lambda: EventGridPublisherClient(endpoint, credential))  # type: ignore[no-any-return]
+
+    def subscription_ids(self, any_subscription: str) -> list[str]:
+        """Every subscription the credential can see (``GET /subscriptions``, paged), lower case."""
+        client = self.resources(any_subscription)
+        url: str | None = f"{self.settings.arm_endpoint}/subscriptions?api-version=2022-12-01"
+        found: list[str] = []
+        while url:
+            response = client.send_request(HttpRequest("GET", url))
+            response.raise_for_status()
+            page = response.json()
+            found += [str(s.get("subscriptionId") or "").lower() for s in page.get("value") or []]
+            url = page.get("nextLink")
+        return sorted({s for s in found if s})
 
     def api_version_for(self, resource_id_or_type: str) -> str:
         """api-version for a resource type: the provider's newest stable one (asked once per namespace);

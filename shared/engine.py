@@ -10,6 +10,9 @@ Step of a move (``Engine.handle``):
    sends the next phase's message FIRST and then saves the move record with its outbox events in one
    transaction (ETag). A crash in between leaves a duplicate message (harmless), never a lost step.
 
+Crashpoints (``self.crashpoint(name)``) sit between every two writes; their names are declared in
+``shared/crashpoints.py``, which the crash-anywhere suite walks.
+
 Errors: ``TransientError`` -> the step is re-sent with a visibility delay (the phase's backoff) until
 the phase's ``max_attempts``; ``PermanentError`` -> the move is Failed with error code/message/target;
 anything else propagates so the queue redelivers it (poison after 5 dequeues -> ``fail_poisoned``).
@@ -233,7 +236,7 @@ class Engine:
                 self._mark(item, "Failed", error=_error(exc))
                 self._fail_current(move.id, phase.name, exc)
                 return False
-            self.crashpoint(f"{phase.name}:item-done:{item.key}")
+            self.crashpoint(f"{phase.name}:item-done")
             self._mark(item, "Done", result={"outcome": result.outcome, **result.detail})
         return True
 
@@ -269,6 +272,7 @@ class Engine:
             ):
                 return
             items = self.store.list_items(move_id, phase_name)
+        move.phase_entry(phase_name)["items"] = item_counts(items)  # kept for list(): no query per move
         failed = [i for i in items if i.status == "Failed"]
         if failed:
             err = failed[0].error or {}
@@ -307,7 +311,7 @@ class Engine:
             move.phase_entry(next_name).update(status="Running", startedAt=now, completedAt=None)
             self.queue.send(WorkMessage(move.id, next_name))  # first the message, then the state
             self.crashpoint(f"{name}:after-send-next")
-        self._save(move, events)
+        self._save(move, events, step=name)
 
     def fail(self, move: MoveRecord, exc: PhaseError) -> None:
         events: list[Event] = []
@@ -323,9 +327,10 @@ class Engine:
             move.phase_entry(move.phase).update(status=phase_status)
         events.append(new_event(move, "Failed", now, phase=move.phase, error=move.error))
 
-    def _save(self, move: MoveRecord, events: list[Event]) -> None:
+    def _save(self, move: MoveRecord, events: list[Event], step: str | None = None) -> None:
+        """Save the record with its events; ``step`` names the phase whose step this ends (crashpoint)."""
         move.updated_at = self.now()
-        self.crashpoint(f"{move.phase}:before-save")
+        self.crashpoint(f"{step or move.phase}:before-save")
         try:
             self.store.save_move(move, events)
         except Conflict:
@@ -333,6 +338,15 @@ class Engine:
             return
         if move.status not in (Status.PENDING, Status.RUNNING, Status.AWAITING_COMMIT):
             self.store.release_lock(move.source_id, move.id)
+
+
+def item_counts(items: list[Item]) -> dict[str, int]:
+    """``{"total", "done", "failed"}`` of a fanned-out phase (the status body's per-item counts)."""
+    return {
+        "total": len(items),
+        "done": sum(i.status == "Done" for i in items),
+        "failed": sum(i.status == "Failed" for i in items),
+    }
 
 
 def _error(exc: PhaseError, suffix: str = "") -> dict[str, Any]:

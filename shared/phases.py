@@ -44,6 +44,9 @@ PHASES: tuple[Phase, ...] = (
     # grant: Graph 404 for the fresh service principal and 409 on concurrent credential writes are retried
     Phase("grant", "activities.grant:run_item", 10, 2, 120, 3600, items=True),
     Phase("rebind", "activities.rebind:run_item", 6, 2, 60, 3600, items=True),
+    # verify: a missing item may be replication lag (Graph memberships, a fresh principal, ARM
+    # consistency): re-checked for max_attempts (backoff 5+10+20+40+80 s, ~2.6 min) well inside the
+    # timeout, then VerificationFailed is permanent with the full diff
     Phase("verify", "activities.verify:run", 6, 5, 120, 1800),
     Phase("cleanup", "activities.cleanup:run_item", 6, 2, 60, 3600, items=True, needs_commit=True),
 )

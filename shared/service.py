@@ -31,7 +31,7 @@ from shared.engine import Engine
 from shared.errors import ApiError, InvalidRequest, MoveConflict, MoveNotFound, PermanentError
 from shared.models import MoveRequest, RegionDecommissionRequest
 from shared.outbox import new_event
-from shared.phases import DISCARD, ORDER
+from shared.phases import BY_NAME, DISCARD, ORDER
 from shared.settings import Settings
 from shared.statuses import IN_FLIGHT, Status, allows
 from shared.store import Conflict, Event, MoveRecord, StateStore, StoreStats
@@ -174,10 +174,15 @@ class MoveService:
 
     def get(self, move_id: str) -> dict[str, Any]:
         record = self._load(move_id)
+        return view(record, self._live_counts(move_id))
+
+    def _live_counts(self, move_id: str, phase: str | None = None) -> dict[str, dict[str, int]]:
+        """Per-item counts from the item entities (one query; only ``phase``'s items when given)."""
+        lo, hi = (f"item|{phase}|", f"item|{phase}}}") if phase else ("item|", "item}")
         counts: dict[str, dict[str, int]] = {}
         for entity in self.store.moves.query_entities(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
-            parameters={"pk": move_id, "lo": "item|", "hi": "item}"},
+            parameters={"pk": move_id, "lo": lo, "hi": hi},
             select=["Phase", "Status"],
         ):
             c = counts.setdefault(entity["Phase"], {"total": 0, "done": 0, "failed": 0})
@@ -185,7 +190,7 @@ class MoveService:
             c["done"] += entity["Status"] == "Done"
             c["failed"] += entity["Status"] == "Failed"
         self.stats.add("table.query")
-        return view(record, counts)
+        return counts
 
     def list(
         self,
@@ -200,7 +205,14 @@ class MoveService:
             raise InvalidRequest("InvalidTop", "top must be 1..1000", "top")
         self.store.ensure_tables()
         records, token = self.store.list_moves(status, source_region, top, skip_token)
-        return [view(r, None) for r in records], token
+        items: builtins.list[dict[str, Any]] = []
+        for record in records:
+            # finished phases carry their counts in the record; only a move in flight in a
+            # fanned-out phase costs one more query, for that phase's live counts
+            live = BY_NAME.get(record.phase)
+            running = record.status in (Status.PENDING, Status.RUNNING) and live is not None and live.items
+            items.append(view(record, self._live_counts(record.id, record.phase) if running else {}))
+        return items, token
 
     # ---- commands --------------------------------------------------------------------------
     def _command(self, move_id: str, command: str) -> MoveRecord:
@@ -400,18 +412,21 @@ def holder_is_young(lock: Any, now: datetime) -> bool:
     return (now - at).total_seconds() < LOCK_ORPHAN_SECONDS
 
 
-def view(record: MoveRecord, counts: dict[str, dict[str, int]] | None) -> dict[str, Any]:
-    """The contract's status body."""
+def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """The contract's status body (``get`` and each ``list`` item alike).
+
+    ``phases[].items``: live counts where given, else the counts the engine stored when the phase
+    ended, else a single-step phase counts as one item.
+    """
     phases = []
     for entry in record.phases:
         item = dict(entry)
-        if counts is not None:
-            default = {
-                "total": 1,
-                "done": int(entry["status"] == "Succeeded"),
-                "failed": int(entry["status"] == "Failed"),
-            }
-            item["items"] = counts.get(entry["name"], default)
+        default = {
+            "total": 1,
+            "done": int(entry["status"] == "Succeeded"),
+            "failed": int(entry["status"] == "Failed"),
+        }
+        item["items"] = counts.get(entry["name"]) or entry.get("items") or default
         phases.append(item)
     body: dict[str, Any] = {
         "id": record.id,

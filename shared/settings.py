@@ -6,7 +6,11 @@ Contract names: ``AzureWebJobsStorage`` (or its identity-based ``AzureWebJobsSto
 ``IDMOVE_ALLOWED_SUBSCRIPTIONS``. Internal ones: ``IDMOVE_QUEUE_NAME`` (default ``idmove-work``),
 ``IDMOVE_TABLE_PREFIX`` (default ``idmove``), ``IDMOVE_MAX_PARALLEL_ITEMS`` (default 8),
 ``IDMOVE_BACKOFF_SCALE`` (multiplies every engine backoff; tests use small values),
-``IDMOVE_ARM_RETRY_TOTAL`` (azure-core retries per request, default 6).
+``IDMOVE_ARM_RETRY_TOTAL`` (azure-core retries per request, default 6),
+``IDMOVE_ARM_WRITES_PER_SECOND`` / ``IDMOVE_ARM_WRITES_BURST`` (per-process, per-subscription pacing of
+ARM writes, default 8/s with a burst of 20, see ``shared/arm_pacing.py``),
+``IDMOVE_ROLE_ASSIGNMENT_LIMIT`` (role assignments per subscription, default 4000; 2000 in sovereign
+clouds).
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ class Settings:
     max_parallel_items: int = 8
     backoff_scale: float = 1.0
     arm_retry_total: int = 6
+    arm_writes_per_second: float = 8.0
+    arm_writes_burst: float = 20.0
+    role_assignment_limit: int = 4000
 
     storage_identity: StorageAccess | None = None
 
@@ -70,4 +77,7 @@ class Settings:
             max_parallel_items=max(1, int(env.get("IDMOVE_MAX_PARALLEL_ITEMS", "8"))),
             backoff_scale=float(env.get("IDMOVE_BACKOFF_SCALE", "1.0")),
             arm_retry_total=int(env.get("IDMOVE_ARM_RETRY_TOTAL", "6")),
+            arm_writes_per_second=float(env.get("IDMOVE_ARM_WRITES_PER_SECOND", "8")),
+            arm_writes_burst=float(env.get("IDMOVE_ARM_WRITES_BURST", "20")),
+            role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
         )

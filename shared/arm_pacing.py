@@ -1,0 +1,137 @@
+"""Per-process, per-subscription pacing of ARM writes: a token bucket as an azure-core policy.
+
+ARM throttles each subscription with token buckets (FACTS.md: writes 200 bucket / 10 per s, deletes
+200 / 10 per s). Many moves at once (a region fan-out) share those buckets, so the one door to
+Azure (``shared/azure_clients.py``) puts ``ArmWritePacingPolicy`` into every ARM client's pipeline,
+after the ``RetryPolicy`` (a per-retry policy: every attempt is paced, retries included):
+
+* PUT/PATCH/POST spend a token from the subscription's ``writes`` bucket, DELETE from ``deletes``;
+  the subscription is parsed from the URL (``/subscriptions/{id}/...``); calls without one
+  (management groups, Resource Graph, tenant-level) are not paced (they have other budgets);
+* the rate is ``IDMOVE_ARM_WRITES_PER_SECOND`` (default 8: below ARM's 10/s refill, leaving room
+  for other writers), the burst ``IDMOVE_ARM_WRITES_BURST`` (default 20, far below ARM's 200);
+* every answer's ``x-ms-ratelimit-remaining-subscription-{writes|deletes}`` is read: when ARM says
+  the budget is low (other processes or tools are writing too), the local bucket is lowered to match,
+  so this process slows down before ARM answers 429;
+* a 429 that happens anyway is retried by azure-core's ``RetryPolicy``, which sleeps for
+  ``Retry-After`` / ``retry-after-ms`` / ``x-ms-retry-after-ms`` -- never a busy loop in the engine.
+
+Buckets live in one ``WriteLimiter`` per process (``shared_limiter``), shared by every client and
+every move the process runs. Several processes (Functions scale-out) each pace themselves; ARM's
+remaining-budget header is what couples them.
+
+Example::
+
+    limiter = WriteLimiter(rate=8, burst=20)
+    limiter.acquire("2f7c...", "writes")      # returns the seconds it waited
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from azure.core.pipeline import PipelineRequest, PipelineResponse
+from azure.core.pipeline.policies import HTTPPolicy
+
+SUBSCRIPTION_IN_URL = re.compile(r"/subscriptions/([0-9a-fA-F-]{36})(?:[/?]|$)")
+KIND_BY_METHOD = {"PUT": "writes", "PATCH": "writes", "POST": "writes", "DELETE": "deletes"}
+LOW_REMAINING = 25  # below this many remaining ARM tokens, follow ARM's count
+RESERVE = 5  # tokens left to other writers when ARM's budget is nearly spent
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    stamp: float
+
+
+class WriteLimiter:
+    """Token buckets keyed by (subscription, kind); thread-safe; time and sleep injectable for tests."""
+
+    def __init__(
+        self,
+        rate: float = 8.0,
+        burst: float = 20.0,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = max(0.01, float(rate))
+        self.burst = max(1.0, float(burst))
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._buckets: dict[tuple[str, str], _Bucket] = {}
+        self.waited = 0.0  # total seconds spent waiting (observability, tests)
+        self.acquired = 0
+
+    def _bucket(self, key: tuple[str, str], now: float) -> _Bucket:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(self.burst, now)
+        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.stamp) * self.rate)
+        bucket.stamp = now
+        return bucket
+
+    def acquire(self, subscription: str, kind: str = "writes") -> float:
+        """Take one token, waiting until there is one; returns the seconds waited."""
+        key = (subscription.lower(), kind)
+        with self._lock:
+            bucket = self._bucket(key, self._clock())
+            bucket.tokens -= 1.0  # reserve now (may go negative): waiters queue up fairly
+            wait = max(0.0, -bucket.tokens / self.rate)
+            self.acquired += 1
+            self.waited += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def observe(self, subscription: str, kind: str, remaining: int) -> None:
+        """ARM says ``remaining`` tokens are left for this subscription: never spend more than that."""
+        if remaining >= LOW_REMAINING:
+            return
+        with self._lock:
+            bucket = self._bucket((subscription.lower(), kind), self._clock())
+            bucket.tokens = min(bucket.tokens, float(remaining - RESERVE))
+
+
+_SHARED: dict[tuple[float, float], WriteLimiter] = {}
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_limiter(rate: float, burst: float) -> WriteLimiter:
+    """The process's limiter for this rate/burst (one per process, so all moves share the budget)."""
+    with _SHARED_LOCK:
+        if (rate, burst) not in _SHARED:
+            _SHARED[(rate, burst)] = WriteLimiter(rate, burst)
+        return _SHARED[(rate, burst)]
+
+
+def subscription_in(url: str) -> str | None:
+    match = SUBSCRIPTION_IN_URL.search(url)
+    return match.group(1).lower() if match else None
+
+
+class ArmWritePacingPolicy(HTTPPolicy[Any, Any]):
+    """Paces ARM writes/deletes per subscription through a ``WriteLimiter`` (see the module docstring)."""
+
+    def __init__(self, limiter: WriteLimiter) -> None:
+        super().__init__()
+        self.limiter = limiter
+
+    def send(self, request: PipelineRequest[Any]) -> PipelineResponse[Any, Any]:
+        http = request.http_request
+        kind = KIND_BY_METHOD.get(http.method.upper())
+        subscription = subscription_in(http.url) if kind else None
+        if kind and subscription:
+            self.limiter.acquire(subscription, kind)
+        response = self.next.send(request)
+        if kind and subscription:
+            header = response.http_response.headers.get(f"x-ms-ratelimit-remaining-subscription-{kind}")
+            if header and header.strip().isdigit():
+                self.limiter.observe(subscription, kind, int(header))
+        return response

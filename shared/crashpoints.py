@@ -1,0 +1,56 @@
+"""Every crashpoint the engine and the phases declare: the registry the crash-anywhere suite walks.
+
+A crashpoint is a named moment between two writes (``ctx.crashpoint(name)`` / ``Engine.crashpoint``)
+where a test may stop the process. The names are generated here from the phase table, so a new
+phase or a new point cannot be forgotten by the suite (``tests/test_engine_crashes.py`` also checks
+that a real move passes through exactly the points declared for it).
+
+==========================  ==============================================================
+point                       between
+==========================  ==============================================================
+``start:after-record``      the move record (Pending + Started event) and its first message
+``{p}:after-run``           a single-step phase's Azure work and saving its result
+``snapshot:after-save``     the snapshot rows and the move record
+``{p}:after-items``         a fanned-out phase's item rows and its batch messages
+``{p}:after-send-batch``    one batch message and the next
+``{p}:item-done``           an item's Azure write and marking the item Done
+``{p}:after-send-next``     the next phase's message and the move record saying so
+``{p}:before-save``         everything of a step and saving the move record + its events
+``discard:after-resource``  restoring one resource and the next
+==========================  ==============================================================
+"""
+
+from __future__ import annotations
+
+from shared.phases import DISCARD, ORDER, PHASES
+
+
+def for_move() -> list[str]:
+    """The points a committed move (snapshot ... cleanup) passes through, in order."""
+    names = ["start:after-record"]
+    for phase in PHASES:
+        if phase.items:
+            names += [
+                f"{phase.name}:after-items",
+                f"{phase.name}:after-send-batch",
+                f"{phase.name}:item-done",
+            ]
+        else:
+            names.append(f"{phase.name}:after-run")
+        if phase.name == "snapshot":
+            names.append("snapshot:after-save")
+        if phase.name != ORDER[-1]:
+            names.append(f"{phase.name}:after-send-next")
+        names.append(f"{phase.name}:before-save")
+    return names
+
+
+def for_discard() -> list[str]:
+    return [f"{DISCARD.name}:after-resource", f"{DISCARD.name}:after-run", f"{DISCARD.name}:before-save"]
+
+
+ALL: frozenset[str] = frozenset([*for_move(), *for_discard()])
+
+
+def is_declared(name: str) -> bool:
+    return name in ALL

@@ -1,0 +1,118 @@
+"""Crash anywhere: stop the engine once at each declared crashpoint, redeliver, and converge.
+
+The points come from ``shared/crashpoints.py`` (generated from the phase table). For each one a
+committed move of the realistic estate is run; the first time the point is reached the step raises
+(the worker "dies"), the queue redelivers, and the move must still complete with no duplicate role
+assignment, credential, membership, app role or attachment, and exactly one event per transition.
+
+By default a representative set runs (one point of every kind, the start and a fanned-out phase's
+item write included); ``IDMOVE_CRASH_EXHAUSTIVE=1`` runs every declared point (about 25 moves,
+~2-3 minutes on 2 cores), as CI's nightly job or before touching the engine should.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from idmove.estate import Estate, clients_for, seed
+from shared import crashpoints
+from shared.azure_clients import AzureClients
+from shared.service import MoveService
+from tests.plugins.engine import drain
+from tests.test_engine_failures import assert_no_duplicates
+from tests.test_engine_moves import full_dump, move_body, run
+
+REPRESENTATIVE = [
+    "start:after-record",
+    "snapshot:after-save",
+    "create:after-run",
+    "grant:after-send-batch",
+    "grant:item-done",
+    "rebind:item-done",
+    "verify:after-send-next",
+    "cleanup:item-done",
+    "cleanup:before-save",
+]
+EXHAUSTIVE = os.environ.get("IDMOVE_CRASH_EXHAUSTIVE") == "1"
+MOVE_POINTS = crashpoints.for_move() if EXHAUSTIVE else REPRESENTATIVE
+
+
+class Crash(RuntimeError):
+    pass
+
+
+@pytest.fixture
+def estate(emu: str) -> Estate:
+    return seed(clients_for(emu))
+
+
+@pytest.fixture
+def clients(emu: str) -> AzureClients:
+    return clients_for(emu)
+
+
+def test_the_registry_is_exactly_what_a_move_passes_through(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    seen: list[str] = []
+    emulated_service.crashpoint = seen.append
+    status = run(emulated_service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    assert set(seen) == set(crashpoints.for_move())
+    assert set(REPRESENTATIVE) <= crashpoints.ALL
+
+
+@pytest.mark.parametrize("point", MOVE_POINTS)
+def test_crash_once_then_redelivery_converges(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients, point: str
+) -> None:
+    assert crashpoints.is_declared(point)
+    crashed: list[str] = []
+
+    def crash_once(name: str) -> None:
+        if name == point and not crashed:
+            crashed.append(name)
+            raise Crash(f"worker died at {name}")
+
+    emulated_service.crashpoint = crash_once
+    try:
+        move_id = emulated_service.start(move_body(estate, autoCommit=True))["id"]
+    except Crash:  # died before the first message: the stalled-moves timer resends it
+        (move_id,) = [m["id"] for m in emulated_service.list()[0]]
+        assert emulated_service.resume_stalled(older_than_seconds=0) == 1
+    drain(emulated_service, timeout=180)
+    assert crashed == [point]
+    status = emulated_service.get(move_id)
+    assert status["status"] == "Completed", status.get("error")
+    assert_no_duplicates(clients, estate, status["target"])
+    events = emulated_service.store.events(move_id)
+    kinds = Counter(e["Type"].rsplit(".", 1)[-1] for e in events)
+    assert kinds == Counter({"Started": 1, "PhaseCompleted": 6, "Completed": 1}), kinds
+    assert len({e["RowKey"] for e in events}) == len(events)
+
+
+@pytest.mark.parametrize("point", crashpoints.for_discard() if EXHAUSTIVE else ["discard:after-resource"])
+def test_crash_during_discard_still_restores_the_source(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients, point: str
+) -> None:
+    before = full_dump(clients, estate)
+    status = run(emulated_service, move_body(estate))
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    crashed: list[str] = []
+
+    def crash_once(name: str) -> None:
+        if name == point and not crashed:
+            crashed.append(name)
+            raise Crash(f"worker died at {name}")
+
+    emulated_service.crashpoint = crash_once
+    emulated_service.discard(status["id"])
+    drain(emulated_service, timeout=120)
+    assert crashed == [point]
+    assert emulated_service.get(status["id"])["status"] == "Discarded"
+    assert full_dump(clients, estate) == before
+    kinds = Counter(e["Type"].rsplit(".", 1)[-1] for e in emulated_service.store.events(status["id"]))
+    assert kinds["Discarded"] == 1
