@@ -30,9 +30,10 @@ from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, APIKeyQuery
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -129,6 +130,8 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, "InvalidJson", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "InvalidJson", "the request body nests too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(400, "InvalidRequestContent", "the request body must be a JSON object")
     return body
@@ -242,6 +245,11 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        # Documents the function key (checked by the Functions front end, not here).
+        dependencies=[
+            Security(APIKeyHeader(name="x-functions-key", scheme_name="functionKey", auto_error=False)),
+            Security(APIKeyQuery(name="code", scheme_name="functionKeyQuery", auto_error=False)),
+        ],
     )
     _install_error_handlers(app)
     request_schema = MoveRequest.model_json_schema(by_alias=True)

@@ -46,6 +46,7 @@ BAD_STARTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("unknown region", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "atlantis"}}, 400, "InvalidTargetRegion", "targetRegion"),
     ("wrong type", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "dryRun": "yes"}}, 400, "InvalidRequestContent", "dryRun"),
     ("bad resource map", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {"a": "b"}}}, 400, "InvalidRequestContent", "resourceMap"),
+    ("deeply nested", {"content": b"[" * 60_000}, 400, "InvalidJson", None),
     ("oversized", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "targetName": "x" * 70_000}}, 413, "RequestTooLarge", None),
     ("form body", {"content": b"sourceIdentityId=x", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "UnsupportedMediaType", "Content-Type"),
 ]  # fmt: skip
@@ -87,6 +88,12 @@ def test_unknown_moves_are_404(api: httpx.Client, path: str) -> None:
     _assert_arm_error(response, 404, "MoveNotFound")
 
 
+def test_a_skip_token_we_did_not_issue_is_not_a_server_error(api: httpx.Client) -> None:
+    for token in ("garbage", "x" * 2000):
+        response = api.get("/api/moves", params={"$skipToken": token})
+        assert response.status_code in (200, 400), response.text
+
+
 def test_unknown_routes_and_methods_are_arm_errors(api: httpx.Client) -> None:
     _assert_arm_error(api.get("/api/nothing-here"), 404, "NotFound")
     _assert_arm_error(api.delete("/api/moves"), 405, "MethodNotAllowed")
@@ -102,6 +109,7 @@ def test_openapi_document_describes_every_route(api: httpx.Client) -> None:
     assert "get" in paths["/api/moves/{move_id}"]
     for command in ("commit", "cancel", "retry", "discard"):
         assert "post" in paths[f"/api/moves/{{move_id}}/{command}"]
+    assert {"functionKey", "functionKeyQuery"} <= set(document["components"]["securitySchemes"])
     body_schema = paths["/api/moves"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert {"sourceIdentityId", "targetRegion", "dryRun"} <= set(body_schema["properties"])
 
