@@ -7,6 +7,7 @@ any other 4xx -> ``PermanentError`` with ARM's error code and message.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
@@ -195,3 +196,52 @@ def assignment_subscriptions(snapshot: dict[str, Any]) -> list[str]:
     subs = {subscription_of(a["scope"]) for a in snapshot.get("roleAssignments", [])}
     subs.add(str(snapshot["identity"]["subscriptionId"]).lower())
     return sorted(s for s in subs if s)
+
+
+def identity_refs(resource: dict[str, Any], identity: dict[str, Any]) -> list[dict[str, Any]]:
+    """Paths under ``properties`` naming ``identity`` by resource id or clientId (``kind`` says which)."""
+    needles = {str(identity["id"]).lower(): "id", str(identity["clientId"]).lower(): "clientId"}
+    return find_refs(resource.get("properties") or {}, needles, ["properties"])
+
+
+def without_identity(resource: dict[str, Any], identity_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The identity block with ``identity_id`` removed: (merge-patch form with its ``null`` entry, full form).
+
+    System-assigned is kept as it is; with no user-assigned identity left, ``type`` drops ``UserAssigned``.
+    """
+    remaining = [k for k in user_identities(resource) if not same_id(k, identity_id)]
+    kind = identity_type(resource, keep_user_assigned=bool(remaining))
+    if not remaining:
+        return {"type": kind}, {"type": kind}
+    return (
+        {"type": kind, "userAssignedIdentities": {identity_id: None}},
+        {"type": kind, "userAssignedIdentities": {k: {} for k in remaining}},
+    )
+
+
+def write_resource(
+    clients: AzureClients,
+    resource_id: str,
+    resource: dict[str, Any],
+    refs: list[dict[str, Any]],
+    values: dict[str, str],
+    identity: tuple[dict[str, Any], dict[str, Any]] | None = None,
+) -> str:
+    """One write of a resource: each ref set to ``values[ref kind]`` and, if given, the identity block
+    (patch form, full form). PATCH when every change fits a merge patch, else GET body + PUT. Returns the verb."""
+    patch: dict[str, Any] = {}
+    full = copy.deepcopy(resource)
+    if identity is not None:
+        patch["identity"], full["identity"] = identity
+    needs_put = False
+    for ref in refs:
+        value = values[ref["kind"]]
+        set_path(full, ref["path"], value)
+        piece = merge_patch_for(ref["path"], value)
+        if piece is None:
+            needs_put = True  # a reference inside a list: merge patch cannot address it
+        else:
+            patch = deep_merge(patch, piece)
+    if needs_put:
+        return put_full(clients, resource_id, full)
+    return patch_or_put(clients, resource_id, patch, full)

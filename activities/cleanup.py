@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -25,10 +24,8 @@ from activities._azure import (
     classify,
     get_resource,
     has_identity,
-    identity_type,
-    patch_or_put,
-    same_id,
-    user_identities,
+    without_identity,
+    write_resource,
 )
 from activities.grant import assignment_name
 from activities.rebind import resource_key
@@ -67,18 +64,8 @@ def detach(ctx: PhaseContext, resource_id: str, identity_id: str) -> ItemResult:
     resource = get_resource(ctx.clients, resource_id)
     if resource is None or not has_identity(resource, identity_id):
         return ItemResult("absent", {"resource": resource_id})
-    remaining = [k for k in user_identities(resource) if not same_id(k, identity_id)]
-    kind = identity_type(resource, keep_user_assigned=bool(remaining))
-    patch: dict[str, Any] = {"identity": {"type": kind, "userAssignedIdentities": {identity_id: None}}}
-    if not remaining:
-        patch = {"identity": {"type": kind}}
-    full = copy.deepcopy(resource)
-    full["identity"] = {"type": kind}
-    if remaining:
-        full["identity"]["userAssignedIdentities"] = {k: {} for k in remaining}
-    return ItemResult(
-        "updated", {"resource": resource_id, "verb": patch_or_put(ctx.clients, resource_id, patch, full)}
-    )
+    verb = write_resource(ctx.clients, resource_id, resource, [], {}, without_identity(resource, identity_id))
+    return ItemResult("updated", {"resource": resource_id, "verb": verb})
 
 
 def _detach(ctx: PhaseContext, a: dict[str, Any]) -> ItemResult:

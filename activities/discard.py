@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,16 +24,12 @@ from azure.core.exceptions import HttpResponseError
 from activities._azure import (
     assignment_subscriptions,
     classify,
-    deep_merge,
-    find_refs,
     get_resource,
-    identity_type,
-    merge_patch_for,
-    patch_or_put,
-    put_full,
+    has_identity,
+    identity_refs,
     same_id,
-    set_path,
-    user_identities,
+    without_identity,
+    write_resource,
 )
 from activities.rebind import counterpart
 from shared.azure_clients import GraphError
@@ -101,42 +96,16 @@ def _target(ctx: PhaseContext) -> dict[str, Any] | None:
 
 
 def _restore(ctx: PhaseContext, resource_id: str, target: dict[str, Any]) -> int:
-    old = ctx.snapshot["identity"]
     resource = get_resource(ctx.clients, resource_id)
     if resource is None:
         return 0
-    refs = find_refs(
-        resource.get("properties") or {},
-        {target["id"].lower(): "id", target["clientId"].lower(): "clientId"},
-        ["properties"],
-    )
-    attached = any(same_id(k, target["id"]) for k in user_identities(resource))
+    refs = identity_refs(resource, target)
+    attached = has_identity(resource, target["id"])
     if not refs and not attached:
         return 0
-    originals = {"id": old["id"], "clientId": old["clientId"]}
-    patch: dict[str, Any] = {}
-    full = copy.deepcopy(resource)
-    if attached:
-        remaining = [k for k in user_identities(resource) if not same_id(k, target["id"])]
-        kind = identity_type(resource, keep_user_assigned=bool(remaining))
-        patch["identity"] = (
-            {"type": kind, "userAssignedIdentities": {target["id"]: None}} if remaining else {"type": kind}
-        )
-        full["identity"] = {
-            "type": kind,
-            **({"userAssignedIdentities": {k: {} for k in remaining}} if remaining else {}),
-        }
-    needs_put = False
-    for ref in refs:
-        value = originals[ref["kind"]]
-        set_path(full, ref["path"], value)
-        piece = merge_patch_for(ref["path"], value)
-        if piece is None:
-            needs_put = True
-        else:
-            patch = deep_merge(patch, piece)
-    if needs_put:
-        put_full(ctx.clients, resource_id, full)
-    else:
-        patch_or_put(ctx.clients, resource_id, patch, full)
+    old = ctx.snapshot["identity"]
+    block = without_identity(resource, target["id"]) if attached else None
+    write_resource(
+        ctx.clients, resource_id, resource, refs, {"id": old["id"], "clientId": old["clientId"]}, block
+    )
     return 1

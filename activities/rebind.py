@@ -16,21 +16,15 @@ Example::
 
 from __future__ import annotations
 
-import copy
 import hashlib
-from typing import Any
 
 from activities._azure import (
-    deep_merge,
-    find_refs,
     get_resource,
     has_identity,
+    identity_refs,
     identity_type,
-    merge_patch_for,
-    patch_or_put,
-    put_full,
-    set_path,
     user_identities,
+    write_resource,
 )
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
 from shared.errors import PermanentError
@@ -56,33 +50,18 @@ def run_item(item: ItemInput) -> ItemResult:
     resource = get_resource(ctx.clients, resource_id)
     if resource is None:
         raise PermanentError("ResourceNotFound", f"{resource_id} no longer exists", resource_id)
-    replacements = {"id": new["id"], "clientId": new["clientId"]}
-    refs = find_refs(
-        resource.get("properties") or {},
-        {old["id"].lower(): "id", old["clientId"].lower(): "clientId"},
-        ["properties"],
-    )
+    refs = identity_refs(resource, old)
     attach = attachment["attached"] and not has_identity(resource, new["id"])
     if not attach and not refs:
         return ItemResult("unchanged", {"resource": resource_id})
-    patch: dict[str, Any] = {}
-    full = copy.deepcopy(resource)
-    if attach:
+    block = None
+    if attach:  # add the new identity; the old one stays until cleanup
         kind = identity_type(resource, keep_user_assigned=True)
-        patch["identity"] = {"type": kind, "userAssignedIdentities": {new["id"]: {}}}
         entries = {key: {} for key in user_identities(resource)} | {new["id"]: {}}
-        full["identity"] = {"type": kind, "userAssignedIdentities": entries}
-    needs_put = False
-    for ref in refs:
-        value = replacements[ref["kind"]]
-        set_path(full, ref["path"], value)
-        piece = merge_patch_for(ref["path"], value)
-        if piece is None:
-            needs_put = True
-        else:
-            patch = deep_merge(patch, piece)
-    if needs_put:
-        verb = put_full(ctx.clients, resource_id, full)
-    else:
-        verb = patch_or_put(ctx.clients, resource_id, patch, full)
+        block = (
+            {"type": kind, "userAssignedIdentities": {new["id"]: {}}},
+            {"type": kind, "userAssignedIdentities": entries},
+        )
+    values = {"id": new["id"], "clientId": new["clientId"]}
+    verb = write_resource(ctx.clients, resource_id, resource, refs, values, block)
     return ItemResult("updated", {"resource": resource_id, "attached": attach, "refs": refs, "verb": verb})

@@ -29,8 +29,8 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from activities._azure import (
     classify,
-    find_refs,
     get_resource,
+    identity_refs,
     same_id,
     user_identities,
 )
@@ -226,7 +226,6 @@ def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str,
 def _attachments(clients: AzureClients, subs: list[str], source: dict[str, Any]) -> list[dict[str, Any]]:
     """Discover with Resource Graph, confirm each with a direct GET (Resource Graph lags ARM)."""
     rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
-    needles = {source["id"].lower(): "id", source["clientId"].lower(): "clientId"}
     found = []
     for row in rows:
         resource_id = str(row["id"])
@@ -236,7 +235,7 @@ def _attachments(clients: AzureClients, subs: list[str], source: dict[str, Any])
         if resource is None:
             continue  # deleted since Resource Graph indexed it
         attached = any(same_id(k, source["id"]) for k in user_identities(resource))
-        refs = find_refs(resource.get("properties") or {}, needles, ["properties"])
+        refs = identity_refs(resource, source)
         if not attached and not refs:
             continue
         identity_block = resource.get("identity") or {}

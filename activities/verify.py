@@ -25,9 +25,9 @@ from azure.core.exceptions import HttpResponseError
 from activities._azure import (
     assignment_subscriptions,
     classify,
-    find_refs,
     get_resource,
     has_identity,
+    identity_refs,
     same_id,
 )
 from activities.rebind import counterpart
@@ -116,11 +116,7 @@ def _attachments(ctx: PhaseContext, missing: list[tuple[str, str]]) -> None:
             continue
         if a["attached"] and not has_identity(resource, new["id"]):
             missing.append((f"attachment to {resource_id}", resource_id))
-        stale = find_refs(
-            resource.get("properties") or {},
-            {old["id"].lower(): "id", old["clientId"].lower(): "clientId"},
-            ["properties"],
-        )
+        stale = identity_refs(resource, old)
         for ref in stale:
             path = ".".join(str(p) for p in ref["path"])
             missing.append((f"reference {path} of {resource_id} still names the old identity", resource_id))
