@@ -44,47 +44,8 @@ def service() -> Any:
     return MoveService.from_settings(Settings.from_env())
 
 
-class _ResendAfterCommand:
-    """Adapter until the engine saves a command's record before it sends the step's message.
-
-    ``MoveService.commit/retry/discard`` send the work message and then save the move: a worker
-    that reads the move in between sees the old status, acknowledges the message as stale, and the
-    move sits at Running until ``resume_stalled`` (10 min). Sending the step once more after the
-    command returns closes the gap; messages are hints, so a duplicate is harmless.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def _resend(self, result: dict[str, Any]) -> dict[str, Any]:
-        from shared.work_queue import WorkMessage
-
-        if result.get("status") == "Running":
-            move = self._inner.get(result["id"])
-            if move.get("status") == "Running":
-                self._inner.queue.send(WorkMessage(move["id"], move["phase"]))
-        return result
-
-    def commit(self, move_id: str) -> dict[str, Any]:
-        return self._resend(self._inner.commit(move_id))
-
-    def retry(self, move_id: str) -> dict[str, Any]:
-        return self._resend(self._inner.retry(move_id))
-
-    def discard(self, move_id: str) -> dict[str, Any]:
-        return self._resend(self._inner.discard(move_id))
-
-
-@functools.cache
-def api_service() -> Any:
-    return _ResendAfterCommand(service())
-
-
 app = func.AsgiFunctionApp(
-    app=create_app(api_service), http_auth_level=func.AuthLevel.FUNCTION, function_name="http_api"
+    app=create_app(service), http_auth_level=func.AuthLevel.FUNCTION, function_name="http_api"
 )
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,6 +38,7 @@ from shared.store import Conflict, Event, Item, MoveRecord, StateStore
 from shared.work_queue import WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
+MAX_WAITS = 12  # ~1.5 min of looking again for a save a message overtook
 
 
 class Engine:
@@ -62,6 +64,9 @@ class Engine:
     # ---- one work message ----------------------------------------------------------------
     def handle(self, message: WorkMessage) -> None:
         move = self.store.get_move(message.move_id)
+        if move is not None and move.version < message.after:
+            self._wait_for_save(message)
+            return
         if move is None or move.status not in (Status.PENDING, Status.RUNNING) or move.phase != message.phase:
             log.info("stale message for %s/%s: acknowledged", message.move_id, message.phase)
             return
@@ -82,6 +87,20 @@ class Engine:
             self._fan_out(move, phase, ctx)
         else:
             self._run_batch(move, phase, ctx, message)
+
+    def _wait_for_save(self, message: WorkMessage) -> None:
+        """The message overtook the save that sent it: look again shortly (bounded).
+
+        If that save never lands (its writer crashed), the writer's own message is redelivered and
+        sends a fresh one, so giving up after ``MAX_WAITS`` loses nothing.
+        """
+        if message.waits >= MAX_WAITS:
+            log.warning(
+                "%s/%s: state v%d never arrived; dropped", message.move_id, message.phase, message.after
+            )
+            return
+        delay = min(0.2 * 2**message.waits, 10.0)
+        self.queue.send(replace(message, waits=message.waits + 1), delay)
 
     def _timed_out(self, move: MoveRecord, phase: Phase) -> bool:
         started = move.phase_entry(phase.name).get("startedAt")
@@ -309,7 +328,8 @@ class Engine:
         elif next_name is not None:
             move.phase = next_name
             move.phase_entry(next_name).update(status="Running", startedAt=now, completedAt=None)
-            self.queue.send(WorkMessage(move.id, next_name))  # first the message, then the state
+            # first the message, then the state (the message waits for this save, see handle)
+            self.queue.send(WorkMessage(move.id, next_name, after=move.version + 1))
             self.crashpoint(f"{name}:after-send-next")
         self._save(move, events, step=name)
 

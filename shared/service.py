@@ -244,7 +244,7 @@ class MoveService:
         now = self._now()
         record.committed, record.status, record.phase = True, Status.RUNNING, "cleanup"
         record.phase_entry("cleanup").update(status="Running", startedAt=now)
-        self.queue.send(WorkMessage(move_id, "cleanup"))
+        self.queue.send(WorkMessage(move_id, "cleanup", after=record.version + 1))
         self._save(record, [])
         return self._accepted(record)
 
@@ -267,7 +267,7 @@ class MoveService:
         record.status, record.error = Status.RUNNING, None
         entry = record.phase_entry(record.phase)
         entry.update(status="Running", startedAt=now, completedAt=None)
-        self.queue.send(WorkMessage(move_id, record.phase))
+        self.queue.send(WorkMessage(move_id, record.phase, after=record.version + 1))
         self.store.save_move(record, [], items)
         return self._accepted(record)
 
@@ -289,7 +289,7 @@ class MoveService:
         self._claim_lock(record.source_id, record.id)
         record.status, record.error, record.phase = Status.RUNNING, None, DISCARD.name
         record.phase_entry(DISCARD.name).update(status="Running", startedAt=now, completedAt=None)
-        self.queue.send(WorkMessage(move_id, DISCARD.name))
+        self.queue.send(WorkMessage(move_id, DISCARD.name, after=record.version + 1))
         self._save(record, [])
         return self._accepted(record)
 

@@ -88,6 +88,7 @@ class MoveRecord:
     committed: bool = False
     verified: bool = False
     attempt: int = 0
+    version: int = 0  # +1 on every save: a work message names the version it was sent for
     etag: str | None = None
 
     @property
@@ -131,6 +132,7 @@ class MoveRecord:
             "Committed": self.committed,
             "Verified": self.verified,
             "Attempt": self.attempt,
+            "Version": self.version,
         }
 
     @classmethod
@@ -152,6 +154,7 @@ class MoveRecord:
             committed=bool(entity["Committed"]),
             verified=bool(entity["Verified"]),
             attempt=int(entity["Attempt"]),
+            version=int(entity.get("Version", 0)),
             etag=entity.metadata.get("etag"),
         )
 
@@ -286,6 +289,7 @@ class StateStore:
             "etag": record.etag,
             "match_condition": MatchConditions.IfNotModified,
         }
+        record.version += 1
         ops: list[Any] = [("update", record.to_entity(), guard)]
         ops += [("create", event.to_entity()) for event in events]
         ops += [("upsert", item.to_entity(), {"mode": UpdateMode.REPLACE}) for item in items]

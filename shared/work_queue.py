@@ -32,11 +32,21 @@ class WorkMessage:
     phase: str
     batch: tuple[str, ...] = field(default=())
     attempt: int = 0
+    # The move record version this message was sent for. A command or a phase transition sends the
+    # next step's message before it saves the record (never a saved state without its message); a
+    # worker that receives it before the save lands sees an older version and waits, see
+    # ``Engine.handle``. 0 = no expectation.
+    after: int = 0
+    waits: int = 0
 
     def to_json(self) -> str:
         body: dict[str, Any] = {"moveId": self.move_id, "phase": self.phase, "attempt": self.attempt}
         if self.batch:
             body["batch"] = list(self.batch)
+        if self.after:
+            body["after"] = self.after
+        if self.waits:
+            body["waits"] = self.waits
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -47,6 +57,8 @@ class WorkMessage:
             phase=str(body["phase"]),
             batch=tuple(str(k) for k in body.get("batch") or ()),
             attempt=int(body.get("attempt", 0)),
+            after=int(body.get("after", 0)),
+            waits=int(body.get("waits", 0)),
         )
 
 
