@@ -229,6 +229,7 @@ def cmd_plan(api: MoveClient, out: Output, args: argparse.Namespace) -> int:
     accepted = api.start(_request_body(args, dry_run=True))
     out.note(f"dry run {accepted['id']} started; waiting for the plan…")
     move = api.wait(accepted["id"], timeout=args.timeout, interval=0.5)
+    move = api.get(accepted["id"], expand="inventory")  # what will be copied, from the snapshot
     out.data(move)
     out.show(render.plan_report(move))
     blocked = bool((move.get("plan") or {}).get("blocking"))

@@ -103,8 +103,9 @@ class MoveClient:
         result: dict[str, Any] = self._request("POST", "/api/moves", json=body).json()
         return result
 
-    def get(self, move_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("GET", f"/api/moves/{move_id}").json()
+    def get(self, move_id: str, expand: str | None = None) -> dict[str, Any]:
+        params = {"$expand": expand} if expand else None
+        result: dict[str, Any] = self._request("GET", f"/api/moves/{move_id}", params=params).json()
         return result
 
     def command(self, move_id: str, command: str) -> dict[str, Any]:

@@ -27,10 +27,10 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 from urllib.parse import urlencode
 
-from fastapi import FastAPI, Request, Security
+from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, APIKeyQuery
@@ -59,7 +59,7 @@ class MoveServiceApi(Protocol):
     """The part of ``shared.service.MoveService`` the HTTP API calls."""
 
     def start(self, body: dict[str, Any]) -> dict[str, Any]: ...
-    def get(self, move_id: str) -> dict[str, Any]: ...
+    def get(self, move_id: str, expand_inventory: bool = False) -> dict[str, Any]: ...
     def list(
         self,
         status: str | None = None,
@@ -297,9 +297,18 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
         summary="A move's status: 202 while Pending/Running, 200 at rest",
         responses=_responses(200, 202, 404),
     )
-    async def get_move(move_id: str, request: Request) -> JSONResponse:
+    async def get_move(
+        move_id: str,
+        request: Request,
+        expand: Annotated[
+            str | None,
+            Query(alias="$expand", description="'inventory' adds plan.inventory: what the move copies"),
+        ] = None,
+    ) -> JSONResponse:
         _check_move_id(move_id)
-        move = await run_in_threadpool(lambda: service_factory().get(move_id))
+        if expand not in (None, "inventory"):
+            raise ApiError(400, "InvalidQueryParameter", "$expand supports only 'inventory'", "$expand")
+        move = await run_in_threadpool(lambda: service_factory().get(move_id, expand_inventory=bool(expand)))
         if move.get("status") in BUSY:
             return JSONResponse(move, status_code=202, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return JSONResponse(move)

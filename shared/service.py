@@ -172,9 +172,15 @@ class MoveService:
             raise MoveNotFound(move_id)
         return record
 
-    def get(self, move_id: str) -> dict[str, Any]:
+    def get(self, move_id: str, expand_inventory: bool = False) -> dict[str, Any]:
+        """The status body; with ``expand_inventory`` also ``plan.inventory``: what the move copies
+        (read from the stored snapshot, so only on request: a status poll stays one read + one query)."""
         record = self._load(move_id)
-        return view(record, self._live_counts(move_id))
+        body = view(record, self._live_counts(move_id))
+        if expand_inventory and body.get("plan") is not None and record.snapshot_chunks:
+            snapshot = self.store.load_snapshot(move_id, record.snapshot_chunks)
+            body["plan"] = {**body["plan"], "inventory": inventory(snapshot)}
+        return body
 
     def _live_counts(self, move_id: str, phase: str | None = None) -> dict[str, dict[str, int]]:
         """Per-item counts from the item entities (one query; only ``phase``'s items when given)."""
@@ -410,6 +416,23 @@ class MoveService:
 def holder_is_young(lock: Any, now: datetime) -> bool:
     at = datetime.fromisoformat(str(lock.get("At")))
     return (now - at).total_seconds() < LOCK_ORPHAN_SECONDS
+
+
+INVENTORY_FIELDS = {
+    "roleAssignments": ("roleName", "scope", "privileged", "condition", "conditionVersion", "description"),
+    "federatedCredentials": ("name", "issuer", "subject", "audiences"),
+    "groups": ("id", "displayName"),
+    "appRoles": ("resourceDisplayName", "resourceId", "appRoleId"),
+    "attachments": ("id", "type", "location", "attached", "identityType", "refs"),
+}
+
+
+def inventory(snapshot: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """What a move copies, per kind, in the snapshot's own words (the plan report's tables)."""
+    return {
+        kind: [{key: item.get(key) for key in keys} for item in snapshot.get(kind) or []]
+        for kind, keys in INVENTORY_FIELDS.items()
+    }
 
 
 def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any]:

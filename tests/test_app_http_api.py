@@ -183,6 +183,14 @@ def test_dry_run_plans_and_discard_and_retry_follow_the_status_table(
     planned = wait_for(api, move_id, {"Planned", "Failed"})
     assert planned["status"] == "Planned", planned
     assert {"blocking", "warnings"} <= set(planned["plan"])
+    expanded = api.get(f"/api/moves/{move_id}", params={"$expand": "inventory"})
+    assert expanded.status_code == 200
+    assert set(expanded.json()["plan"]["inventory"]) == {
+        "roleAssignments", "federatedCredentials", "groups", "appRoles", "attachments"
+    }  # fmt: skip
+    _assert_arm_error(
+        api.get(f"/api/moves/{move_id}", params={"$expand": "everything"}), 400, "InvalidQueryParameter"
+    )
     _assert_arm_error(api.post(f"/api/moves/{move_id}/commit"), 409, "InvalidMoveState")
     _assert_arm_error(api.post(f"/api/moves/{move_id}/retry"), 409, "InvalidMoveState")
     discarded = api.post(f"/api/moves/{move_id}/discard")

@@ -52,6 +52,7 @@ def test_plan_prints_the_plan_as_json(host_url: str, make_identity: MakeIdentity
     assert move["status"] == "Planned"
     assert move["plan"]["blocking"] == []
     assert move["source"]["id"].lower() == source.lower()
+    assert set(move["plan"]["inventory"]) >= {"roleAssignments", "federatedCredentials", "attachments"}
 
 
 def test_plan_as_text_is_a_readable_report(host_url: str, make_identity: MakeIdentity) -> None:

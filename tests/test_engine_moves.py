@@ -193,6 +193,16 @@ def test_dry_run_writes_nothing(emulated_service: MoveService, estate: Estate, e
     ]
     assert writes == [], writes
     assert any("resourcegraph" in r["path"].lower() for r in seen)
+    # the plan can show what the move would copy, read from the stored snapshot
+    inventory = emulated_service.get(status["id"], expand_inventory=True)["plan"]["inventory"]
+    assert {a["scope"].lower() for a in inventory["roleAssignments"]} >= {
+        a.split("/providers/Microsoft.Authorization/")[0].lower() for a in estate.role_assignment_ids
+    }
+    assert sorted(c["name"] for c in inventory["federatedCredentials"]) == sorted(estate.credential_names)
+    assert sorted(g["id"] for g in inventory["groups"]) == sorted(estate.group_ids)
+    assert len(inventory["appRoles"]) == len(estate.app_role_assignment_ids)
+    assert {a["id"].lower() for a in inventory["attachments"]} >= {i.lower() for i in estate.attached_ids}
+    assert "inventory" not in emulated_service.get(status["id"])["plan"]  # a status poll stays cheap
 
 
 def test_cleanup_never_runs_before_commit(emulated_service: MoveService, estate: Estate, emu: str) -> None:
