@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from emulator import identity_block, locations
-from emulator.errors import ArmError, bad_request, resource_group_not_found
+from emulator.errors import ArmError, bad_request, not_found, resource_group_not_found
 from emulator.ids import ResourceId, key, new_guid
 from emulator.paging import page
 from emulator.state import TENANT_ID, ResourceMeta, State
@@ -249,12 +249,7 @@ def _merge_patch(target: Any, patch: Any) -> Any:
 
 
 def _not_found(rid: ResourceId) -> ArmError:
-    return ArmError(
-        404,
-        "ResourceNotFound",
-        f"The Resource '{rid.type}/{'/'.join(rid.names)}' under resource group '{rid.resource_group}' was not found. "
-        "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
-    )
+    return not_found(rid.type, list(rid.names), rid.resource_group)
 
 
 def _require_parent(state: State, rid: ResourceId) -> None:

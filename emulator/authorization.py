@@ -4,12 +4,15 @@ Specs: ``arm-specs/Microsoft.Authorization/2022-04-01/authorization-RoleAssignme
 ``authorization-RoleDefinitionsCalls.json``; behaviour from FACTS.md "Microsoft.Authorization":
 - PUT ``{scope}/providers/Microsoft.Authorization/roleAssignments/{guid}`` at management-group,
   subscription, resource-group or resource scope: 201 new; 200 same name and content (description and
-  condition may change); 409 ``RoleAssignmentUpdateNotPermitted`` when principal/role/scope differ;
+  condition may change); 400 ``RoleAssignmentUpdateNotPermitted`` when principal/role/scope differ
+  (Microsoft's RBAC troubleshooting page files it under "role assignment returns BadRequest status");
   409 ``RoleAssignmentExists`` for the same scope+role+principal under another name; 400
   ``InvalidRoleAssignmentId`` (name not a GUID), ``RoleDefinitionDoesNotExist``, ``PrincipalNotFound``
   (unknown or still-replicating principal unless ``principalType`` is ``ServicePrincipal``),
   ``UnmatchedPrincipalType``, ``InvalidConditionVersion``, ``RoleAssignmentLimitExceeded``
-  (``roleAssignmentLimit`` per subscription, 4,000; 500 per management group).
+  (``roleAssignmentLimit`` per subscription, 4,000; 500 per management group; the message starts
+  "No more role assignments can be created" as Microsoft's troubleshooting page quotes it; the HTTP
+  status, 400, is not confirmed by any public source found).
 - DELETE 200 with the deleted body / 204 absent; GET; the ``/{roleAssignmentId}`` forms are the same paths.
 - Lists for subscription / resource group / resource / any scope with ``$filter``: none (at, above,
   below), ``atScope()`` (at or above), ``principalId eq '{id}'`` (at, above, below), ``assignedTo('{id}')``
@@ -18,6 +21,11 @@ Specs: ``arm-specs/Microsoft.Authorization/2022-04-01/authorization-RoleAssignme
   createdOn/updatedOn/createdBy/updatedBy, delegatedManagedIdentityResourceId. ``roleDefinitionId`` is
   returned subscription-qualified for scopes inside a subscription, as ARM returns it.
 - Deleting a principal leaves its assignments in place; deleting a scope removes those at/below it.
+Permissions (``Permissions_ListForResourceGroup`` / ``Permissions_ListForResource``, also served at
+subscription scope as ARM does): what the caller may do at a scope, one entry per grant. The emulator
+authorizes every request, so the first entry is always the implicit Owner grant (``actions: ["*"]``);
+the caller's own role assignments (principal ``CALLER_ID``, directly or through a group) at or above
+the scope follow, each with its role's permissions.
 Role definitions: built-ins (``builtin_roles.py``) everywhere; custom ones PUT (201)/GET/DELETE at a
 scope with ``assignableScopes``; list with ``$filter=roleName eq '...'`` / ``type eq 'BuiltInRole'``.
 """
@@ -302,7 +310,7 @@ def put_assignment(state: State, req: Request, scope: str, name: str) -> Respons
                 or key(old["scope"]) != key(scope)
             ):
                 raise ArmError(
-                    409,
+                    400,
                     "RoleAssignmentUpdateNotPermitted",
                     "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
                 )
@@ -375,7 +383,7 @@ def _check_limit(state: State, scope: str) -> None:
         raise ArmError(
             400,
             "RoleAssignmentLimitExceeded",
-            f"No more role assignments can be created at this scope: the limit of {limit} role assignments has been "
+            f"No more role assignments can be created. The limit of {limit} role assignments at this scope has been "
             "reached. See https://aka.ms/rbac-limits",
         )
 
@@ -444,3 +452,30 @@ def list_assignments(state: State, req: Request, scope: str) -> Response:
             ):
                 items.append(copy.deepcopy(a))
     return Response(200, page(req, items, int(state.config["pageSize"]), token_name="$skipToken"))
+
+
+# --- permissions of the caller -------------------------------------------------------------
+OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+
+
+def _permission_entries(props: dict[str, Any]) -> list[dict[str, list[str]]]:
+    return [
+        {k: list(p.get(k) or []) for k in ("actions", "notActions", "dataActions", "notDataActions")}
+        for p in props["permissions"]
+    ]
+
+
+def list_permissions(state: State, req: Request, scope: str) -> Response:
+    """``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's permissions there."""
+    check_api_version(req)
+    with state.lock:
+        scope = scopes.validate(state, scopes.normalize(scope))
+        principals = {CALLER_ID} | {g for g, members in state.group_members.items() if CALLER_ID in members}
+        items = _permission_entries(BUILTINS[OWNER])
+        for _k, a in sorted(state.role_assignments.items()):
+            p = a["properties"]
+            if p["principalId"] in principals and scopes.at_or_above(state, p["scope"], scope):
+                role = definition_properties(state, _definition_guid(a))
+                if role is not None:
+                    items.extend(_permission_entries(role))
+    return Response(200, page(req, items, int(state.config["pageSize"])))

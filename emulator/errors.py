@@ -49,10 +49,19 @@ class ArmError(Exception):
         }
 
 
-def not_found(kind: str, name: str, resource_group: str | None = None) -> ArmError:
-    """ARM's 404 for a missing resource (``ResourceNotFound``), message as ARM words it."""
+def not_found(resource_type: str, names: list[str], resource_group: str | None = None) -> ArmError:
+    """ARM's 404 for a missing resource (``ResourceNotFound``), worded as ARM words it: the type's
+    segments interleaved with the names (``Microsoft.X/parents/p/children/c``), then the ARM link.
+    """
+    namespace, *types = resource_type.split("/")
+    path = "/".join([namespace, *(f"{t}/{n}" for t, n in zip(types, names, strict=False))])
     where = f" under resource group '{resource_group}'" if resource_group else ""
-    return ArmError(404, "ResourceNotFound", f"The Resource '{kind}/{name}'{where} was not found.")
+    return ArmError(
+        404,
+        "ResourceNotFound",
+        f"The Resource '{path}'{where} was not found. For more details please go to "
+        "https://aka.ms/ARMResourceNotFoundFix",
+    )
 
 
 def resource_group_not_found(name: str) -> ArmError:

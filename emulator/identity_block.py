@@ -4,7 +4,11 @@ Reproduces (FACTS.md "Azure Resource Manager" and "Microsoft.ManagedIdentity"):
 - ``type`` is ``None``, ``SystemAssigned``, ``UserAssigned`` or ``SystemAssigned,UserAssigned``
   (also spelled ``SystemAssigned, UserAssigned``); the caller's spelling is echoed.
 - Every ``userAssignedIdentities`` key must name an existing identity, else 400
-  ``FailedIdentityOperation`` (the code resource providers relay from the identity service).
+  ``FailedIdentityOperation`` wrapping the identity service's ``BadRequest`` "Resource '{id}' was not
+  found." (the wording seen in public terraform-provider-azurerm / Azure Policy threads); a
+  non-UserAssigned type with entries gets the same wrapper around "The request format was unexpected,
+  a non-UserAssigned identity type should not contain: userAssignedIdentities". The code for a
+  Regional identity attached in another region is not documented publicly: the same wrapper is used.
   The RP records the identity's ``principalId``/``clientId`` at assignment; the entry stays (with
   those values) after the identity is deleted — deleting an identity does not detach it.
 - An identity with ``isolationScope: Regional`` only attaches to resources in its own region;
@@ -18,6 +22,7 @@ Reproduces (FACTS.md "Azure Resource Manager" and "Microsoft.ManagedIdentity"):
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from emulator.errors import ArmError
@@ -51,8 +56,23 @@ def _type_name(system: bool, user: bool) -> str:
     return "SystemAssigned" if system else "UserAssigned" if user else "None"
 
 
+def failed_identity_operation(resource_id: str, inner_message: str) -> ArmError:
+    """The 400 a resource provider relays when the identity service refuses the identity block, in the
+    wording seen from real providers (e.g. terraform-provider-azurerm and Azure Policy threads):
+    ``FailedIdentityOperation`` wrapping the identity service's own ``BadRequest`` answer.
+    """
+    inner = json.dumps({"error": {"code": "BadRequest", "message": inner_message}}, separators=(",", ":"))
+    return ArmError(
+        400,
+        "FailedIdentityOperation",
+        f"Identity operation for resource '{resource_id}' failed with error 'Failed to perform resource identity "
+        f"operation. Status: 'BadRequest'. Response: '{inner}'.'.",
+        target="identity.userAssignedIdentities",
+    )
+
+
 def _resolve_user_identity(
-    state: State, identity_id: str, resource_type: str, location: str
+    state: State, identity_id: str, resource_id: str, resource_type: str, location: str
 ) -> dict[str, str]:
     parsed = parse_resource_id(identity_id)
     if parsed is None or parsed.type.lower() != IDENTITY_TYPE:
@@ -65,33 +85,22 @@ def _resolve_user_identity(
         )
     identity = state.resources.get(key(identity_id))
     if identity is None:
-        raise ArmError(
-            400,
-            "FailedIdentityOperation",
-            "Identity operation for resource failed with error 'Failed to perform resource identity operation. "
-            f"Status: 'BadRequest'. Response: 'Resource '{identity_id}' was not found.''.",
-            target="identity.userAssignedIdentities",
-        )
+        raise failed_identity_operation(resource_id, f"Resource '{identity_id}' was not found.")
     props = identity["properties"]
     if props.get("isolationScope") == "Regional" and identity["location"].lower() != location.lower():
-        raise ArmError(
-            400,
-            "FailedIdentityOperation",
-            f"Identity operation for resource failed: the user-assigned identity '{identity_id}' has isolationScope "
-            f"'Regional' in location '{identity['location']}' and cannot be assigned to a resource in location "
-            f"'{location}'.",
-            target="identity.userAssignedIdentities",
+        raise failed_identity_operation(
+            resource_id,
+            f"The user-assigned identity '{identity_id}' has isolationScope 'Regional' in location "
+            f"'{identity['location']}' and cannot be assigned to a resource in location '{location}'.",
         )
     providers = (props.get("assignmentRestrictions") or {}).get("providers") or []
     if providers:
         rtype = resource_type.lower()
         if not any(rtype == p.lower() or rtype.startswith(p.lower().rstrip("/") + "/") for p in providers):
-            raise ArmError(
-                400,
-                "FailedIdentityOperation",
-                f"Identity operation for resource failed: the user-assigned identity '{identity_id}' may only be "
-                f"assigned to resources of {providers}; '{resource_type}' is not one of them.",
-                target="identity.userAssignedIdentities",
+            raise failed_identity_operation(
+                resource_id,
+                f"The user-assigned identity '{identity_id}' may only be assigned to resources of {providers}; "
+                f"'{resource_type}' is not one of them.",
             )
     return {"principalId": props["principalId"], "clientId": props["clientId"]}
 
@@ -169,11 +178,10 @@ def apply_put(
             target="identity.userAssignedIdentities",
         )
     if entries and not user:
-        raise ArmError(
-            400,
-            "InvalidIdentity",
-            f"'userAssignedIdentities' must be empty when the identity type is '{requested['type']}'.",
-            target="identity.userAssignedIdentities",
+        raise failed_identity_operation(
+            resource_id,
+            "The request format was unexpected, a non-UserAssigned identity type should not contain: "
+            "userAssignedIdentities",
         )
     previous = (existing or {}).get("userAssignedIdentities") or {}
     previous_keys = {key(k): v for k, v in previous.items()}
@@ -182,7 +190,9 @@ def apply_put(
         kept = previous_keys.get(key(identity_id))
         # An identity already attached keeps the ids recorded at assignment, even if since deleted.
         users[identity_id] = (
-            dict(kept) if kept else _resolve_user_identity(state, identity_id, resource_type, location)
+            dict(kept)
+            if kept
+            else _resolve_user_identity(state, identity_id, resource_id, resource_type, location)
         )
     _system_principal(state, resource_id, resource_id.rsplit("/", 1)[-1], meta, system)
     return _render(requested["type"] if (system or user) else "None", system, users, meta)
@@ -232,11 +242,10 @@ def apply_patch(
             user = False
         type_text = _type_name(system, user)
     if not user and merged:
-        raise ArmError(
-            400,
-            "InvalidIdentity",
-            f"'userAssignedIdentities' must be empty when the identity type is '{type_text}'.",
-            target="identity.userAssignedIdentities",
+        raise failed_identity_operation(
+            resource_id,
+            "The request format was unexpected, a non-UserAssigned identity type should not contain: "
+            "userAssignedIdentities",
         )
     request = {"type": type_text, "userAssignedIdentities": merged} if (system or user) else {"type": "None"}
     return apply_put(state, request, existing, resource_id, resource_type, location, meta)

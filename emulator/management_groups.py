@@ -2,8 +2,12 @@
 
 ``PUT /providers/Microsoft.Management/managementGroups/{mg}`` (``properties.details.parent.id``),
 ``GET``, ``DELETE``, and ``PUT|DELETE .../managementGroups/{mg}/subscriptions/{s}`` to place a
-subscription. Azure answers the group PUT as a long-running operation (202); here it completes at
-once and answers 200 with the group, which is what the poller would end with.
+subscription. Creating a group is a long-running operation, as Azure runs it (spec 2021-04-01,
+``PutManagementGroup.json``: 202 with ``status: NotStarted``, final state via
+``Azure-AsyncOperation``): 202 with ``Azure-AsyncOperation`` and ``Location`` pointing at
+``/providers/Microsoft.Management/operationResults/create/managementGroups/{mg}``, which answers
+``status: Succeeded`` with the group. The group exists as soon as the 202 is sent, so a caller that
+does not poll finds it too. Updating an existing group answers 200 with the group.
 """
 
 from __future__ import annotations
@@ -12,13 +16,13 @@ from typing import Any
 
 from emulator.errors import ArmError
 from emulator.scopes import mg_scope
-from emulator.state import TENANT_ID, State
+from emulator.state import CALLER_ID, TENANT_ID, State, now_iso
 from emulator.wire import Request, Response
 
 
 def _body(state: State, name: str) -> dict[str, Any]:
     group = state.management_groups[name.lower()]
-    parent = group["parent"]
+    parent = state.management_groups.get(group["parent"]) if group["parent"] else None
     return {
         "id": mg_scope(group["name"]),
         "type": "Microsoft.Management/managementGroups",
@@ -27,10 +31,27 @@ def _body(state: State, name: str) -> dict[str, Any]:
             "tenantId": TENANT_ID,
             "displayName": group["displayName"],
             "details": {
-                "parent": {"id": mg_scope(state.management_groups[parent]["name"])} if parent else None,
+                "version": group["version"],
+                "updatedTime": group["updatedTime"],
+                "updatedBy": CALLER_ID,
+                "parent": {
+                    "id": mg_scope(parent["name"]),
+                    "name": parent["name"],
+                    "displayName": parent["displayName"],
+                }
+                if parent
+                else None,
             },
         },
     }
+
+
+def _operation_url(req: Request, name: str) -> str:
+    api = req.query.get("api-version", "")
+    return (
+        f"{req.base_url}/providers/Microsoft.Management/operationResults/create/managementGroups/{name}"
+        f"?api-version={api}"
+    )
 
 
 def put_group(state: State, req: Request, name: str) -> Response:
@@ -49,8 +70,38 @@ def put_group(state: State, req: Request, name: str) -> Response:
             "displayName": props.get("displayName") or name,
             "parent": parent,
             "subscriptions": existing["subscriptions"] if existing else set(),
+            "version": existing["version"] + 1 if existing else 1,
+            "updatedTime": now_iso(),
         }
-        return Response(200, _body(state, name))
+        if existing is not None:
+            return Response(200, _body(state, name))
+        url = _operation_url(req, name)
+        return Response(
+            202,
+            {
+                "id": mg_scope(name),
+                "type": "Microsoft.Management/managementGroups",
+                "name": name,
+                "status": "NotStarted",
+            },
+            {"Azure-AsyncOperation": url, "Location": url, "Retry-After": "0"},
+        )
+
+
+def get_operation(state: State, req: Request, name: str) -> Response:
+    """The create operation's status: done as soon as it was accepted."""
+    with state.lock:
+        if name.lower() not in state.management_groups:
+            raise ArmError(404, "NotFound", f"The management group '{name}' was not found.")
+        body = _body(state, name)
+    return Response(
+        200,
+        {
+            **{k: body[k] for k in ("id", "type", "name")},
+            "status": "Succeeded",
+            "properties": body["properties"],
+        },
+    )
 
 
 def get_group(state: State, req: Request, name: str) -> Response:

@@ -14,6 +14,13 @@ Federated identity credentials: PUT 201/200, GET, DELETE 200/204, list paged; at
 (20) per identity; issuer+subject unique per identity; a write while another write to the same
 identity is in flight (``ficWriteWindowMs``) fails 409
 ``ConcurrentFederatedIdentityCredentialsWritesForSingleManagedIdentity`` (FACTS.md: create them one by one).
+Status codes and messages of the credential errors follow the "Errors" table of Microsoft's
+"Important considerations and restrictions for federated identity credentials" page: 400 "Issuer and
+subject combination already exists for this Managed Identity.", 400 "Federated identity credentials
+must have exactly one audience.", 400 "Federated Identity Credential name '{name}' is invalid.", 409
+for concurrent writes. The page names no error code: ``BadRequest`` is the code the service uses for
+its other 400s. The 21st credential's code (``FederatedIdentityCredentialLimitExceeded``, 400) is not
+confirmed by any public source found.
 System-assigned identity of any resource: ``GET {scope}/providers/Microsoft.ManagedIdentity/identities/default``.
 """
 
@@ -25,7 +32,7 @@ import time
 from typing import Any
 
 from emulator.arm_resources import check_location, remove_resource_tree, require_group
-from emulator.errors import ArmError
+from emulator.errors import ArmError, not_found
 from emulator.ids import key, new_guid
 from emulator.paging import page
 from emulator.state import TENANT_ID, ResourceMeta, State
@@ -142,12 +149,7 @@ def _require(state: State, subscription_id: str, group: str, name: str) -> dict[
     require_group(state, subscription_id, group)
     found = _find(state, subscription_id, group, name)
     if found is None:
-        raise ArmError(
-            404,
-            "ResourceNotFound",
-            f"The Resource '{IDENTITY_TYPE}/{name}' under resource group '{group}' was not found. "
-            "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
-        )
+        raise not_found(IDENTITY_TYPE, [name], group)
     return found
 
 
@@ -286,7 +288,7 @@ def _validate_fic(body: dict[str, Any]) -> dict[str, Any]:
         raise ArmError(
             400,
             "BadRequest",
-            "The 'properties' of a federated identity credential are required.",
+            "Federated Identity Credential from HTTP body has empty properties",
             target="properties",
         )
     for field in ("issuer", "subject"):
@@ -305,7 +307,7 @@ def _validate_fic(body: dict[str, Any]) -> dict[str, Any]:
         raise ArmError(
             400,
             "BadRequest",
-            "The property 'audiences' must hold exactly one audience.",
+            "Federated identity credentials must have exactly one audience.",
             target="properties.audiences",
         )
     return props
@@ -322,8 +324,7 @@ def put_fic(
         raise ArmError(
             400,
             "InvalidResourceName",
-            f"Federated identity credential name '{fic_name}' is invalid: 3-120 letters, digits, '-' or '_', starting "
-            "with a letter or digit.",
+            f"Federated Identity Credential name '{fic_name}' is invalid.",
         )
     with state.lock:
         identity = _require(state, subscription_id, group, name)
@@ -335,9 +336,7 @@ def put_fic(
         time.sleep(float(state.config["ficWriteWindowMs"]) / 1000.0)
         with state.lock:
             if key(identity["id"]) not in state.resources:
-                raise ArmError(
-                    404, "ResourceNotFound", f"The Resource '{IDENTITY_TYPE}/{name}' was not found."
-                )
+                raise not_found(IDENTITY_TYPE, [name], group)
             fics = state.fics.setdefault(ikey, {})
             existing = fics.get(fic_name.lower())
             for other_name, other in fics.items():
@@ -347,10 +346,9 @@ def put_fic(
                 )
                 if same and other_name != fic_name.lower():
                     raise ArmError(
-                        409,
-                        "FederatedIdentityCredentialAlreadyExists",
-                        f"A federated identity credential with issuer '{props['issuer']}' and subject "
-                        f"'{props['subject']}' already exists on this identity ('{other['name']}').",
+                        400,
+                        "BadRequest",
+                        "Issuer and subject combination already exists for this Managed Identity.",
                     )
             if existing is None and len(fics) >= int(state.config["ficLimit"]):
                 raise ArmError(
@@ -383,11 +381,7 @@ def get_fic(
         identity = _require(state, subscription_id, group, name)
         found = state.fics.get(key(identity["id"]), {}).get(fic_name.lower())
         if found is None:
-            raise ArmError(
-                404,
-                "ResourceNotFound",
-                f"The Resource '{FIC_TYPE}/{name}/{fic_name}' under resource group '{group}' was not found.",
-            )
+            raise not_found(FIC_TYPE, [name, fic_name], group)
         return Response(200, copy.deepcopy(found))
 
 

@@ -1,10 +1,12 @@
 """ARM request routing: which handler serves a path. Segments are matched case-insensitively, as ARM does.
 
 Route table (``{scope}`` = tenant root, management group, subscription, resource group or resource):
-- ``{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]`` and ``.../roleDefinitions[/{id}]``
+- ``{scope}/providers/Microsoft.Authorization/roleAssignments[/{name}]``, ``.../roleDefinitions[/{id}]``
+  and ``.../permissions`` (scopes inside a subscription)
 - ``{resource}/providers/Microsoft.ManagedIdentity/identities/default``
 - ``/providers/Microsoft.ResourceGraph/resources``
-- ``/providers/Microsoft.Management/managementGroups/{mg}[/subscriptions/{s}]``
+- ``/providers/Microsoft.Management/managementGroups/{mg}[/subscriptions/{s}]``,
+  ``/providers/Microsoft.Management/operationResults/create/managementGroups/{mg}``
 - ``/subscriptions[/{s}[/locations|/resources|/resourcegroups[/{rg}[/resources]]|/operationresults/{t}]]``
 - ``/subscriptions/{s}/providers/{ns}[/{type}]`` (provider, per-subscription collection)
 - ``/subscriptions/{s}/resourcegroups/{rg}/providers/Microsoft.ManagedIdentity/userAssignedIdentities/...``
@@ -91,6 +93,8 @@ def route(state: State, req: Request) -> Response:
                     "DELETE": lambda: authorization.delete_definition(state, req, scope, guid),
                 },
             )
+        if rest_low == ["permissions"] and scope.lower().startswith("/subscriptions/"):
+            return _pick(req, {"GET": lambda: authorization.list_permissions(state, req, scope)})
         raise _unknown_type(req, "Microsoft.Authorization", rest[0] if rest else "")
 
     if n >= 4 and low[-4:] == ["providers", MSI_NS, "identities", "default"]:
@@ -99,6 +103,12 @@ def route(state: State, req: Request) -> Response:
 
     if low == ["providers", "microsoft.resourcegraph", "resources"]:
         return _pick(req, {"POST": lambda: resourcegraph.query(state, req)})
+
+    if (
+        low[:5] == ["providers", "microsoft.management", "operationresults", "create", "managementgroups"]
+        and n == 6
+    ):
+        return _pick(req, {"GET": lambda: management_groups.get_operation(state, req, segs[5])})
 
     if low[:3] == ["providers", "microsoft.management", "managementgroups"] and n >= 4:
         mg = segs[3]

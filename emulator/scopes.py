@@ -94,7 +94,8 @@ def validate(state: State, scope: str) -> str:
         raise ArmError(
             404,
             "ResourceNotFound",
-            f"The Resource '{'/'.join(segs[5:])}' under resource group '{segs[3]}' was not found.",
+            f"The Resource '{'/'.join(segs[5:])}' under resource group '{segs[3]}' was not found. "
+            "For more details please go to https://aka.ms/ARMResourceNotFoundFix",
         )
     return scope
 

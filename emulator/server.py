@@ -38,14 +38,23 @@ def _bearer(req: Request) -> bool:
     return auth[:7].lower() == "bearer " and bool(auth[7:].strip())
 
 
-def _unauthorized_arm() -> ArmError:
+def _unauthorized_arm(req: Request) -> ArmError:
+    """ARM's 401: ``AuthenticationFailed`` without an Authorization header, ``InvalidAuthenticationToken``
+    when one is there but holds no bearer token."""
+    if not req.headers.get("authorization", "").strip():
+        code, message = (
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing.",
+        )
+    else:
+        code, message = "InvalidAuthenticationToken", "The access token is invalid."
     return ArmError(
         401,
-        "AuthenticationFailed",
-        "Authentication failed. The 'Authorization' header is missing or is not a bearer token.",
+        code,
+        message,
         headers={
             "WWW-Authenticate": 'Bearer authorization_uri="https://login.microsoftonline.com/common", '
-            'error="invalid_token", error_description="The authentication failed because of missing \'Authorization\' header."'
+            f'error="invalid_token", error_description="{message}"'
         },
     )
 
@@ -120,7 +129,7 @@ class Emulator:
         if not _bearer(req):
             if surface == "graph":
                 raise ArmError(401, "InvalidAuthenticationToken", "Access token is empty.")
-            raise _unauthorized_arm()
+            raise _unauthorized_arm(req)
         if surface == "arm" and not req.query.get("api-version"):
             raise ArmError(
                 400,

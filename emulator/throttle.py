@@ -3,7 +3,10 @@
 ARM (FACTS.md "Azure Resource Manager"): a token bucket per subscription and operation kind —
 reads 250 / 25 per s, writes 200 / 10 per s, deletes 200 / 10 per s. Every answer carries
 ``x-ms-ratelimit-remaining-subscription-{reads|writes|deletes}`` (``-tenant-`` for tenant-level
-calls); over budget it is 429 ``TooManyRequests`` with ``Retry-After``. ``timeScale`` multiplies
+calls); over budget it is 429 ``SubscriptionRequestsThrottled`` (``TenantRequestsThrottled``) with
+``Retry-After`` and "Please try again after 'n' seconds", the code and wording ARM's own throttling
+uses (public MicrosoftDocs/azure-docs threads #105248, #51431); ``TooManyRequests`` is what some
+resource providers answer for their own limits, not ARM's buckets. ``timeScale`` multiplies
 the refill rate so tests need not wait real seconds.
 
 Resource Graph (FACTS.md): about 15 queries per 5 s per user, reported in
@@ -62,13 +65,17 @@ class Throttle:
         bucket.stamp = now
         if bucket.tokens < 1.0:
             wait = (1.0 - bucket.tokens) / rate if rate > 0 else 3600.0
+            from emulator.state import CALLER_ID  # local: state imports this module
+
+            seconds = max(1, math.ceil(wait))
             raise ArmError(
                 429,
-                "TooManyRequests",
-                f"The request is being throttled as the limit has been reached for operation type - {kind.capitalize()}. "
-                "For more information, see - https://aka.ms/srpthrottlinglimits",
+                "TenantRequestsThrottled" if scope == "tenant" else "SubscriptionRequestsThrottled",
+                f"Number of '{kind[:-1]}' requests for {scope_word} '{scope}' actor '{CALLER_ID}' exceeded. Please try "
+                f"again after '{seconds}' seconds after additional tokens are available. Refer to "
+                "https://aka.ms/arm-throttling",
                 headers={
-                    "Retry-After": str(max(1, math.ceil(wait))),
+                    "Retry-After": str(seconds),
                     "retry-after-ms": str(max(1, math.ceil(wait * 1000))),
                     header: "0",
                 },

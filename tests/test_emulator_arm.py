@@ -29,7 +29,11 @@ def ua(*ids: str, type_: str = "UserAssigned") -> dict[str, object]:
 def test_arm_requires_a_bearer_token(emulator_url: str) -> None:
     r = httpx.get(f"{emulator_url}/subscriptions/{SUBSCRIPTION}/resourcegroups", params=ARM_API)
     assert r.status_code == 401
-    assert r.json()["error"]["code"] == "AuthenticationFailed"
+    # ARM's words for a request without the header, and for one whose token is not a bearer token
+    assert r.json()["error"] == {
+        "code": "AuthenticationFailed",
+        "message": "Authentication failed. The 'Authorization' header is missing.",
+    }
     assert "WWW-Authenticate" in r.headers
     r = httpx.get(
         f"{emulator_url}/subscriptions/{SUBSCRIPTION}/resourcegroups",
@@ -37,14 +41,59 @@ def test_arm_requires_a_bearer_token(emulator_url: str) -> None:
         headers={"Authorization": "Basic dXNlcjpwdw=="},
     )
     assert r.status_code == 401
+    assert r.json()["error"] == {
+        "code": "InvalidAuthenticationToken",
+        "message": "The access token is invalid.",
+    }
 
 
 def test_api_version_is_required(emulator_arm: httpx.Client) -> None:
     r = emulator_arm.get(f"/subscriptions/{SUBSCRIPTION}/resourcegroups")
     assert r.status_code == 400
-    assert r.json()["error"]["code"] == "MissingApiVersionParameter"
+    assert r.json()["error"] == {
+        "code": "MissingApiVersionParameter",
+        "message": "The api-version query parameter (?api-version=) is required for all requests.",
+    }
     r = emulator_arm.get(identity_path("rg", "x"), params={"api-version": "1999-01-01"})
-    assert r.json()["error"]["code"] == "NoRegisteredProviderFound"
+    assert r.status_code == 400 and r.json()["error"]["code"] == "NoRegisteredProviderFound"
+    assert "The supported api-versions are '" in r.json()["error"]["message"]
+    assert "2024-11-30" in r.json()["error"]["message"]
+    r = emulator_arm.get(f"/subscriptions/{SUBSCRIPTION}/resourcegroups", params={"api-version": "latest"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "InvalidApiVersionParameter"
+    assert r.json()["error"]["message"].startswith(
+        "The api-version 'latest' is invalid. The supported versions are '"
+    )
+
+
+def test_not_found_messages_are_worded_like_arm(emulator_arm: httpx.Client) -> None:
+    missing_group = emulator_arm.get(rg_path("nope"), params=ARM_API)
+    assert missing_group.status_code == 404
+    assert missing_group.json()["error"] == {
+        "code": "ResourceGroupNotFound",
+        "message": "Resource group 'nope' could not be found.",
+    }
+    put_group(emulator_arm, "rg1")
+    link = "For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+    ident = emulator_arm.get(identity_path("rg1", "x"), params={"api-version": "2024-11-30"})
+    assert ident.status_code == 404 and ident.json()["error"] == {
+        "code": "ResourceNotFound",
+        "message": f"The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/x' under resource group 'rg1' was not found. {link}",
+    }
+    nested = emulator_arm.get(
+        f"{rg_path('rg1')}/providers/Microsoft.Compute/virtualMachines/vm1",
+        params={"api-version": "2024-11-01"},
+    )
+    assert nested.json()["error"]["message"] == (
+        f"The Resource 'Microsoft.Compute/virtualMachines/vm1' under resource group 'rg1' was not found. {link}"
+    )
+    put_identity(emulator_arm, "rg1", "id1")
+    fic = emulator_arm.get(
+        f"{identity_path('rg1', 'id1')}/federatedIdentityCredentials/f1", params={"api-version": "2024-11-30"}
+    )
+    assert fic.status_code == 404 and fic.json()["error"]["message"] == (
+        "The Resource 'Microsoft.ManagedIdentity/userAssignedIdentities/id1/federatedIdentityCredentials/f1' "
+        f"under resource group 'rg1' was not found. {link}"
+    )
 
 
 def test_every_arm_answer_carries_request_ids_and_remaining_budget(emulator_arm: httpx.Client) -> None:
@@ -202,6 +251,26 @@ def test_identity_block_rejects_a_missing_identity(emulator_arm: httpx.Client) -
         json={"location": "westeurope", "identity": ua(identity_path("rg1", "ghost"))},
     )
     assert r.status_code == 400 and r.json()["error"]["code"] == "FailedIdentityOperation"
+    # the wrapper resource providers relay from the identity service (public terraform/Azure Policy threads)
+    ghost, app = identity_path("rg1", "ghost"), site_path("rg1", "app")
+    assert r.json()["error"]["message"] == (
+        f"Identity operation for resource '{app}' failed with error 'Failed to perform resource identity "
+        "operation. Status: 'BadRequest'. Response: "
+        f'\'{{"error":{{"code":"BadRequest","message":"Resource \'{ghost}\' was not found."}}}}\'.\'.'
+    )
+    r = emulator_arm.put(
+        site_path("rg1", "app"),
+        params={"api-version": WEB},
+        json={
+            "location": "westeurope",
+            "identity": {"type": "SystemAssigned", "userAssignedIdentities": {ghost: {}}},
+        },
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "FailedIdentityOperation"
+    assert (
+        "a non-UserAssigned identity type should not contain: userAssignedIdentities"
+        in r.json()["error"]["message"]
+    )
     r = emulator_arm.put(
         site_path("rg1", "app"),
         params={"api-version": WEB},
@@ -296,6 +365,9 @@ def test_regional_identity_only_attaches_in_its_region(emulator_arm: httpx.Clien
     assert r.status_code == 400
     assert (
         r.json()["error"]["code"] == "FailedIdentityOperation" and "Regional" in r.json()["error"]["message"]
+    )
+    assert r.json()["error"]["message"].startswith(
+        f"Identity operation for resource '{rg_path('rg2')}/providers/Microsoft.Web/sites/far' failed with error"
     )
     near = emulator_arm.put(
         site_path("rg1", "near"),

@@ -26,8 +26,15 @@ def test_throttling_429_with_retry_after_and_remaining_headers(emulator_arm: htt
     ]
     assert remaining == [4, 3, 2, 1, 0]
     throttled = emulator_arm.get(RGS, params=ARM_API)
-    assert throttled.status_code == 429 and throttled.json()["error"]["code"] == "TooManyRequests"
-    assert int(throttled.headers["Retry-After"]) >= 1 and int(throttled.headers["retry-after-ms"]) > 0
+    assert throttled.status_code == 429
+    # ARM's own throttling code and wording (MicrosoftDocs/azure-docs #105248, #51431)
+    error = throttled.json()["error"]
+    assert error["code"] == "SubscriptionRequestsThrottled"
+    assert error["message"].startswith(f"Number of 'read' requests for subscription '{SUBSCRIPTION.lower()}'")
+    retry_after = int(throttled.headers["Retry-After"])
+    assert retry_after >= 1 and int(throttled.headers["retry-after-ms"]) > 0
+    assert f"Please try again after '{retry_after}' seconds" in error["message"]
+    assert throttled.headers["x-ms-ratelimit-remaining-subscription-reads"] == "0"
     # writes have their own bucket
     assert (
         emulator_arm.put(rg_path("rg1"), params=ARM_API, json={"location": "westeurope"}).status_code == 201

@@ -59,7 +59,11 @@ def test_group_membership(emulator_arm: httpx.Client) -> None:
     for g in groups:
         assert emulator_arm.post(f"{G}/groups/{g['id']}/members/$ref", json=ref(sp)).status_code == 204
     again = emulator_arm.post(f"{G}/groups/{groups[0]['id']}/members/$ref", json=ref(sp))
-    assert again.status_code == 400 and "already exist" in again.json()["error"]["message"]
+    assert again.status_code == 400
+    assert again.json()["error"]["code"] == "Request_BadRequest"
+    assert again.json()["error"]["message"] == (
+        "One or more added object references already exist for the following modified properties: 'members'."
+    )
     configure(emulator_arm, pageSize=2)
     page = emulator_arm.get(f"{G}/servicePrincipals/{sp}/memberOf").json()
     assert len(page["value"]) == 2 and page["value"][0]["@odata.type"] == "#microsoft.graph.group"

@@ -159,9 +159,11 @@ def test_federated_credentials(emulator_arm: httpx.Client) -> None:
     assert emulator_arm.put(fic_path("gh1"), params=MSI_API, json={"properties": FIC}).status_code == 200
     assert emulator_arm.get(fic_path("GH1"), params=MSI_API).json()["properties"] == FIC
     dup = emulator_arm.put(fic_path("gh2x"), params=MSI_API, json={"properties": FIC})
-    assert (
-        dup.status_code == 409 and dup.json()["error"]["code"] == "FederatedIdentityCredentialAlreadyExists"
-    )
+    # 400, as the "Errors" table of Microsoft's federated identity credential considerations page says
+    assert dup.status_code == 400 and dup.json()["error"] == {
+        "code": "BadRequest",
+        "message": "Issuer and subject combination already exists for this Managed Identity.",
+    }
     listed = emulator_arm.get(
         f"{identity_path('rg1', 'id1')}/federatedIdentityCredentials", params=MSI_API
     ).json()
@@ -172,6 +174,22 @@ def test_federated_credentials(emulator_arm: httpx.Client) -> None:
         ).status_code
         == 400
     )
+    two = emulator_arm.put(
+        fic_path("two"),
+        params=MSI_API,
+        json={"properties": {**FIC, "subject": "s2", "audiences": ["a", "b"]}},
+    )
+    assert two.status_code == 400
+    assert two.json()["error"]["message"] == "Federated identity credentials must have exactly one audience."
+    empty = emulator_arm.put(fic_path("empty"), params=MSI_API, json={})
+    assert empty.status_code == 400
+    assert (
+        empty.json()["error"]["message"]
+        == "Federated Identity Credential from HTTP body has empty properties"
+    )
+    badname = emulator_arm.put(fic_path("-x"), params=MSI_API, json={"properties": {**FIC, "subject": "s3"}})
+    assert badname.status_code == 400
+    assert badname.json()["error"]["message"] == "Federated Identity Credential name '-x' is invalid."
     assert emulator_arm.delete(fic_path("gh1"), params=MSI_API).status_code == 200
     assert emulator_arm.delete(fic_path("gh1"), params=MSI_API).status_code == 204
 

@@ -8,6 +8,7 @@ import uuid
 
 import httpx
 
+from emulator.state import CALLER_ID, TENANT_ID
 from tests.plugins.emulator import (
     RBAC_API,
     SUBSCRIPTION,
@@ -129,9 +130,11 @@ def test_create_is_201_then_200_and_name_must_be_a_guid(emulator_arm: httpx.Clie
     assert props["roleDefinitionId"] == role_id(READER) and props["condition"] is None
     assert assign(emulator_arm, SUB, sp, name=name, description="why").status_code == 200
     changed = assign(emulator_arm, SUB, str(uuid.uuid4()), name=name)
-    assert (
-        changed.status_code == 409 and changed.json()["error"]["code"] == "RoleAssignmentUpdateNotPermitted"
-    )
+    # 400: Microsoft's RBAC troubleshooting page lists it under "role assignment returns BadRequest status"
+    assert changed.status_code == 400 and changed.json()["error"] == {
+        "code": "RoleAssignmentUpdateNotPermitted",
+        "message": "Tenant ID, application ID, principal ID, and scope are not allowed to be updated.",
+    }
     bad = assign(emulator_arm, SUB, sp, name="not-a-guid")
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "InvalidRoleAssignmentId"
     exists = assign(emulator_arm, SUB, sp)
@@ -145,6 +148,13 @@ def test_principal_type_defaults_to_user_and_unknown_principals_fail(emulator_ar
     body = {"properties": {"roleDefinitionId": role_id(READER), "principalId": unknown}}
     r = emulator_arm.put(f"{SUB}/{RA}/{uuid.uuid4()}", params=RBAC_API, json=body)
     assert r.status_code == 400 and r.json()["error"]["code"] == "PrincipalNotFound"
+    # ARM's wording (public azure-search-openai-demo / avdaccelerator threads): id without dashes
+    assert r.json()["error"]["message"] == (
+        f"Principal {unknown.replace('-', '')} does not exist in the directory {TENANT_ID}. Check that you have the "
+        "correct principal ID. If you are creating this principal and then immediately assigning a role, this error "
+        "might be related to a replication delay. In this case, set the role assignment principalType property to a "
+        "value, such as ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype"
+    )
     # Azure cannot validate a service principal it has not seen yet and accepts it
     assert assign(emulator_arm, SUB, unknown).status_code == 201
     ident = put_identity(emulator_arm, "rg1", "id1")
@@ -204,6 +214,8 @@ def test_limit_per_subscription(emulator_arm: httpx.Client) -> None:
         assert assign(emulator_arm, SUB, str(uuid.uuid4())).status_code == 201
     over = assign(emulator_arm, SUB, str(uuid.uuid4()))
     assert over.status_code == 400 and over.json()["error"]["code"] == "RoleAssignmentLimitExceeded"
+    # the words Microsoft's RBAC troubleshooting page quotes
+    assert over.json()["error"]["message"].startswith("No more role assignments can be created.")
     assert (
         assign(
             emulator_arm, "/subscriptions/22222222-2222-2222-2222-222222222222", str(uuid.uuid4())
@@ -282,6 +294,60 @@ def test_assigned_to_includes_group_memberships(emulator_arm: httpx.Client) -> N
         "value"
     ]
     assert {a["properties"]["principalId"] for a in got} == {p, group["id"]}
+
+
+def test_management_group_put_is_a_long_running_operation(emulator_arm: httpx.Client) -> None:
+    """Spec 2021-04-01 ``PutManagementGroup.json``: 202 ``NotStarted`` + Azure-AsyncOperation, then Succeeded."""
+    mg = "/providers/Microsoft.Management/managementGroups/mg2"
+    body = {"properties": {"displayName": "MG 2"}}
+    accepted = emulator_arm.put(mg, params={"api-version": "2021-04-01"}, json=body)
+    assert accepted.status_code == 202
+    assert accepted.json() == {
+        "id": mg,
+        "type": "Microsoft.Management/managementGroups",
+        "name": "mg2",
+        "status": "NotStarted",
+    }
+    operation = accepted.headers["Azure-AsyncOperation"]
+    assert accepted.headers["Location"] == operation
+    assert "/providers/Microsoft.Management/operationResults/create/managementGroups/mg2" in operation
+    done = emulator_arm.get(operation)
+    assert done.status_code == 200 and done.json()["status"] == "Succeeded"
+    assert done.json()["properties"]["displayName"] == "MG 2"
+    got = emulator_arm.get(mg, params={"api-version": "2021-04-01"}).json()
+    assert got["properties"]["details"]["version"] == 1 and got["properties"]["details"]["parent"] is None
+    updated = emulator_arm.put(
+        mg, params={"api-version": "2021-04-01"}, json={"properties": {"displayName": "Two"}}
+    )
+    assert updated.status_code == 200 and updated.json()["properties"]["details"]["version"] == 2
+
+
+def test_permissions_of_the_caller(emulator_arm: httpx.Client) -> None:
+    """``Permissions_ListForResourceGroup`` / ``_ListForResource``: the implicit Owner grant, then the
+    caller's own assignments at or above the scope."""
+    put_group(emulator_arm, "rg1")
+    site = f"{rg_path('rg1')}/providers/Microsoft.Web/sites/app"
+    assert (
+        emulator_arm.put(
+            site, params={"api-version": "2023-01-01"}, json={"location": "westeurope"}
+        ).status_code
+        == 201
+    )
+    perms = f"{rg_path('rg1')}/providers/Microsoft.Authorization/permissions"
+    first = emulator_arm.get(perms, params=RBAC_API)
+    assert first.status_code == 200
+    assert first.json()["value"] == [
+        {"actions": ["*"], "notActions": [], "dataActions": [], "notDataActions": []}
+    ]
+    assert assign(emulator_arm, rg_path("rg1"), CALLER_ID, role=READER).status_code == 201
+    on_site = emulator_arm.get(
+        f"{site}/providers/Microsoft.Authorization/permissions", params=RBAC_API
+    ).json()
+    assert [p["actions"] for p in on_site["value"]] == [["*"], ["*/read"]]
+    elsewhere = emulator_arm.get(
+        f"{SUB}/resourceGroups/rg2/providers/Microsoft.Authorization/permissions", params=RBAC_API
+    )
+    assert elsewhere.status_code == 404 and elsewhere.json()["error"]["code"] == "ResourceGroupNotFound"
 
 
 def test_management_group_scope_and_limit(emulator_arm: httpx.Client) -> None:
