@@ -30,9 +30,18 @@ Substitutions (the examples use placeholders a real service would refuse):
   identity block come back (with principalId/clientId filled in) under the example's keys.
 
 Not replayed:
-- ``PublishEventsToEventGridTopicAsCustomSchemaEvents``: a custom-input-schema topic accepts any JSON;
-  the sink emulates a CloudEvents / Event Grid schema topic (what the mover publishes to) and answers
-  such a batch 400, as such a topic does.
+- ``PublishEventsToEventGridTopicAsCustomSchemaEvents``: a real topic is created with ONE input schema.
+  The contract's sink is a CloudEvents / Event Grid schema topic (what the mover publishes to); such a
+  topic answers a custom-schema batch 400, and so does the sink. A custom-input-schema topic accepts any
+  JSON, so emulating one would check nothing the mover sends. Decision: not supported (``NOT_REPLAYED``).
+
+Operation coverage (bottom of this file, rendered to ``emulator/COVERAGE.md``): every operationId of
+``ManagedIdentity.json``, ``authorization-RoleAssignmentsCalls.json``,
+``authorization-RoleDefinitionsCalls.json`` and ``EventGrid.json`` is in ``COVERED`` (with the tests
+that exercise it) or ``NOT_COVERED`` (with why). Served: all 12 MSI operations but ``Operations_List``,
+all 10 role-assignment operations, ``Permissions_ListForResourceGroup``/``_ListForResource`` and the 4
+role-definition operations, and Event Grid ``PublishEvents``. Not served: ``Operations_List`` (the
+provider's operation catalogue; the mover never calls it).
 """
 
 from __future__ import annotations
@@ -651,7 +660,11 @@ REPLAYS: dict[str, Callable[[httpx.Client], None]] = {
     "Microsoft.Compute/2024-11-01/VirtualMachine_Create_WithEncryptionIdentity.json": replay_vm_with_encryption_identity,
 }
 NOT_REPLAYED = {
-    "Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCustomSchemaEvents.json": "custom-schema topic (see docstring)",
+    "Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCustomSchemaEvents.json": (
+        "A real topic has exactly one input schema. The contract's sink is a CloudEvents / Event Grid schema "
+        "topic (what the mover publishes to), and such a topic answers a custom-schema batch 400; a custom-schema "
+        "topic accepts any JSON and would tell the mover nothing. test_emulator_eventgrid.py checks the 400."
+    ),
 }
 
 
@@ -663,3 +676,207 @@ def test_every_example_is_replayed_or_excused() -> None:
 @pytest.mark.parametrize("example", sorted(REPLAYS))
 def test_replay(example: str, emulator_arm: httpx.Client) -> None:
     REPLAYS[example](emulator_arm)
+
+
+# --- operation coverage ------------------------------------------------------------------
+# Every operationId of the spec files in ``conformance/specs`` (copies of ``../shared/reference/
+# arm-specs``) is either COVERED (served, with the tests that exercise it) or NOT_COVERED (with why).
+# ``emulator/COVERAGE.md`` is generated from these tables; the tests below fail when a spec operation is
+# missing from both, when a named test does not exist, when a covered operation has no route (or an
+# uncovered one gained one), or when COVERAGE.md is stale. Regenerate it with
+# ``.venv/bin/python -m tests.test_emulator_conformance``.
+SPECS = Path(__file__).parent / "conformance" / "specs"
+SPEC_FILES = (
+    "Microsoft.ManagedIdentity/2026-05-31/ManagedIdentity.json",
+    "Microsoft.Authorization/2022-04-01/authorization-RoleAssignmentsCalls.json",
+    "Microsoft.Authorization/2022-04-01/authorization-RoleDefinitionsCalls.json",
+    "Microsoft.EventGrid/2018-01-01/EventGrid.json",
+)
+COVERAGE_MD = Path(__file__).parent.parent / "emulator" / "COVERAGE.md"
+CONF = "tests/test_emulator_conformance.py::test_replay"
+
+
+def _replay(example: str) -> str:
+    return f"{CONF}[{example}]"
+
+
+MSI_T = "tests/test_emulator_msi.py::"
+RBAC_T = "tests/test_emulator_rbac.py::"
+SDK_T = "tests/test_emulator_sdk.py::"
+COVERED: dict[str, tuple[str, ...]] = {
+    "SystemAssignedIdentities_GetByScope": (_replay(MSI + "SystemAssignedIdentityGet.json"),
+                                            MSI_T + "test_system_assigned_identity_of_a_resource_without_one_is_404"),
+    "UserAssignedIdentities_ListBySubscription": (_replay(MSI + "IdentityListBySubscription.json"),
+                                                  MSI_T + "test_identity_lists_page_with_skiptoken"),
+    "UserAssignedIdentities_ListByResourceGroup": (_replay(MSI + "IdentityListByResourceGroup.json"),
+                                                   MSI_T + "test_identity_lists_page_with_skiptoken",
+                                                   SDK_T + "test_identities_and_federated_credentials"),
+    "UserAssignedIdentities_Get": (_replay(MSI + "IdentityGet.json"), MSI_T + "test_identity_lifecycle"),
+    "UserAssignedIdentities_CreateOrUpdate": (_replay(MSI + "IdentityCreate.json"), MSI_T + "test_identity_lifecycle",
+                                              MSI_T + "test_identity_validation",
+                                              MSI_T + "test_isolation_scope_depends_on_api_version"),
+    "UserAssignedIdentities_Update": (_replay(MSI + "IdentityUpdate.json"),
+                                      MSI_T + "test_isolation_scope_depends_on_api_version"),
+    "UserAssignedIdentities_Delete": (_replay(MSI + "IdentityDelete.json"), MSI_T + "test_identity_lifecycle"),
+    "FederatedIdentityCredentials_List": (_replay(MSI + "FederatedIdentityCredentialList.json"),
+                                          MSI_T + "test_federated_credentials"),
+    "FederatedIdentityCredentials_Get": (_replay(MSI + "FederatedIdentityCredentialGet.json"),
+                                         MSI_T + "test_federated_credentials"),
+    "FederatedIdentityCredentials_CreateOrUpdate": (_replay(MSI + "FederatedIdentityCredentialCreate.json"),
+                                                    MSI_T + "test_federated_credentials",
+                                                    MSI_T + "test_at_most_twenty_federated_credentials",
+                                                    MSI_T + "test_concurrent_credential_writes_on_one_identity_conflict"),
+    "FederatedIdentityCredentials_Delete": (_replay(MSI + "FederatedIdentityCredentialDelete.json"),
+                                            MSI_T + "test_federated_credentials"),
+    "RoleAssignments_ListForSubscription": (_replay(AUTH + "RoleAssignments_ListForSubscription.json"),
+                                            RBAC_T + "test_filters_at_above_and_below"),
+    "RoleAssignments_ListForResourceGroup": (_replay(AUTH + "RoleAssignments_ListForResourceGroup.json"),
+                                             RBAC_T + "test_filters_at_above_and_below"),
+    "RoleAssignments_ListForResource": (_replay(AUTH + "RoleAssignments_ListForResource.json"),),
+    "RoleAssignments_Get": (_replay(AUTH + "RoleAssignments_Get.json"), RBAC_T + "test_get_and_delete_by_id_and_paging"),
+    "RoleAssignments_Create": (_replay(AUTH + "RoleAssignments_CreateForSubscription.json"),
+                               _replay(AUTH + "RoleAssignments_CreateForResourceGroup.json"),
+                               _replay(AUTH + "RoleAssignments_CreateForResource.json"),
+                               RBAC_T + "test_create_is_201_then_200_and_name_must_be_a_guid",
+                               RBAC_T + "test_principal_type_defaults_to_user_and_unknown_principals_fail",
+                               RBAC_T + "test_new_identity_hits_principal_not_found_unless_service_principal",
+                               RBAC_T + "test_limit_per_subscription", RBAC_T + "test_management_group_scope_and_limit",
+                               SDK_T + "test_role_assignments"),
+    "RoleAssignments_Delete": (_replay(AUTH + "RoleAssignments_Delete.json"),),
+    "RoleAssignments_ListForScope": (_replay(AUTH + "RoleAssignments_ListForScope.json"),
+                                     RBAC_T + "test_filters_at_above_and_below",
+                                     RBAC_T + "test_assigned_to_includes_group_memberships"),
+    "RoleAssignments_GetById": (_replay(AUTH + "RoleAssignments_GetById.json"),
+                                RBAC_T + "test_get_and_delete_by_id_and_paging"),
+    "RoleAssignments_CreateById": (_replay(AUTH + "RoleAssignments_CreateById.json"),),
+    "RoleAssignments_DeleteById": (_replay(AUTH + "RoleAssignments_DeleteById.json"),
+                                   RBAC_T + "test_get_and_delete_by_id_and_paging"),
+    "Permissions_ListForResourceGroup": (RBAC_T + "test_permissions_of_the_caller",),
+    "Permissions_ListForResource": (RBAC_T + "test_permissions_of_the_caller",),
+    "RoleDefinitions_Delete": (RBAC_T + "test_custom_roles",),
+    "RoleDefinitions_Get": (_replay(AUTH + "GetRoleDefinitionByName.json"), _replay(AUTH + "GetRoleDefinitionById.json"),
+                            RBAC_T + "test_builtin_roles_have_real_ids_and_permissions"),
+    "RoleDefinitions_CreateOrUpdate": (RBAC_T + "test_custom_roles",),
+    "RoleDefinitions_List": (_replay(AUTH + "GetRoleDefinitionAtScope.json"),
+                             RBAC_T + "test_builtin_roles_have_real_ids_and_permissions"),
+    "PublishEvents": (_replay("Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCloudEvents.json"),
+                      "tests/test_emulator_eventgrid.py::test_accepts_both_schemas_and_keeps_events",
+                      "tests/test_emulator_eventgrid.py::test_rejects_malformed_batches"),
+}  # fmt: skip
+NOT_COVERED: dict[str, str] = {
+    "Operations_List": "GET /providers/Microsoft.ManagedIdentity/operations lists the provider's REST "
+    "operations for portals and policy tooling; the mover never calls it.",
+}
+ROUTE_MISSING = {"NotFound", "InvalidResourceType", "MethodNotAllowed"}
+SAMPLE = {
+    "subscriptionId": "0c0c0c0c-0000-4000-8000-00000000c0de",
+    "resourceGroupName": "rg-coverage",
+    "resourceName": "name-coverage",
+    "federatedIdentityCredentialResourceName": "fic-coverage",
+    "roleAssignmentName": "5a3f6c1e-0d2b-4c7e-9f10-2a3b4c5d6e7f",
+    "roleDefinitionId": "acdd72a7-3385-48ef-bd42-f606fba81ae7",
+    "resourceProviderNamespace": "Microsoft.Web",
+    "parentResourcePath": "",
+    "resourceType": "sites",
+    "scope": "subscriptions/0c0c0c0c-0000-4000-8000-00000000c0de/resourceGroups/rg-coverage",
+    "roleAssignmentId": "subscriptions/0c0c0c0c-0000-4000-8000-00000000c0de/providers/Microsoft.Authorization/"
+    "roleAssignments/5a3f6c1e-0d2b-4c7e-9f10-2a3b4c5d6e7f",
+}
+
+
+def spec_operations() -> list[tuple[str, str, str, str, str]]:
+    """(spec file, api-version, operationId, METHOD, path) of every operation in the spec files."""
+    ops = []
+    for spec in SPEC_FILES:
+        doc = json.loads((SPECS / spec).read_text())
+        for path, item in doc["paths"].items():
+            for method, op in item.items():
+                if isinstance(op, dict) and "operationId" in op:
+                    ops.append((spec, doc["info"]["version"], op["operationId"], method.upper(), path))
+    return ops
+
+
+def _ref_exists(ref: str) -> bool:
+    module_path, _, name = ref.partition("::")
+    if name.startswith("test_replay["):
+        return name[len("test_replay[") : -1] in REPLAYS
+    module = __import__(module_path.removesuffix(".py").replace("/", "."), fromlist=[name])
+    return callable(getattr(module, name, None))
+
+
+def coverage_markdown() -> str:
+    lines = [
+        "# Spec operations the emulator serves",
+        "",
+        "Generated from `COVERED` / `NOT_COVERED` in `tests/test_emulator_conformance.py` over the spec files",
+        "in `tests/conformance/specs/` (copies of `../shared/reference/arm-specs/`). Do not edit by hand:",
+        "`.venv/bin/python -m tests.test_emulator_conformance` rewrites it, and a test fails while it is stale.",
+        "",
+        "| spec | operationId | request | served | tested by / why not |",
+        "|---|---|---|---|---|",
+    ]
+    for spec, _version, op_id, method, path in spec_operations():
+        if op_id in COVERED:
+            served, why = "yes", "<br>".join(f"`{t}`" for t in COVERED[op_id])
+        else:
+            served, why = "no", NOT_COVERED.get(op_id, "?")
+        lines.append(f"| `{spec.rsplit('/', 1)[-1]}` | `{op_id}` | `{method} {path}` | {served} | {why} |")
+    covered = sum(1 for op in spec_operations() if op[2] in COVERED)
+    lines += ["", f"{covered} of {len(spec_operations())} operations served.", ""]
+    return "\n".join(lines)
+
+
+def test_spec_copies_match_the_reference() -> None:
+    reference = Path(__file__).parent.parent.parent / "shared" / "reference" / "arm-specs"
+    if not reference.is_dir():
+        pytest.skip("../shared/reference/arm-specs is not next to this checkout")
+    for spec in SPEC_FILES:
+        assert (SPECS / spec).read_bytes() == (reference / spec).read_bytes(), spec
+
+
+def test_every_spec_operation_is_covered_or_excused() -> None:
+    ids = [op[2] for op in spec_operations()]
+    assert len(ids) == len(set(ids))
+    assert not set(COVERED) & set(NOT_COVERED)
+    assert set(ids) == set(COVERED) | set(NOT_COVERED), set(ids) ^ (set(COVERED) | set(NOT_COVERED))
+    missing = [ref for refs in COVERED.values() for ref in refs if not _ref_exists(ref)]
+    assert not missing, f"named tests that do not exist: {missing}"
+
+
+def test_coverage_table_is_current() -> None:
+    assert COVERAGE_MD.read_text() == coverage_markdown(), (
+        "emulator/COVERAGE.md is stale: run .venv/bin/python -m tests.test_emulator_conformance"
+    )
+
+
+@pytest.mark.parametrize("operation", spec_operations(), ids=lambda op: op[2])
+def test_covered_operations_have_a_route(
+    operation: tuple[str, str, str, str, str], emulator_arm: httpx.Client
+) -> None:
+    """A covered operation reaches a handler (any answer but 'no such route'); an uncovered one does not,
+    so implementing it forces the table to be updated."""
+    _spec, version, op_id, method, path = operation
+    url = path
+    for name, value in SAMPLE.items():
+        url = url.replace("{" + name + "}", value)
+    url = "/" + "/".join(s for s in url.split("/") if s)
+    if op_id == "PublishEvents":
+        url = "/eventgrid" + url
+    body = [] if op_id == "PublishEvents" else {}
+    r = emulator_arm.request(
+        method,
+        url,
+        params={"api-version": version},
+        json=body if method in ("PUT", "PATCH", "POST") else None,
+        headers={"aeg-sas-key": "key"},
+    )
+    code = r.json()["error"]["code"] if r.status_code >= 400 and r.content else ""
+    if op_id in COVERED:
+        assert code not in ROUTE_MISSING, f"{method} {url}: {r.status_code} {r.text}"
+    else:
+        assert r.status_code in (404, 405) and code in ROUTE_MISSING, f"{op_id} is served now: update COVERED"
+
+
+if __name__ == "__main__":
+    COVERAGE_MD.write_text(coverage_markdown())
+    print(f"wrote {COVERAGE_MD}")

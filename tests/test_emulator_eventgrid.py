@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import httpx
 
 URL = "/eventgrid/api/events"
+CUSTOM_SCHEMA_EVENTS = json.loads(
+    (
+        Path(__file__).parent
+        / "conformance/examples/Microsoft.EventGrid/2018-01-01/PublishEventsToEventGridTopicAsCustomSchemaEvents.json"
+    ).read_text()
+)["parameters"]["events"]
 API = {"api-version": "2018-01-01"}
 CLOUD = [
     {
@@ -67,6 +74,8 @@ def test_rejects_malformed_batches(emulator_url: str) -> None:
         ),
         post(emulator_url, [{k: v for k, v in EG[0].items() if k != "dataVersion"}]),
         post(emulator_url, [{**CLOUD[0], "specversion": "0.3"}]),
+        # the spec's custom-schema example: a CloudEvents / Event Grid schema topic refuses it
+        post(emulator_url, CUSTOM_SCHEMA_EVENTS),
     ]
     for r in cases:
         assert r.status_code == 400 and r.json()["error"]["message"], r.text

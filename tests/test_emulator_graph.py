@@ -56,6 +56,12 @@ def test_service_principal_lookup_and_filters(emulator_arm: httpx.Client) -> Non
 def test_group_membership(emulator_arm: httpx.Client) -> None:
     sp = put_identity(emulator_arm, "rg1", "id1")["properties"]["principalId"]
     groups = [new_group(emulator_arm, f"g{i}") for i in range(3)]
+    got = emulator_arm.get(f"{G}/groups/{groups[0]['id']}")
+    assert (
+        got.status_code == 200 and got.json()["displayName"] == "g0" and got.json()["securityEnabled"] is True
+    )
+    unknown = emulator_arm.get(f"{G}/groups/{uuid.uuid4()}")
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "Request_ResourceNotFound"
     for g in groups:
         assert emulator_arm.post(f"{G}/groups/{g['id']}/members/$ref", json=ref(sp)).status_code == 204
     again = emulator_arm.post(f"{G}/groups/{groups[0]['id']}/members/$ref", json=ref(sp))

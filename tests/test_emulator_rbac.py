@@ -116,6 +116,15 @@ def test_custom_roles(emulator_arm: httpx.Client) -> None:
     assert busy.status_code == 409 and busy.json()["error"]["code"] == "RoleDefinitionHasAssignments"
     other_sub = assign(emulator_arm, "/subscriptions/11111111-1111-1111-1111-111111111111", sp, role=guid)
     assert other_sub.json()["error"]["code"] == "RoleDefinitionDoesNotExist"
+    got = emulator_arm.get(f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}", params=RBAC_API)
+    assert got.status_code == 200 and got.json()["properties"]["roleName"] == "Access granter"
+    for a in emulator_arm.get(f"{rg_path('rg1')}/{RA}", params=RBAC_API).json()["value"]:
+        assert emulator_arm.delete(a["id"], params=RBAC_API).status_code == 200
+    rd = f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/{guid}"
+    deleted = emulator_arm.delete(rd, params=RBAC_API)
+    assert deleted.status_code == 200 and deleted.json()["name"] == guid
+    assert emulator_arm.delete(rd, params=RBAC_API).status_code == 204
+    assert emulator_arm.get(rd, params=RBAC_API).status_code == 404
 
 
 def test_create_is_201_then_200_and_name_must_be_a_guid(emulator_arm: httpx.Client) -> None:
