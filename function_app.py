@@ -87,11 +87,27 @@ def region_decommissioning(event: func.EventGridEvent) -> None:
     """``IdentityMover.RegionDecommissioning``: one move per identity in the region (idempotent by event id).
 
     The host hands over an ``EventGridEvent`` (Event Grid schema) or a ``CloudEvent`` (CloudEvents
-    schema); both carry ``id`` and ``data``.
+    schema); both carry ``id`` and ``data``. Data that is not a valid request is logged and dropped
+    (a 4xx ``ApiError``); anything else raises, so the host answers 500 and Event Grid delivers again.
     """
     event_type = getattr(event, "event_type", None) or getattr(event, "type", None)
     if event_type != DECOMMISSION_EVENT:
         log.info("ignoring event %s of type %s", event.id, event_type)
         return
-    result = service().start_region_decommission(event.id, event.get_json())
+    from shared.errors import ApiError
+
+    try:
+        result = service().start_region_decommission(event.id, event.get_json())
+    except ApiError as exc:
+        if exc.status >= 500:
+            raise
+        # Bad event data never gets better: say why, and do not make Event Grid redeliver it for a day.
+        log.error(
+            "region decommissioning event %s rejected: %s %s (%s)",
+            event.id,
+            exc.code,
+            exc.message,
+            exc.target,
+        )
+        return
     log.info("region decommissioning event %s: %s", event.id, result)

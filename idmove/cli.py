@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start Azurite + emulator + host on 127.0.0.1 until Ctrl-C")
     up.add_argument("--replication-delay", type=float, default=None, help="emulator replication delay (s)")
+    for part, port in (("emulator", 7070), ("host", 7071), ("queue", 10001), ("table", 10002)):
+        up.add_argument(
+            f"--{part}-port", type=int, default=port, metavar="PORT", help=f"{part} port [%(default)s]"
+        )
     emulator = sub.add_parser("emulator", help="run the Azure control-plane emulator")
     emulator.add_argument("--port", type=int, default=7070)
     host = sub.add_parser("host", help="run the local Functions host (HTTP API, queue worker, Event Grid)")
@@ -299,6 +303,36 @@ def cmd_command(api: MoveClient, out: Output, args: argparse.Namespace) -> int:
     return _exit_for(move, expected)
 
 
+ALLOWED_IN = {
+    "commit": "AwaitingCommit",
+    "cancel": "Pending, Running or AwaitingCommit",
+    "retry": "Failed or Canceled",
+    "discard": "AwaitingCommit, Failed, Canceled or Planned",
+}
+
+
+def next_step(problem: ApiProblem, args: argparse.Namespace) -> str:
+    """What to do about an API error, in one line."""
+    move_id = getattr(args, "move_id", None)
+    if problem.code == "MoveInProgress" and problem.location:
+        existing = problem.location.split("?")[0].rstrip("/").rsplit("/", 1)[-1]
+        return f"follow the move already in flight with `idmove status {existing} --wait`"
+    if problem.status == 409 and move_id:
+        allowed = ALLOWED_IN.get(args.command, "another status")
+        return (
+            f"{args.command} needs a move that is {allowed}: see where it is with `idmove status {move_id}`"
+        )
+    if problem.status == 404 and move_id:
+        return "check the id: `idmove list --all` shows the moves this API knows"
+    if problem.status in (401, 403):
+        return f"pass the function key with --key or IDMOVE_API_KEY (API {args.api})"
+    if problem.status >= 500:
+        return "the API failed: retry, and read the host's log (`idmove up`: .idmove/logs/host.log)"
+    if problem.target:
+        return f"fix {problem.target} and run the command again"
+    return "fix the request and run the command again (`idmove COMMAND --help`)"
+
+
 CLIENT_COMMANDS: dict[str, Callable[[MoveClient, Output, argparse.Namespace], int]] = {
     "plan": cmd_plan,
     "move": cmd_move,
@@ -320,12 +354,7 @@ def run_client(args: argparse.Namespace) -> int:
         out.fail(str(exc), {"error": {"code": "Unreachable", "message": str(exc), "api": exc.api}})
         return EXIT_UNREACHABLE
     except ApiProblem as exc:
-        hint = ""
-        if exc.status == 409 and exc.location:
-            hint = f" — the move in the way: {exc.location}"
-        elif exc.status == 401:
-            hint = " — pass the function key with --key or IDMOVE_API_KEY"
-        out.fail(f"{exc}{hint}", exc.to_json())
+        out.fail(f"{exc} — {next_step(exc, args)}", exc.to_json())
         if exc.status == 409:
             return EXIT_CONFLICT
         return EXIT_SERVER_ERROR if exc.status >= 500 else EXIT_BAD_INPUT
@@ -345,7 +374,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     console = Console(highlight=False)
     try:
-        stack = Stack.start(default_ports=True)
+        stack = Stack.start(
+            ports={
+                "emulator": args.emulator_port,
+                "host": args.host_port,
+                "queue": args.queue_port,
+                "table": args.table_port,
+            }
+        )
     except (StackError, FileNotFoundError, TimeoutError) as exc:
         console.print(f"error: {exc}", style="bold red")
         return EXIT_UNREACHABLE

@@ -64,7 +64,7 @@ DEV_STORAGE = "UseDevelopmentStorage=true"
 STORAGE_SETTING = "AzureWebJobsStorage"
 HOST_OVERRIDE = "AzureFunctionsJobHost__"
 EVENTGRID_WEBHOOK = "/runtime/webhooks/eventgrid"
-VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
+EVENT_KINDS = ("subscriptionvalidation", "notification", "unsubscribe", "subscriptiondeletion")
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -351,6 +351,14 @@ class LocalHost:
     # -- Event Grid
 
     async def _eventgrid(self, request: Request) -> Response:
+        """The Event Grid extension's webhook, answering as the Functions host does.
+
+        ``functionName`` missing or not an Event Grid function: 404. ``aeg-event-type`` decides:
+        ``SubscriptionValidation`` (Event Grid schema: answer ``validationResponse``), ``Notification``
+        (an array = Event Grid schema, an object = one CloudEvent; 202, 500 if a function failed so
+        Event Grid delivers again), ``Unsubscribe``/``SubscriptionDeletion`` (202); anything else,
+        or no header: 400. ``OPTIONS`` is the CloudEvents abuse-protection handshake.
+        """
         if request.method == "OPTIONS":  # CloudEvents abuse-protection handshake
             origin = request.headers.get("webhook-request-origin")
             if not origin:
@@ -360,31 +368,41 @@ class LocalHost:
             )
         if not self._authorized(request):
             return _error(401, "Unauthorized", "the Event Grid webhook needs the host key: ?code=<key>")
-        name = request.query_params.get("functionName")
-        if not name:
-            return _error(400, "BadRequest", "functionName is required")
-        function = self.by_name(name)
+        name = request.query_params.get("functionName") or ""
+        function = self.by_name(name) if name else None
         if function is None or function.trigger_type != "eventGridTrigger":
-            return _error(404, "NotFound", f"no Event Grid function {name!r}")
+            grid = [f.name for f in self.functions if f.trigger_type == "eventGridTrigger"]
+            return _error(404, "NotFound", f"cannot find function {name!r}; Event Grid functions: {grid}")
+        kind = request.headers.get("aeg-event-type", "").lower()
+        if kind not in EVENT_KINDS:
+            return _error(
+                400,
+                "BadRequest",
+                "the aeg-event-type header must be SubscriptionValidation, Notification or Unsubscribe",
+            )
+        if kind in ("unsubscribe", "subscriptiondeletion"):
+            return Response(status_code=202)
         try:
             payload = json.loads(await request.body())
-        except ValueError:
+        except (ValueError, RecursionError):
             return _error(400, "BadRequest", "the body is not JSON")
         events = payload if isinstance(payload, list) else [payload]
-        if not all(isinstance(e, dict) for e in events):
-            return _error(400, "BadRequest", "expected an event or an array of events")
-        kind = request.headers.get("aeg-event-type", "Notification")
-        first = events[0] if events else {}
-        if kind == "SubscriptionValidation" or first.get("eventType") == VALIDATION_EVENT:
-            code = (first.get("data") or {}).get("validationCode")
-            if not code:
+        if not events or not all(isinstance(e, dict) for e in events):
+            return _error(400, "BadRequest", "expected an array of events (Event Grid) or one CloudEvent")
+        if kind == "subscriptionvalidation":
+            data = events[0].get("data")
+            code = data.get("validationCode") if isinstance(data, dict) else None
+            if not isinstance(payload, list) or not isinstance(code, str) or not code:
                 return _error(400, "BadRequest", "a SubscriptionValidationEvent needs data.validationCode")
+            log.info("perform handshake with eventGrid for function: %s", function.name)
             return JSONResponse({"validationResponse": code})
-        if kind == "SubscriptionDeletion":
-            return Response(status_code=202)
         for event in events:
             try:
-                await invoke(function, event_value(event))
+                value = event_value(event)
+            except Exception as exc:
+                return _error(400, "BadRequest", f"not an Event Grid event or CloudEvent: {exc}")
+            try:
+                await invoke(function, value)
             except Exception:
                 log.exception("function %s failed on event %s", function.name, event.get("id"))
                 return _error(500, "FunctionFailed", f"{function.name} failed; Event Grid will deliver again")

@@ -45,6 +45,7 @@ class Inventory:
         )
         self.graph_url = (graph_url or f"{arm_url.rstrip('/')}/graph/v1.0").rstrip("/")
         self._role_names: dict[str, str] = {}
+        self._app_roles: dict[str, dict[str, str]] = {}
 
     def __enter__(self) -> Inventory:
         return self
@@ -77,6 +78,22 @@ class Inventory:
             except httpx.HTTPError:
                 self._role_names[key] = definition_id.rsplit("/", 1)[-1]
         return self._role_names[key]
+
+    def app_role_value(self, resource_id: str, app_role_id: str) -> str:
+        """An app role's ``value`` (``User.Read.All``) from the resource service principal's ``appRoles``;
+        its id when the principal or the role cannot be read (``00000000-…`` is the default access role)."""
+        key = resource_id.lower()
+        if key not in self._app_roles:
+            try:
+                principal = self._get(f"{self.graph_url}/servicePrincipals/{resource_id}")
+                roles = principal.get("appRoles") or []
+                self._app_roles[key] = {
+                    str(r.get("id")).lower(): str(r.get("value") or r.get("displayName") or r.get("id"))
+                    for r in roles
+                }
+            except httpx.HTTPError:
+                self._app_roles[key] = {}
+        return self._app_roles[key].get(app_role_id.lower(), app_role_id)
 
     def find_resources(self, identity_id: str, subscriptions: list[str]) -> list[str]:
         """Resources whose identity block names the identity (Resource Graph: fine for discovery)."""
@@ -120,10 +137,10 @@ class Inventory:
         result.items["groups"] = {(str(g["id"]),): str(g.get("displayName") or g["id"]) for g in groups}
         app_roles = self._list(f"{self.graph_url}/servicePrincipals/{principal}/appRoleAssignments")
         result.items["appRoles"] = {
-            (
-                str(a.get("resourceId")),
-                str(a.get("appRoleId")),
-            ): f"{a.get('resourceDisplayName') or a.get('resourceId')} / {a.get('appRoleId')}"
+            (str(a.get("resourceId")), str(a.get("appRoleId"))): (
+                f"{a.get('resourceDisplayName') or a.get('resourceId')} / "
+                f"{self.app_role_value(str(a.get('resourceId')), str(a.get('appRoleId')))}"
+            )
             for a in app_roles
         }
         attached: dict[tuple[str, ...], str] = {}

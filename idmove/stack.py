@@ -108,14 +108,17 @@ class Stack:
         cls,
         *,
         default_ports: bool = False,
+        ports: dict[str, int] | None = None,
         host_settings: dict[str, str] | None = None,
         log_dir: Path = LOG_DIR,
     ) -> Stack:
-        ports = dict(DEFAULT_PORTS) if default_ports else {k: free_port() for k in DEFAULT_PORTS}
-        busy = [f"{name} {port}" for name, port in ports.items() if default_ports and port_in_use(port)]
+        """``ports`` (keys as ``DEFAULT_PORTS``) or ``default_ports`` must be free; otherwise free ports."""
+        fixed = {**DEFAULT_PORTS, **(ports or {})} if (default_ports or ports) else None
+        ports = fixed or {k: free_port() for k in DEFAULT_PORTS}
+        busy = [f"{name} {port}" for name, port in ports.items() if fixed and port_in_use(port)]
         if busy:
             raise StackError(
-                f"port(s) already in use: {', '.join(busy)} — is `idmove up` already running? Stop it first."
+                f"port(s) already in use: {', '.join(busy)} — is `idmove up` already running? Stop it, or pick others (idmove up --help)."
             )
         log_dir.mkdir(parents=True, exist_ok=True)
         azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"])

@@ -10,7 +10,8 @@ What this layer owns (the engine owns everything else):
 - query parameters (``status``, ``sourceRegion``, ``top``, ``$skipToken``): 400
   ``InvalidQueryParameter`` with ``target`` = the parameter;
 - status codes and headers: 202 + ``Location`` + ``Retry-After`` for accepted commands and for a
-  move still Pending/Running, 200 at rest, ``nextLink`` as a full URL;
+  move still Pending/Running, 200 at rest, ``nextLink`` as a full URL; every URL it hands out
+  carries the caller's ``?code=`` function key when the caller sent one;
 - every error in ARM's shape ``{"error": {"code", "message", "target"}}``, FastAPI's own 422s and
   404/405s included; an unexpected exception is a 500 ``InternalServerError`` without details.
 
@@ -87,13 +88,24 @@ def _base_url(request: Request) -> str:
     return f"{proto}://{host}"
 
 
+def with_key(request: Request, url: str) -> str:
+    """``url`` with the caller's ``?code=`` function key, if it sent one: so a client that
+    authenticates by query string (Logic Apps, curl) can follow ``Location``, ``links`` and
+    ``nextLink`` as they are. A key sent as ``x-functions-key`` is never copied into a URL."""
+    code = request.query_params.get("code")
+    if not code:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}{urlencode({'code': code})}"
+
+
 def move_url(request: Request, move_id: str) -> str:
-    return f"{_base_url(request)}{API_PREFIX}/moves/{move_id}"
+    return with_key(request, f"{_base_url(request)}{API_PREFIX}/moves/{move_id}")
 
 
 def links(request: Request, move_id: str) -> dict[str, str]:
-    status_url = move_url(request, move_id)
-    return {"status": status_url, **{command: f"{status_url}/{command}" for command in COMMANDS}}
+    status_url = f"{_base_url(request)}{API_PREFIX}/moves/{move_id}"
+    urls = {"status": status_url, **{command: f"{status_url}/{command}" for command in COMMANDS}}
+    return {name: with_key(request, url) for name, url in urls.items()}
 
 
 def _accepted(request: Request, result: dict[str, Any]) -> JSONResponse:
@@ -174,7 +186,7 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         headers = {"Location": exc.location} if exc.location else None
         if exc.location and exc.location.startswith("/"):
-            headers = {"Location": f"{_base_url(request)}{exc.location}"}
+            headers = {"Location": with_key(request, f"{_base_url(request)}{exc.location}")}
         return error_response(exc.status, exc.code, exc.message, exc.target, headers)
 
     @app.exception_handler(RequestValidationError)
@@ -201,39 +213,217 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
-_ERROR_SCHEMA: dict[str, Any] = {
+# --- the OpenAPI document: bodies, headers and errors of every route --------------------------
+
+_REF = "#/components/schemas/"
+_NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+_PARTY = {
+    "type": ["object", "null"],
+    "properties": {
+        key: _NULLABLE_STRING
+        for key in ("id", "name", "resourceGroup", "location", "principalId", "clientId")
+    },
+}
+_ITEMS_SCHEMA = {
+    "type": "object",
+    "description": "what a phase has done of its items (role assignments, credentials, resources, ...)",
+    "properties": {"total": {"type": "integer"}, "done": {"type": "integer"}, "failed": {"type": "integer"}},
+}
+_ERROR_DETAIL = {
     "type": "object",
     "properties": {
-        "error": {
-            "type": "object",
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "target": {"type": "string", "nullable": True},
-            },
-            "required": ["code", "message"],
-        }
+        "code": {"type": "string", "description": "machine-readable, e.g. InvalidSourceIdentityId"},
+        "message": {"type": "string"},
+        "target": {**_NULLABLE_STRING, "description": "the field or parameter at fault"},
     },
+    "required": ["code", "message", "target"],
 }
 
 
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    described = {
-        200: "The move (at rest).",
-        202: "Accepted: follow `Location`, honour `Retry-After`.",
-        400: "Bad input; nothing was written.",
-        404: "No such move.",
-        409: "The move's status does not allow this, or the identity already has a move in flight.",
-        413: "The body is larger than 64 KiB.",
-        415: "The body is not JSON.",
+def _schemas() -> dict[str, Any]:
+    statuses = [status.value for status in Status]
+    return {
+        "ErrorResponse": {
+            "type": "object",
+            "description": "ARM's error shape. A 4xx means nothing was written.",
+            "properties": {"error": _ERROR_DETAIL},
+            "required": ["error"],
+        },
+        "MoveRequest": MoveRequest.model_json_schema(by_alias=True, ref_template=_REF + "{model}"),
+        "Accepted": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "enum": statuses},
+                "links": {
+                    "type": "object",
+                    "properties": {
+                        name: {"type": "string", "format": "uri"} for name in ("status", *COMMANDS)
+                    },
+                    "required": ["status", *COMMANDS],
+                },
+            },
+            "required": ["id", "status", "links"],
+        },
+        "Move": {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string"},
+                "status": {"type": "string", "enum": statuses},
+                "phase": _NULLABLE_STRING,
+                "phases": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string"},
+                            "status": {"type": "string"},
+                            "startedAt": {**_NULLABLE_STRING, "format": "date-time"},
+                            "completedAt": {**_NULLABLE_STRING, "format": "date-time"},
+                            "items": _ITEMS_SCHEMA,
+                        },
+                        "required": ["name", "status"],
+                    },
+                },
+                "source": _PARTY,
+                "target": _PARTY,
+                "plan": {
+                    "type": ["object", "null"],
+                    "properties": {
+                        "blocking": {"type": "array", "items": {"type": "object"}},
+                        "warnings": {"type": "array", "items": {"type": "object"}},
+                        "inventory": {
+                            "type": "object",
+                            "description": "only with $expand=inventory: what the move copies",
+                            "properties": {
+                                kind: {"type": "array", "items": {"type": "object"}}
+                                for kind in (
+                                    "roleAssignments",
+                                    "federatedCredentials",
+                                    "groups",
+                                    "appRoles",
+                                    "attachments",
+                                )
+                            },
+                        },
+                    },
+                },
+                "error": {**_ERROR_DETAIL, "description": "when the move failed"},
+                "createdAt": {"type": "string", "format": "date-time"},
+                "updatedAt": {"type": "string", "format": "date-time"},
+                "dryRun": {"type": "boolean"},
+                "autoCommit": {"type": "boolean"},
+                "request": {"$ref": _REF + "MoveRequest"},
+            },
+            "required": ["id", "status", "phases", "source", "plan"],
+        },
+        "MoveList": {
+            "type": "object",
+            "properties": {
+                "value": {"type": "array", "items": {"$ref": _REF + "Move"}},
+                "nextLink": {"type": "string", "format": "uri", "description": "the next page, in full"},
+            },
+            "required": ["value"],
+        },
     }
+
+
+_HEADERS = {
+    "Location": {
+        "description": "the move's status URL (with the caller's ?code= key if it sent one)",
+        "schema": {"type": "string", "format": "uri"},
+    },
+    "Retry-After": {
+        "description": "seconds to wait before polling again",
+        "schema": {"type": "integer", "minimum": 1},
+    },
+}
+_DESCRIBED = {
+    200: "The move, at rest.",
+    202: "Accepted: follow `Location`, honour `Retry-After`.",
+    400: "Bad input; nothing was written.",
+    401: "No or a wrong function key (`?code=` or `x-functions-key`); answered before the API runs.",
+    404: "No such move.",
+    409: "The move's status does not allow this, or the identity already has a move in flight "
+    "(`Location` = that move).",
+    413: "The body is larger than 64 KiB.",
+    415: "The body is not JSON.",
+    500: "The server failed; retry later.",
+}
+
+
+def _responses(
+    *codes: int,
+    body: str | None = None,
+    headers: tuple[str, ...] = (),
+    description: dict[int, str] | None = None,
+) -> dict[int | str, dict[str, Any]]:
+    """``body`` (a schema name) and ``headers`` for the 2xx codes; ``ErrorResponse`` for the rest."""
     out: dict[int | str, dict[str, Any]] = {}
-    for code in codes:
-        entry: dict[str, Any] = {"description": described[code]}
-        if code >= 400:
-            entry["content"] = {"application/json": {"schema": _ERROR_SCHEMA}}
+    for code in (*codes, 401, 500):
+        entry: dict[str, Any] = {"description": (description or {}).get(code) or _DESCRIBED[code]}
+        if code < 300 and body:
+            entry["content"] = {"application/json": {"schema": {"$ref": _REF + body}}}
+        if code < 300 and headers:
+            entry["headers"] = {name: _HEADERS[name] for name in headers}
+        if code == 409:
+            entry["headers"] = {"Location": _HEADERS["Location"]}
+        if code >= 400 and code != 401:
+            entry["content"] = {"application/json": {"schema": {"$ref": _REF + "ErrorResponse"}}}
         out[code] = entry
     return out
+
+
+_LIST_PARAMETERS = [
+    {
+        "name": "status",
+        "in": "query",
+        "required": False,
+        "description": "only moves in this status (case-insensitive)",
+        "schema": {"type": "string", "enum": [status.value for status in Status]},
+    },
+    {
+        "name": "sourceRegion",
+        "in": "query",
+        "required": False,
+        "description": "only moves of identities in this region",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "top",
+        "in": "query",
+        "required": False,
+        "description": "page size",
+        "schema": {"type": "integer", "minimum": 1, "maximum": TOP_MAX, "default": TOP_DEFAULT},
+    },
+    {
+        "name": "$skipToken",
+        "in": "query",
+        "required": False,
+        "description": "continuation from a nextLink (follow nextLink rather than building this)",
+        "schema": {"type": "string", "maxLength": 1024},
+    },
+]
+
+
+def _document_components(app: FastAPI) -> None:
+    """Adds the shared schemas that the routes' ``$ref`` s point at to FastAPI's generated document."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = generate()
+            schemas = document.setdefault("components", {}).setdefault("schemas", {})
+            for operations in document.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)  # validation errors are 400s here
+            for unused in ("HTTPValidationError", "ValidationError"):
+                schemas.pop(unused, None)
+            schemas.update(_schemas())
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
@@ -252,15 +442,18 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
         ],
     )
     _install_error_handlers(app)
-    request_schema = MoveRequest.model_json_schema(by_alias=True)
+    _document_components(app)
 
     @app.post(
         f"{API_PREFIX}/moves",
         status_code=202,
         summary="Start a move (or a dry run with dryRun: true)",
-        responses=_responses(202, 400, 409, 413, 415),
+        responses=_responses(202, 400, 409, 413, 415, body="Accepted", headers=("Location", "Retry-After")),
         openapi_extra={
-            "requestBody": {"required": True, "content": {"application/json": {"schema": request_schema}}}
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"$ref": _REF + "MoveRequest"}}},
+            }
         },
     )
     async def start_move(request: Request) -> JSONResponse:
@@ -271,7 +464,8 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
     @app.get(
         f"{API_PREFIX}/moves",
         summary="List moves, newest first; follow nextLink for more",
-        responses=_responses(200, 400),
+        responses=_responses(200, 400, body="MoveList", description={200: "A page of moves."}),
+        openapi_extra={"parameters": _LIST_PARAMETERS},
     )
     async def list_moves(request: Request) -> JSONResponse:
         status = _query_status(request)
@@ -289,20 +483,32 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
         if next_token:
             query = {"status": status, "sourceRegion": region, "top": str(top), "$skipToken": next_token}
             kept = {key: value for key, value in query.items() if value}
-            body["nextLink"] = f"{_base_url(request)}{API_PREFIX}/moves?{urlencode(kept, safe='$')}"
+            next_link = f"{_base_url(request)}{API_PREFIX}/moves?{urlencode(kept, safe='$')}"
+            body["nextLink"] = with_key(request, next_link)
         return JSONResponse(body)
 
     @app.get(
         f"{API_PREFIX}/moves/{{move_id}}",
         summary="A move's status: 202 while Pending/Running, 200 at rest",
-        responses=_responses(200, 202, 404),
+        responses={
+            **_responses(200, 202, 400, 404, body="Move"),
+            202: {
+                "description": "The move is Pending or Running: poll again after `Retry-After`.",
+                "headers": {"Retry-After": _HEADERS["Retry-After"]},
+                "content": {"application/json": {"schema": {"$ref": _REF + "Move"}}},
+            },
+        },
     )
     async def get_move(
         move_id: str,
         request: Request,
         expand: Annotated[
             str | None,
-            Query(alias="$expand", description="'inventory' adds plan.inventory: what the move copies"),
+            Query(
+                alias="$expand",
+                description="'inventory' adds plan.inventory: what the move copies",
+                json_schema_extra={"enum": ["inventory"]},
+            ),
         ] = None,
     ) -> JSONResponse:
         _check_move_id(move_id)
@@ -326,7 +532,7 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
             status_code=202,
             summary=summary,
             name=f"{command}_move",
-            responses=_responses(202, 404, 409),
+            responses=_responses(202, 404, 409, body="Accepted", headers=("Location", "Retry-After")),
         )
 
     add_command("commit", "Commit a move that is AwaitingCommit: clean up the source")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
@@ -99,19 +100,119 @@ def test_unknown_routes_and_methods_are_arm_errors(api: httpx.Client) -> None:
     _assert_arm_error(api.delete("/api/moves"), 405, "MethodNotAllowed")
 
 
-def test_openapi_document_describes_every_route(api: httpx.Client) -> None:
+def _operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {
+        (method.upper(), path): operation
+        for path, operations in document["paths"].items()
+        for method, operation in operations.items()
+    }
+
+
+def _schema(document: dict[str, Any], ref_holder: dict[str, Any]) -> dict[str, Any]:
+    """The component a ``{"$ref": "#/components/schemas/X"}`` points at."""
+    ref = ref_holder["$ref"]
+    assert ref.startswith("#/components/schemas/"), ref
+    schema: dict[str, Any] = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    return schema
+
+
+def test_openapi_document_describes_every_route_body_header_and_error(api: httpx.Client) -> None:
+    from shared.http_api import create_app
+    from shared.models import MoveRequest
+
     response = api.get("/api/openapi.json")
     assert response.status_code == 200
     document = response.json()
     assert document["openapi"].startswith("3.")
-    paths = document["paths"]
-    assert {"post", "get"} <= set(paths["/api/moves"])
-    assert "get" in paths["/api/moves/{move_id}"]
-    for command in ("commit", "cancel", "retry", "discard"):
-        assert "post" in paths[f"/api/moves/{{move_id}}/{command}"]
-    assert {"functionKey", "functionKeyQuery"} <= set(document["components"]["securitySchemes"])
-    body_schema = paths["/api/moves"]["post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert {"sourceIdentityId", "targetRegion", "dryRun"} <= set(body_schema["properties"])
+    operations = _operations(document)
+    served = {
+        (method, route.path)
+        for route in create_app(lambda: None).routes
+        if getattr(route, "methods", None) and route.path.startswith("/api/moves")
+        for method in route.methods
+    }
+    contract = {("POST", "/api/moves"), ("GET", "/api/moves"), ("GET", "/api/moves/{move_id}")} | {
+        ("POST", f"/api/moves/{{move_id}}/{command}") for command in ("commit", "cancel", "retry", "discard")
+    }
+    assert served == contract  # the app serves the contract's routes, no more, no less
+    assert set(operations) == contract  # and the document describes each of them
+
+    start = operations[("POST", "/api/moves")]
+    assert start["requestBody"]["required"] is True
+    body_schema = _schema(document, start["requestBody"]["content"]["application/json"]["schema"])
+    assert body_schema == MoveRequest.model_json_schema(
+        by_alias=True, ref_template="#/components/schemas/{model}"
+    )
+    assert body_schema["additionalProperties"] is False
+    assert set(body_schema["required"]) == {"sourceIdentityId", "targetRegion"}
+
+    error = document["components"]["schemas"]["ErrorResponse"]
+    assert error["required"] == ["error"]
+    assert set(error["properties"]["error"]["required"]) == {"code", "message", "target"}
+    for (method, path), operation in operations.items():
+        responses = operation["responses"]
+        assert "422" not in responses, (method, path)  # validation errors are 400s in ARM's shape
+        assert {"400", "404"} & set(responses), (method, path)
+        for code, described in responses.items():
+            if int(code) >= 400 and code != "401":
+                ref = described["content"]["application/json"]["schema"]
+                assert ref == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, code)
+        if method == "POST":
+            assert {"Location", "Retry-After"} <= set(responses["202"]["headers"]), path
+            assert (
+                _schema(document, responses["202"]["content"]["application/json"]["schema"])
+                is (document["components"]["schemas"]["Accepted"])
+            )
+            assert "Location" in responses["409"]["headers"], path
+        assert operation["security"] == [{"functionKey": []}, {"functionKeyQuery": []}]
+
+    status = operations[("GET", "/api/moves/{move_id}")]
+    assert set(status["responses"]) >= {"200", "202", "404"}
+    assert "Retry-After" in status["responses"]["202"]["headers"]
+    expand = next(p for p in status["parameters"] if p["name"] == "$expand")
+    assert expand["in"] == "query" and expand["schema"]["enum"] == ["inventory"]
+    move = document["components"]["schemas"]["Move"]
+    assert set(move["properties"]["plan"]["properties"]["inventory"]["properties"]) == {
+        "roleAssignments", "federatedCredentials", "groups", "appRoles", "attachments"
+    }  # fmt: skip
+    listing = operations[("GET", "/api/moves")]
+    assert {p["name"] for p in listing["parameters"]} == {"status", "sourceRegion", "top", "$skipToken"}
+    assert (
+        "nextLink"
+        in _schema(document, listing["responses"]["200"]["content"]["application/json"]["schema"])[
+            "properties"
+        ]
+    )
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["functionKey"] == {"type": "apiKey", "name": "x-functions-key", "in": "header"}
+    assert schemes["functionKeyQuery"] == {"type": "apiKey", "name": "code", "in": "query"}
+
+
+def test_openapi_document_is_valid_and_real_responses_match_it(
+    api: httpx.Client, make_identity: MakeIdentity
+) -> None:
+    validator = pytest.importorskip("openapi_spec_validator", reason="pip install openapi-spec-validator")
+    import jsonschema
+
+    document = api.get("/api/openapi.json").json()
+    validator.validate(document)
+
+    def check(response: httpx.Response, component: str) -> None:
+        schema = {"$ref": f"#/components/schemas/{component}", "components": document["components"]}
+        jsonschema.Draft202012Validator(schema).validate(response.json())
+
+    started = _start(api, make_identity(), dryRun=True)
+    check(started, "Accepted")
+    move_id = started.json()["id"]
+    check(api.get(f"/api/moves/{move_id}"), "Move")
+    wait_for(api, move_id, {"Planned"})
+    check(api.get(f"/api/moves/{move_id}", params={"$expand": "inventory"}), "Move")
+    check(api.get("/api/moves", params={"top": 1}), "MoveList")
+    check(api.post(f"/api/moves/{move_id}/commit"), "ErrorResponse")
+    check(api.post("/api/moves", content=b"{"), "ErrorResponse")
+    check(api.get("/api/moves/nope"), "ErrorResponse")
+    with pytest.raises(jsonschema.ValidationError):  # the schemas do say something
+        check(api.get("/api/moves/nope"), "Move")
 
 
 def _start(api: httpx.Client, source: str, **extra: Any) -> httpx.Response:
@@ -129,9 +230,12 @@ def test_a_move_from_start_to_commit(api: httpx.Client, host_url: str, make_iden
     assert body["status"] in ("Pending", "Running")
     assert body["links"]["status"] == started.headers["Location"]
 
-    first = api.get(started.headers["Location"])
-    if first.json()["status"] in ("Pending", "Running"):
-        assert first.status_code == 202 and "Retry-After" in first.headers
+    codes: set[int] = set()
+    while (polled := api.get(started.headers["Location"])).json()["status"] in ("Pending", "Running"):
+        assert polled.status_code == 202 and int(polled.headers["Retry-After"]) >= 1, polled.headers
+        codes.add(polled.status_code)
+        time.sleep(0.1)
+    assert codes == {202}  # six phases over queue hops: the first poll right after the start sees it busy
     waiting = wait_for(api, move_id, {"AwaitingCommit", "Failed"})
     assert waiting["status"] == "AwaitingCommit", waiting
     at_rest = api.get(f"/api/moves/{move_id}")

@@ -19,6 +19,7 @@ def test_idmove_demo_completes_a_move_and_exits_0() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     assert "Move completed" in result.stdout
     assert "✗" not in result.stdout
+    assert "Microsoft Graph / User.Read.All" in result.stdout  # app roles by name, not by GUID
     for phase in ("snapshot", "create", "grant", "rebind", "verify", "cleanup"):
         assert phase in result.stdout
     assert elapsed < 60, f"the demo took {elapsed:.0f}s; newcomers run it first"

@@ -8,6 +8,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -50,10 +51,47 @@ def test_cloudevents_abuse_protection_handshake(api: httpx.Client) -> None:
     assert response.headers["WebHook-Allowed-Origin"] == "eventgrid.azure.net"
 
 
-def test_webhook_rejects_unknown_functions_and_bad_bodies(api: httpx.Client) -> None:
-    assert api.post(WEBHOOK, params={"functionName": "nope"}, json=[]).status_code == 404
-    assert api.post(WEBHOOK, json=[]).status_code == 400
-    assert api.post(WEBHOOK, params=FUNCTION, content=b"{not json").status_code == 400
+NOTIFY = {"aeg-event-type": "Notification"}
+
+
+@pytest.mark.parametrize(
+    ("params", "headers", "body", "status"),
+    [
+        ({"functionName": "nope"}, NOTIFY, b"[]", 404),  # unknown function, as the real host: 404
+        ({}, NOTIFY, b"[]", 404),  # no functionName
+        ({"functionName": "move_worker"}, NOTIFY, b"[]", 404),  # a function, but not an Event Grid one
+        (FUNCTION, {}, b"[]", 400),  # no aeg-event-type header
+        (FUNCTION, {"aeg-event-type": "Surprise"}, b"[]", 400),
+        (FUNCTION, NOTIFY, b"{not json", 400),
+        (FUNCTION, NOTIFY, b"[1, 2]", 400),
+        (FUNCTION, NOTIFY, b'"text"', 400),
+        (FUNCTION, NOTIFY, b"[]", 400),
+        (FUNCTION, {"aeg-event-type": "SubscriptionValidation"}, b'[{"data": {}}]', 400),
+        (FUNCTION, {"aeg-event-type": "SubscriptionValidation"}, b"{not json", 400),
+        (FUNCTION, {"aeg-event-type": "Unsubscribe"}, b"", 202),
+    ],
+)
+def test_webhook_answers_like_the_functions_host(
+    api: httpx.Client, params: dict[str, str], headers: dict[str, str], body: bytes, status: int
+) -> None:
+    response = api.post(
+        WEBHOOK, params=params, content=body, headers={"content-type": "application/json", **headers}
+    )
+    assert response.status_code == status, response.text
+    if status >= 400:
+        assert response.json()["error"]["message"]
+
+
+def test_a_validation_event_without_the_header_starts_nothing_and_is_not_answered(
+    api: httpx.Client,
+) -> None:
+    """The real host answers the handshake only for ``aeg-event-type: SubscriptionValidation``."""
+    validation = [{"id": "v", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+                   "subject": "", "eventTime": "2026-01-01T00:00:00Z", "dataVersion": "1",
+                   "data": {"validationCode": "abc"}}]  # fmt: skip
+    response = api.post(WEBHOOK, params=FUNCTION, json=validation)
+    assert response.status_code == 400
+    assert "validationResponse" not in response.text
 
 
 def _decommission(event_id: str, subscription: str, schema: str) -> Any:
@@ -91,8 +129,25 @@ def _moves_of(api: httpx.Client, sources: set[str]) -> list[dict[str, Any]]:
     return found
 
 
+def _summaries(emulator_url: str, event_id: str) -> list[dict[str, Any]]:
+    """``IdentityMover.RegionDecommissioning.Started`` events the Event Grid sink got for ``event_id``."""
+    deadline = time.monotonic() + 10
+    while True:
+        sent = httpx.get(f"{emulator_url}/_emulator/events", timeout=10).json()
+        flat = [e for batch in sent for e in (batch if isinstance(batch, list) else [batch])]
+        found = [
+            e
+            for e in flat
+            if e.get("type") == "IdentityMover.RegionDecommissioning.Started"
+            and (e.get("data") or {}).get("eventId") == event_id
+        ]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
 def test_a_decommission_event_delivered_three_times_starts_one_move_per_identity(
-    api: httpx.Client, make_identity: MakeIdentity
+    api: httpx.Client, make_identity: MakeIdentity, stack_emulator_url: str
 ) -> None:
     subscription = str(uuid.uuid4())
     in_region = {make_identity("japaneast", subscription).lower() for _ in range(2)}
@@ -111,9 +166,12 @@ def test_a_decommission_event_delivered_three_times_starts_one_move_per_identity
             content=httpx.Request("POST", "http://x", json=body).content,
             headers={"content-type": content_type, "aeg-event-type": "Notification"},
         )
-        assert response.status_code in (200, 202), response.text
+        assert response.status_code == 202, response.text
     moves = _moves_of(api, in_region | {elsewhere})
     assert sorted(m["source"]["id"].lower() for m in moves) == sorted(in_region)
+    summaries = _summaries(stack_emulator_url, event_id)
+    assert len(summaries) == 1, summaries  # one summary, not one per delivery
+    assert sorted(s["moveId"] for s in summaries[0]["data"]["started"]) == sorted(m["id"] for m in moves)
     for move in moves:
         assert move["request"]["targetRegion"] == "japanwest"
         wait_for(api, move["id"], {"AwaitingCommit", "Failed"})
@@ -125,7 +183,33 @@ def test_other_event_types_are_ignored(api: httpx.Client, make_identity: MakeIde
     source = make_identity("japaneast", subscription).lower()
     event = _decommission(str(uuid.uuid4()), subscription, "eventgrid")
     event[0]["eventType"] = "Contoso.Something.Else"
-    assert api.post(WEBHOOK, params=FUNCTION, json=event).status_code in (200, 202)
+    assert api.post(WEBHOOK, params=FUNCTION, json=event, headers=NOTIFY).status_code == 202
+    assert _moves_of(api, {source}) == []
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"sourceRegion": "atlantis", "targetRegion": "japanwest"},
+        {"sourceRegion": "japaneast", "targetRegion": "japaneast"},
+        {"sourceRegion": "japaneast", "targetRegion": "japanwest", "subscriptionIds": ["not-a-guid"]},
+        "just text",
+    ],
+    ids=["unknown region", "equal regions", "bad subscription", "not an object"],
+)
+def test_a_decommission_event_with_bad_data_is_accepted_and_starts_nothing(
+    api: httpx.Client, make_identity: MakeIdentity, data: Any
+) -> None:
+    """Bad data never gets better: 202 (no redelivery storm), no move, the reason in the host log."""
+    subscription = str(uuid.uuid4())
+    source = make_identity("japaneast", subscription).lower()
+    event = _decommission(str(uuid.uuid4()), subscription, "eventgrid")
+    if isinstance(data, dict):
+        event[0]["data"] = {"subscriptionIds": [subscription], **data}
+    else:
+        event[0]["data"] = data
+    response = api.post(WEBHOOK, params=FUNCTION, json=event, headers=NOTIFY)
+    assert response.status_code == 202, response.text
     assert _moves_of(api, {source}) == []
 
 
@@ -191,3 +275,59 @@ def test_timer_functions_can_be_run_through_the_admin_api(api: httpx.Client) -> 
     assert api.get("/admin/host/status").json()["state"] == "Running"
     assert api.post("/admin/functions/outbox_publisher", json={"input": ""}).status_code == 202
     assert api.post("/admin/functions/http_api", json={}).status_code == 404
+
+
+def test_urls_handed_out_carry_a_key_sent_as_code_and_can_be_followed_as_they_are(
+    keyed_host: str, make_identity: MakeIdentity
+) -> None:
+    """Logic Apps and scripts that authenticate with ``?code=`` follow Location and nextLink verbatim."""
+    key = {"code": "s3cret"}
+    sources = [make_identity("koreacentral") for _ in range(2)]
+    for source in sources:
+        started = httpx.post(
+            f"{keyed_host}/api/moves",
+            params=key,
+            json={"sourceIdentityId": source, "targetRegion": "northeurope", "dryRun": True},
+        )
+        assert started.status_code == 202, started.text
+        location = started.headers["Location"]
+        assert parse_qs(urlsplit(location).query) == {"code": ["s3cret"]}
+        assert all(
+            parse_qs(urlsplit(url).query) == {"code": ["s3cret"]} for url in started.json()["links"].values()
+        )
+        deadline = time.monotonic() + 60
+        while (status := httpx.get(location)).json()["status"] != "Planned":
+            assert status.status_code in (200, 202) and time.monotonic() < deadline, status.text
+            time.sleep(0.25)
+    again = httpx.post(
+        f"{keyed_host}/api/moves",
+        params=key,
+        json={"sourceIdentityId": sources[0], "targetRegion": "northeurope"},
+    )
+    assert again.status_code == 202  # a Planned move is at rest: a new move may start
+    conflict = httpx.post(
+        f"{keyed_host}/api/moves",
+        params=key,
+        json={"sourceIdentityId": sources[0], "targetRegion": "uksouth"},
+    )
+    assert conflict.status_code == 409
+    assert conflict.headers["Location"] == again.headers["Location"]
+    assert httpx.get(conflict.headers["Location"]).status_code in (200, 202)
+
+    page = httpx.get(f"{keyed_host}/api/moves", params={**key, "top": 1, "sourceRegion": "koreacentral"})
+    assert page.status_code == 200, page.text
+    next_link = page.json()["nextLink"]
+    assert parse_qs(urlsplit(next_link).query)["code"] == ["s3cret"]
+    followed = httpx.get(next_link)
+    assert followed.status_code == 200, followed.text
+    assert followed.json()["value"] and followed.json()["value"] != page.json()["value"]
+
+    by_header = httpx.get(
+        f"{keyed_host}/api/moves",
+        params={"top": 1, "sourceRegion": "koreacentral"},
+        headers={"x-functions-key": "s3cret"},
+    )
+    assert "code" not in parse_qs(
+        urlsplit(by_header.json()["nextLink"]).query
+    )  # never put a header key in a URL
+    httpx.post(again.headers["Location"].replace("?", "/cancel?"))
