@@ -1,0 +1,171 @@
+"""Numbers from the emulator's request log and the move records: pure functions, no I/O.
+
+The request log (``GET /_emulator/requests``) is the server's view: every ARM and Graph request
+with method, path, status and time. ARM's budget (FACTS.md) is a token bucket per subscription and
+kind: reads 250 / 25 per s, writes (PUT/PATCH/POST) 200 / 10 per s, deletes 200 / 10 per s. Graph
+and Resource Graph (15 queries / 5 s per user) have their own budgets and are counted apart.
+
+Example::
+
+    traffic = classify(log_entries)
+    traffic["arm"]["writes"]["accepted"]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+ARM_BUDGET = {  # FACTS.md "Azure Resource Manager": bucket, refill per second
+    "reads": (250.0, 25.0),
+    "writes": (200.0, 10.0),
+    "deletes": (200.0, 10.0),
+}
+RESOURCE_GRAPH_BUDGET = (15.0, 3.0)  # 15 queries per 5 s window
+
+
+def surface(path: str) -> str:
+    low = path.lower()
+    if low.startswith("/graph/"):
+        return "graph"
+    if low.startswith("/providers/microsoft.resourcegraph/"):
+        return "resourceGraph"
+    return "arm"
+
+
+def arm_kind(method: str) -> str:
+    method = method.upper()
+    if method in ("GET", "HEAD"):
+        return "reads"
+    return "deletes" if method == "DELETE" else "writes"
+
+
+def parse_time(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def classify(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts per surface; ARM per kind split into accepted (spent a token) and throttled (429)."""
+    arm: dict[str, Counter[str]] = {k: Counter() for k in ARM_BUDGET}
+    graph: Counter[str] = Counter()
+    resource_graph: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for e in entries:
+        where, status = surface(e["path"]), int(e["status"])
+        statuses[f"{where}.{status}"] += 1
+        if where == "graph":
+            graph[e["method"]] += 1
+            graph["throttled" if status == 429 else "accepted"] += 1
+        elif where == "resourceGraph":
+            resource_graph["throttled" if status == 429 else "accepted"] += 1
+        else:
+            counter = arm[arm_kind(e["method"])]
+            counter["throttled" if status == 429 else "accepted"] += 1
+            counter[e["method"].upper()] += 1
+    return {
+        "arm": {k: dict(v) for k, v in arm.items()},
+        "graph": dict(graph),
+        "resourceGraph": dict(resource_graph),
+        "statuses": dict(sorted(statuses.items())),
+    }
+
+
+def rate_profile(
+    entries: list[dict[str, Any]], start: float, kind: str, window: float = 10.0
+) -> dict[str, float]:
+    """Accepted ARM requests of ``kind`` per second: peak over any ``window`` seconds, and over the
+    run after the first ``window`` (once a full bucket has been spent, what refill allows)."""
+    times = sorted(
+        parse_time(e["time"]) - start
+        for e in entries
+        if surface(e["path"]) == "arm" and arm_kind(e["method"]) == kind and int(e["status"]) != 429
+    )
+    if not times:
+        return {"peakPerSecond": 0.0, "afterFirstWindowPerSecond": 0.0}
+    peak, lo = 0, 0
+    for hi, t in enumerate(times):
+        while t - times[lo] > window:
+            lo += 1
+        peak = max(peak, hi - lo + 1)
+    later = [t for t in times if t >= window]
+    span = (times[-1] - window) if later else 0.0
+    return {
+        "peakPerSecond": round(peak / window, 2),
+        "afterFirstWindowPerSecond": round(len(later) / span, 2) if span > 0 else 0.0,
+    }
+
+
+def floor_seconds(
+    accepted: dict[str, int], buckets: dict[str, float], graph_queries: int, time_scale: float = 1.0
+) -> dict[str, float]:
+    """The least time the budgets allow for this many accepted requests: per bucket
+    ``max(0, n - tokens at start) / refill`` (refill times ``time_scale``, as the emulator does);
+    the run cannot beat the largest of them."""
+    floors = {
+        kind: round(max(0.0, accepted.get(kind, 0) - buckets[kind]) / (ARM_BUDGET[kind][1] * time_scale), 2)
+        for kind in ARM_BUDGET
+    }
+    cap, rate = RESOURCE_GRAPH_BUDGET
+    floors["resourceGraph"] = round(max(0.0, graph_queries - cap) / (rate * time_scale), 2)
+    return floors
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100); 0.0 for no values."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return round(ordered[rank - 1], 2)
+
+
+def latency(values: list[float]) -> dict[str, float]:
+    return {
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": round(max(values), 2) if values else 0.0,
+    }
+
+
+def phase_durations(moves: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per phase, seconds from its start to its end across moves (p50/p95/max)."""
+    spans: dict[str, list[float]] = {}
+    for move in moves:
+        for entry in move.get("phases") or []:
+            if entry.get("startedAt") and entry.get("completedAt"):
+                spent = parse_time(entry["completedAt"]) - parse_time(entry["startedAt"])
+                spans.setdefault(entry["name"], []).append(spent)
+    return {name: latency(values) for name, values in spans.items()}
+
+
+def path_template(path: str) -> str:
+    """``/subscriptions/x/resourceGroups/rg/providers/Microsoft.Web/sites/a`` ->
+    ``/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Web/sites/{}`` (Graph: after the version)."""
+    segs = [s for s in path.split("?")[0].strip("/").split("/") if s]
+    head = segs[:2] if segs[:1] == ["graph"] else []
+    out, name_next, i = list(head), False, len(head)
+    while i < len(segs):
+        seg = segs[i]
+        if seg.lower() == "providers" and i + 1 < len(segs):
+            out += [seg, segs[i + 1]]
+            i, name_next = i + 2, False
+            continue
+        out.append("{}" if name_next else seg)
+        name_next = not name_next
+        i += 1
+    return "/" + "/".join(out)
+
+
+def top_requests(entries: list[dict[str, Any]], n: int = 15) -> list[dict[str, Any]]:
+    """The most frequent ``METHOD template`` pairs: where the requests go."""
+    counts = Counter(f"{e['method']} {path_template(e['path'])}" for e in entries)
+    return [{"request": k, "count": v} for k, v in counts.most_common(n)]
+
+
+def merge_counts(parts: list[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for part in parts:
+        total.update(part)
+    return dict(sorted(total.items()))
