@@ -37,6 +37,34 @@ log = logging.getLogger(__name__)
 Handler = Callable[[str, int], None]
 
 
+class _Lease:
+    """Keeps a message invisible while its handler runs, as the Functions host does: the visibility
+    timeout is renewed at half-time, so a long step is never handed to a second worker meanwhile.
+    The message's pop receipt is updated in place, so the final delete or update still matches."""
+
+    def __init__(self, queue: QueueClient, message: QueueMessage, visibility_timeout: int) -> None:
+        self.queue, self.message, self.timeout = queue, message, visibility_timeout
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._renew, name=f"lease-{message.id}", daemon=True)
+
+    def _renew(self) -> None:
+        while not self._done.wait(self.timeout / 2):
+            try:
+                renewed = self.queue.update_message(self.message, visibility_timeout=self.timeout)
+            except ResourceNotFoundError:
+                return
+            self.message.pop_receipt = renewed.pop_receipt
+            self.message.next_visible_on = renewed.next_visible_on
+
+    def __enter__(self) -> _Lease:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 class QueuePoller:
     def __init__(
         self,
@@ -81,7 +109,8 @@ class QueuePoller:
             log.warning("%s: message %s moved to poison after %d dequeues", self.name, message.id, count - 1)
             return
         try:
-            self.handler(str(message.content), count)
+            with _Lease(self.queue, message, self.visibility_timeout):
+                self.handler(str(message.content), count)
         except Exception:
             self.failures += 1
             log.exception("%s: handler failed (dequeue %d); message will reappear", self.name, count)
