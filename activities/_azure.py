@@ -1,7 +1,8 @@
 """Helpers the phases share: error classification, generic resources by id, identity blocks, paths.
 
 ``classify(exc, target)`` turns what the SDKs raise into the engine's error tree:
-429/408/5xx/connection errors, ``PrincipalNotFound`` and Graph 404s -> ``TransientError``;
+429/408/5xx/connection errors, ``PrincipalNotFound`` and Graph 404s -> ``TransientError`` (with the
+response's ``retry_after``; ``throttled`` for a 429, or a 503 with ``Retry-After``);
 any other 4xx -> ``PermanentError`` with ARM's error code and message.
 """
 
@@ -12,7 +13,7 @@ from typing import Any
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError, ServiceResponseError
 
-from shared.azure_clients import AzureClients, GraphError, subscription_of
+from shared.azure_clients import AzureClients, GraphError, retry_after_seconds, subscription_of
 from shared.errors import PermanentError, TransientError
 
 TRANSIENT_CODES = {
@@ -40,29 +41,29 @@ def classify(exc: Exception, target: str | None = None) -> Exception:
         return TransientError("ConnectionError", error_message(exc), target)
     if isinstance(exc, GraphError):
         if exc.status in (404, 408, 429) or exc.status >= 500:
-            return TransientError(exc.code or f"Graph{exc.status}", exc.message, target)
+            throttled = _throttled(exc.status, exc.retry_after)
+            return TransientError(
+                exc.code or f"Graph{exc.status}", exc.message, target, exc.retry_after, throttled
+            )
         return PermanentError(exc.code or f"Graph{exc.status}", exc.message, target)
     if isinstance(exc, HttpResponseError):
         code = error_code(exc)
         status = exc.status_code or 0
         if status in (408, 429) or status >= 500 or code in TRANSIENT_CODES:
-            return TransientError(code, error_message(exc), target, retry_after_of(exc))
+            wait = retry_after_of(exc)
+            return TransientError(code, error_message(exc), target, wait, _throttled(status, wait))
         return PermanentError(code, error_message(exc), target)
     return exc
 
 
+def _throttled(status: int, retry_after: float | None) -> bool:
+    """429, or 503 with a ``Retry-After``: Azure asked to come back later (not the step's fault)."""
+    return status == 429 or (status == 503 and retry_after is not None)
+
+
 def retry_after_of(exc: HttpResponseError) -> float | None:
     """Seconds ARM asked to wait (``retry-after-ms``, ``x-ms-retry-after-ms`` or ``Retry-After`` seconds)."""
-    headers = getattr(exc.response, "headers", None) or {}
-    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("Retry-After", 1.0)):
-        value = str(headers.get(name) or "").strip()
-        if not value:
-            continue
-        try:
-            return float(value) / scale
-        except ValueError:
-            continue  # an HTTP date: azure-core's RetryPolicy has already honoured it
-    return None
+    return retry_after_seconds(getattr(exc.response, "headers", None))
 
 
 def raw(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:

@@ -9,7 +9,8 @@ at, above -- management groups included -- and below); federated credentials; Gr
 memberships and app role assignments; resources that use it (Resource Graph, query in DESIGN.md,
 then a direct GET of each because Resource Graph lags); role definitions (privilege check); the
 target name and resource group; the assignment count of each subscription the copies land in (4,000
-limit: a paged list, the plan's most expensive read, see ``_check_headroom``); Key Vaults whose access policies name the principal.
+limit: a paged list, the plan's most expensive read, shared by moves for a short while through
+``ctx.cache``, see ``_check_headroom``); Key Vaults whose access policies name the principal.
 
 Example::
 
@@ -21,7 +22,9 @@ from __future__ import annotations
 
 import fnmatch
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -378,9 +381,15 @@ def _check_headroom(ctx: PhaseContext, assignments: list[dict[str, Any]], block:
     The copies land at the source assignments' scopes, so only the subscriptions (and management
     groups) that gain assignments are counted, each for the number it gains (the old ones are
     deleted only at cleanup, so both exist at once). Cost: ARM has no count, so counting is a paged
-    list of every assignment in the subscription -- the plan's most expensive read (one request per
-    page, i.e. up to a few dozen for a full subscription). It stops as soon as the limit is proven
-    exceeded; proving there IS room needs the whole list. A move with no assignments reads nothing.
+    list of every assignment in the subscription -- the plan's most expensive read, and O(N) per
+    move in a fan-out of N moves. So a complete count is kept in ``ctx.cache`` for
+    ``IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS`` (120 s) for every move and instance. A cached count
+    is an estimate: it only ever lets a move PASS, and only when the copies fit with ``HEADROOM_MARGIN``
+    (10% of the limit) to spare; closer than that, or over, the count is taken live, and a blocker
+    always rests on a live count. Moves granting meanwhile are not in the estimate: ARM still refuses
+    (``RoleAssignmentLimitExceeded``, the grant fails) if the margin was not enough. The live count
+    stops as soon as the limit is proven exceeded; proving there IS room needs the whole list. A move
+    with no assignments reads nothing.
     """
     by_sub: Counter[str] = Counter()
     by_group: Counter[str] = Counter()
@@ -394,27 +403,64 @@ def _check_headroom(ctx: PhaseContext, assignments: list[dict[str, Any]], block:
     for sub, adding in sorted(by_sub.items()):
         if not ctx.settings.subscription_allowed(sub):
             continue  # already blocked; never read outside the allow-list
-        auth = ctx.clients.authorization(sub)
-        count = 0
-        for ra in auth.role_assignments.list_for_subscription():
-            count += subscription_of(str(ra.scope)) == sub  # not the inherited management-group ones
-            if count + adding > limit:
-                block(
-                    "RoleAssignmentLimit",
-                    f"subscription {sub} has at least {count} role assignments; {adding} more exceed {limit}",
-                    f"/subscriptions/{sub}",
-                )
-                break
-    for group, adding in sorted(by_group.items()):
-        auth = ctx.clients.authorization(ctx.request.identity.subscription_id)
-        count = sum(
-            1
-            for ra in auth.role_assignments.list_for_scope(group, filter="atScope()")
-            if same_id(ra.scope, group)
+        count = _over_limit(
+            ctx,
+            f"roleAssignmentCount|{sub}",
+            adding,
+            limit,
+            partial(_count_subscription, ctx, sub, adding, limit),
         )
-        if count + adding > MANAGEMENT_GROUP_LIMIT:
+        if count is not None:
+            block(
+                "RoleAssignmentLimit",
+                f"subscription {sub} has at least {count} role assignments; {adding} more exceed {limit}",
+                f"/subscriptions/{sub}",
+            )
+    for group, adding in sorted(by_group.items()):
+        count = _over_limit(
+            ctx,
+            f"roleAssignmentCount|{group.lower()}",
+            adding,
+            MANAGEMENT_GROUP_LIMIT,
+            partial(_count_group, ctx, group),
+        )
+        if count is not None:
             block(
                 "RoleAssignmentLimit",
                 f"management group {group} has {count} role assignments; {adding} more exceed {MANAGEMENT_GROUP_LIMIT}",
                 group,
             )
+
+
+HEADROOM_MARGIN = 0.10
+
+
+def _over_limit(
+    ctx: PhaseContext, key: str, adding: int, limit: int, count_live: Callable[[], tuple[int, bool]]
+) -> int | None:
+    """The (live) count when ``adding`` more exceed ``limit``, else ``None``; see ``_check_headroom``."""
+    cached = ctx.cache.get(key, ctx.settings.role_assignment_count_ttl)
+    if isinstance(cached, int) and cached + adding <= limit * (1 - HEADROOM_MARGIN):
+        return None
+    count, complete = count_live()
+    if complete:
+        ctx.cache.put(key, count)
+    return count if count + adding > limit else None
+
+
+def _count_subscription(ctx: PhaseContext, sub: str, adding: int, limit: int) -> tuple[int, bool]:
+    """Assignments made in ``sub`` (not the inherited management-group ones): (count, complete).
+    Stops early, incomplete, once ``adding`` more are proven to exceed ``limit``."""
+    count = 0
+    for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription():
+        count += subscription_of(str(ra.scope)) == sub
+        if count + adding > limit:
+            return count, False
+    return count, True
+
+
+def _count_group(ctx: PhaseContext, group: str) -> tuple[int, bool]:
+    """Assignments made at the management group itself: (count, complete)."""
+    auth = ctx.clients.authorization(ctx.request.identity.subscription_id)
+    listed = auth.role_assignments.list_for_scope(group, filter="atScope()")
+    return sum(1 for ra in listed if same_id(ra.scope, group)), True

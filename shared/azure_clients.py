@@ -18,8 +18,11 @@ unless every configured endpoint is loopback; only then the bearer policy lifts 
 https-only rule (``enforce_https=False`` in the request context). Scopes derive from endpoints
 (``{arm}/.default``, ``{graph scheme+host}/.default``), so sovereign clouds work by setting them.
 
-Retries: azure-core ``RetryPolicy`` (429/408/5xx, connection errors; honours ``Retry-After``,
-``retry-after-ms``, ``x-ms-retry-after-ms``). Pacing: every ARM client carries
+Retries: ``InlineRetryPolicy``, azure-core's ``RetryPolicy`` (429/408/5xx, connection errors; honours
+``Retry-After``, ``retry-after-ms``, ``x-ms-retry-after-ms``) except that a 429/503 asking for more than
+``IDMOVE_INLINE_RETRY_MAX_SECONDS`` (2 s) is not slept in the handler's thread: the error reaches the
+phase, ``classify`` makes it a throttled ``TransientError`` with ``retry_after``, and the engine
+re-enqueues the step with that delay. Pacing: every ARM client carries
 ``ArmWritePacingPolicy`` after the retry policy: writes and deletes are paced per subscription by the
 process's ``WriteLimiter`` (``IDMOVE_ARM_WRITES_PER_SECOND``, see ``shared/arm_pacing.py``), so many
 moves at once stay inside ARM's per-subscription budget instead of spinning on 429s. Logging: azure-core's ``HttpLoggingPolicy`` redacts
@@ -37,7 +40,7 @@ from urllib.parse import urlsplit
 from azure.core import PipelineClient
 from azure.core.credentials import AccessToken, AccessTokenInfo, AzureKeyCredential, TokenCredential
 from azure.core.exceptions import HttpResponseError
-from azure.core.pipeline import PipelineRequest
+from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import (
     BearerTokenCredentialPolicy,
     HeadersPolicy,
@@ -117,12 +120,52 @@ def scope_for(endpoint: str) -> str:
     return f"{parts.scheme}://{parts.netloc}/.default"
 
 
+THROTTLE_STATUSES = (429, 503)
+
+
+class InlineRetryPolicy(RetryPolicy[Any, Any]):
+    """``RetryPolicy`` that sleeps a 429/503 ``Retry-After`` inline only up to ``inline_max`` seconds.
+
+    A longer wait is not retried here: the response goes back to the caller (the SDK raises
+    ``HttpResponseError``), so the handler's thread is free and the engine re-enqueues the step.
+    The decision is an instance attribute so that a wrapper copying the policy's state (the
+    benchmark's observer) keeps it.
+    """
+
+    def __init__(self, inline_max: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.inline_max = inline_max
+        self.is_retry = self._retry_inline  # type: ignore[method-assign]
+
+    def _retry_inline(self, settings: dict[str, Any], response: PipelineResponse[Any, Any]) -> bool:
+        if response.http_response.status_code in THROTTLE_STATUSES:
+            wait = self.get_retry_after(response)
+            if wait is not None and wait > self.inline_max:
+                return False
+        return bool(RetryPolicy.is_retry(self, settings, response))
+
+
+def retry_after_seconds(headers: Any) -> float | None:
+    """Seconds asked to wait (``retry-after-ms``, ``x-ms-retry-after-ms`` or ``Retry-After`` seconds)."""
+    headers = headers or {}
+    for name, scale in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("Retry-After", 1.0)):
+        value = str(headers.get(name) or "").strip()
+        if not value:
+            continue
+        try:
+            return float(value) / scale
+        except ValueError:
+            continue  # an HTTP date: azure-core's RetryPolicy has already honoured it
+    return None
+
+
 class GraphError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(f"Graph {status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 class GraphClient:
@@ -145,7 +188,10 @@ class GraphClient:
         if response.status_code >= 400:
             error = payload.get("error", {}) if isinstance(payload, dict) else {}
             raise GraphError(
-                response.status_code, str(error.get("code", "")), str(error.get("message", payload))
+                response.status_code,
+                str(error.get("code", "")),
+                str(error.get("message", payload)),
+                retry_after_seconds(response.headers),
             )
         return response.status_code, payload
 
@@ -207,8 +253,11 @@ class AzureClients:
         return DefaultAzureCredential()
 
     def _retry(self) -> RetryPolicy[Any, Any]:
-        return RetryPolicy(
-            retry_total=self.settings.arm_retry_total, retry_backoff_factor=0.5, retry_backoff_max=30
+        return InlineRetryPolicy(
+            self.settings.inline_retry_max_seconds,
+            retry_total=self.settings.arm_retry_total,
+            retry_backoff_factor=0.5,
+            retry_backoff_max=30,
         )
 
     def _auth(self, scope: str) -> BearerTokenCredentialPolicy[Any, Any]:

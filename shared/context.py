@@ -1,7 +1,9 @@
 """What the engine hands a phase: typed inputs and outputs shared by ``activities/``.
 
 A phase gets a ``PhaseContext`` (clients, the validated request, the stored snapshot, the target as
-known so far) and, for fanned-out phases, one ``ItemInput`` per item. ``crashpoint(name)`` is called
+known so far) and, for fanned-out phases, one ``ItemInput`` per item. ``cache`` is the one piece of storage a phase may touch: short-lived values
+shared by all moves and instances (``get(key, max_age)`` -> value or ``None``, ``put(key, value)``);
+it is an estimate, never state the engine decides on. ``crashpoint(name)`` is called
 between writes so the crash-anywhere suite can stop a step at any point.
 """
 
@@ -9,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from shared.azure_clients import AzureClients
 from shared.models import MoveRequest
@@ -18,6 +20,22 @@ from shared.settings import Settings
 
 def no_crash(name: str) -> None:
     """The default crashpoint: does nothing."""
+
+
+class Cache(Protocol):
+    def get(self, key: str, max_age: float) -> Any: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+
+class NoCache:
+    """Remembers nothing (a context built outside the engine)."""
+
+    def get(self, key: str, max_age: float) -> Any:
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        return None
 
 
 @dataclass
@@ -29,6 +47,7 @@ class PhaseContext:
     snapshot: dict[str, Any] = field(default_factory=dict)
     target: dict[str, Any] = field(default_factory=dict)
     crashpoint: Callable[[str], None] = no_crash
+    cache: Cache = field(default_factory=NoCache)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,10 @@ Step of a move (``Engine.handle``):
 Crashpoints (``self.crashpoint(name)``) sit between every two writes; their names are declared in
 ``shared/crashpoints.py``, which the crash-anywhere suite walks.
 
-Errors: ``TransientError`` -> the step is re-sent with a visibility delay (the phase's backoff) until
-the phase's ``max_attempts``; ``PermanentError`` -> the move is Failed with error code/message/target;
+Errors: ``TransientError`` -> the step is re-sent with a visibility delay (the phase's backoff, or
+the ``Retry-After`` Azure asked for if longer) until the phase's ``max_attempts``; a throttled one
+(429, or 503 with ``Retry-After``) waits ``Retry-After`` WITHOUT counting an attempt -- throttling is
+not the step's fault -- and is bounded by the phase's timeout, checked at every step; ``PermanentError`` -> the move is Failed with error code/message/target;
 anything else propagates so the queue redelivers it (poison after 5 dequeues -> ``fail_poisoned``).
 """
 
@@ -34,7 +36,7 @@ from shared.outbox import new_event
 from shared.phases import BY_NAME, Phase, next_phase
 from shared.settings import Settings
 from shared.statuses import Status
-from shared.store import Conflict, Event, Item, MoveRecord, StateStore
+from shared.store import Conflict, Event, Item, MoveRecord, SharedCache, StateStore
 from shared.work_queue import WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -118,6 +120,7 @@ class Engine:
             snapshot=snapshot,
             target=dict(move.target),
             crashpoint=self.crashpoint,
+            cache=SharedCache(self.store, self.clock),
         )
 
     # ---- single-step phases --------------------------------------------------------------
@@ -135,14 +138,14 @@ class Engine:
         apply(move, result)
 
     def _retry_later(self, move: MoveRecord, phase: Phase, message: WorkMessage, exc: TransientError) -> None:
-        attempt = message.attempt + 1
+        attempt = message.attempt + (0 if exc.throttled else 1)
         if attempt >= phase.max_attempts:
             self.fail(
                 move,
                 PermanentError(exc.code, f"{exc.message} (gave up after {attempt} attempts)", exc.target),
             )
             return
-        delay = max(exc.retry_after or 0, phase.backoff(attempt, self.settings.backoff_scale))
+        delay = self._delay(exc, phase, attempt)
         log.info("%s/%s transient %s: retry %d in %.1fs", move.id, phase.name, exc.code, attempt, delay)
         self.queue.send(WorkMessage(move.id, phase.name, message.batch, attempt), delay)
 
@@ -230,7 +233,7 @@ class Engine:
             try:
                 result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
             except TransientError as exc:
-                item.attempts += 1
+                item.attempts += 0 if exc.throttled else 1
                 if item.attempts >= phase.max_attempts:
                     suffix = f" (gave up after {item.attempts} attempts)"
                     self._mark(item, "Failed", error=_error(exc, suffix))
@@ -238,9 +241,10 @@ class Engine:
                         move.id, phase.name, PermanentError(exc.code, exc.message + suffix, exc.target)
                     )
                     return False
-                self._mark(item, "Pending")
+                if not exc.throttled:
+                    self._mark(item, "Pending")  # its attempts
                 rest = message.batch[position:]
-                delay = max(exc.retry_after or 0, phase.backoff(item.attempts, self.settings.backoff_scale))
+                delay = self._delay(exc, phase, item.attempts)
                 log.info(
                     "%s/%s item %s transient %s: retry in %.1fs",
                     move.id,
@@ -258,6 +262,10 @@ class Engine:
             self.crashpoint(f"{phase.name}:item-done")
             self._mark(item, "Done", result={"outcome": result.outcome, **result.detail})
         return True
+
+    def _delay(self, exc: TransientError, phase: Phase, attempt: int) -> float:
+        """The phase's backoff, or what Azure asked for if longer (never scaled: it is Azure's clock)."""
+        return max(exc.retry_after or 0, phase.backoff(attempt, self.settings.backoff_scale))
 
     def _fail_current(self, move_id: str, phase_name: str, exc: PhaseError) -> None:
         """Stop the move now (other batches see it at their next step boundary)."""

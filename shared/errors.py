@@ -66,13 +66,23 @@ class PhaseError(Exception):
 
 
 class TransientError(PhaseError):
-    """Not done yet: the engine retries the step with backoff, up to the phase's max attempts."""
+    """Not done yet: the engine retries the step with backoff, up to the phase's max attempts.
+
+    ``throttled``: Azure said "not now" (429, or 503 with ``Retry-After``); that is not the step's
+    fault, so the engine waits ``retry_after`` without counting an attempt (the phase's timeout bounds it).
+    """
 
     def __init__(
-        self, code: str, message: str, target: str | None = None, retry_after: float | None = None
+        self,
+        code: str,
+        message: str,
+        target: str | None = None,
+        retry_after: float | None = None,
+        throttled: bool = False,
     ) -> None:
         super().__init__(code, message, target)
         self.retry_after = retry_after
+        self.throttled = throttled
 
 
 class PermanentError(PhaseError):

@@ -10,7 +10,9 @@ Contract names: ``AzureWebJobsStorage`` (or its identity-based ``AzureWebJobsSto
 ``IDMOVE_ARM_WRITES_PER_SECOND`` / ``IDMOVE_ARM_WRITES_BURST`` (per-process, per-subscription pacing of
 ARM writes, default 8/s with a burst of 20, see ``shared/arm_pacing.py``),
 ``IDMOVE_ROLE_ASSIGNMENT_LIMIT`` (role assignments per subscription, default 4000; 2000 in sovereign
-clouds).
+clouds), ``IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS`` (how long a subscription's or management group's
+assignment count is reused by other moves, default 120), ``IDMOVE_INLINE_RETRY_MAX_SECONDS`` (longest
+429/503 ``Retry-After`` slept inside a handler, default 2; longer ones re-enqueue the step).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Settings:
     arm_writes_per_second: float = 8.0
     arm_writes_burst: float = 20.0
     role_assignment_limit: int = 4000
+    role_assignment_count_ttl: float = 120.0
+    inline_retry_max_seconds: float = 2.0
 
     storage_identity: StorageAccess | None = None
 
@@ -80,4 +84,6 @@ class Settings:
             arm_writes_per_second=float(env.get("IDMOVE_ARM_WRITES_PER_SECOND", "8")),
             arm_writes_burst=float(env.get("IDMOVE_ARM_WRITES_BURST", "20")),
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
+            role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
+            inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),
         )

@@ -13,7 +13,9 @@ RowKey              entity
 ==================  =========================================================================
 
 Table ``{prefix}locks`` holds one entity per source identity (RowKey = sha256 of its lower-case
-id) naming the move that holds it. Writes to the move record and items are guarded by ETags
+id) naming the move that holds it. Table ``{prefix}cache`` holds short-lived values shared by all
+moves and instances (``SharedCache``: e.g. a subscription's role-assignment count); created on
+first use. Writes to the move record and items are guarded by ETags
 (``update_entity(mode=REPLACE, etag=..., match_condition=IfNotModified)``); a lost race raises
 ``Conflict`` and the caller re-reads. ``StoreStats`` counts every storage transaction.
 """
@@ -26,8 +28,9 @@ import hashlib
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -265,6 +268,7 @@ class StateStore:
         safe = "".join(ch for ch in prefix if ch.isalnum())
         self.moves: TableClient = service.get_table_client(f"{safe}moves")
         self.locks: TableClient = service.get_table_client(f"{safe}locks")
+        self.cache: TableClient = service.get_table_client(f"{safe}cache")
         self._created = False
 
     def ensure_tables(self) -> None:
@@ -495,3 +499,56 @@ class StateStore:
                 etag=lock.metadata["etag"],
                 match_condition=MatchConditions.IfNotModified,
             )
+
+    # ---- shared cache ------------------------------------------------------------------------
+    def get_cached(self, key: str) -> tuple[Any, str] | None:
+        """``(value, written at)`` of a cache entry, ``None`` if absent."""
+        self.stats.add("table.get")
+        try:
+            entity = self.cache.get_entity("cache", lock_key(key))
+        except ResourceNotFoundError:  # no entry, or no table yet
+            return None
+        return json.loads(entity["Value"]), str(entity["At"])
+
+    def put_cached(self, key: str, value: Any, now: str) -> None:
+        """Write a cache entry (last writer wins); the table is created on first use."""
+        entity = {
+            "PartitionKey": "cache",
+            "RowKey": lock_key(key),
+            "Key": key,
+            "Value": _dumps(value),
+            "At": now,
+        }
+        self.stats.add("table.upsert")
+        try:
+            self.cache.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except ResourceNotFoundError:
+            self.stats.add("table.create")
+            with contextlib.suppress(ResourceExistsError):
+                self.cache.create_table()
+            self.stats.add("table.upsert")
+            self.cache.upsert_entity(entity, mode=UpdateMode.REPLACE)
+
+
+class SharedCache:
+    """What a phase may keep for other moves: ``get(key, max_age)`` / ``put(key, value)`` over the
+    ``{prefix}cache`` table. A cache never fails a step: a storage error is a miss, or a value not kept."""
+
+    def __init__(self, store: StateStore, clock: Callable[[], datetime]) -> None:
+        self.store = store
+        self.clock = clock
+
+    def get(self, key: str, max_age: float) -> Any:
+        try:
+            found = self.store.get_cached(key)
+        except HttpResponseError:
+            return None
+        if found is None:
+            return None
+        value, at = found
+        age = (self.clock() - datetime.fromisoformat(at)).total_seconds()
+        return value if 0 <= age <= max_age else None
+
+    def put(self, key: str, value: Any) -> None:
+        with contextlib.suppress(HttpResponseError):
+            self.store.put_cached(key, value, self.clock().isoformat())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -266,3 +267,71 @@ def test_cancel_stops_at_the_next_step(emulated_service: MoveService, estate: Es
     assert requests(emu)[before:] == []
     emulated_service.handle_message(WorkMessage(move_id, "snapshot").to_json(), 1)
     assert requests(emu)[before:] == []
+
+
+def test_long_retry_after_leaves_the_handler_and_is_not_an_attempt(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients, emu: str
+) -> None:
+    # 12 x 429 "come back in 30 s" on one assignment: more than grant's max_attempts (10), so it only
+    # completes if throttling is not counted as the step's failure
+    faults(
+        emu,
+        [
+            {
+                "method": "PUT",
+                "pathPattern": "stpayments01/providers/Microsoft.Authorization/roleAssignments/",
+                "status": 429,
+                "times": 12,
+                "retryAfter": 30,
+            }
+        ],
+    )
+    queue = emulated_service.queue
+    sent: list[tuple[WorkMessage, float]] = []
+    original = queue.send
+
+    def send(message: WorkMessage, delay_seconds: float = 0) -> None:
+        sent.append((message, delay_seconds))
+        original(message, min(delay_seconds, 1))  # the delay is checked, not waited for
+
+    handled: list[float] = []
+
+    def handler(body: str, dequeue_count: int) -> None:
+        started = time.monotonic()
+        try:
+            emulated_service.handle_message(body, dequeue_count)
+        finally:
+            handled.append(time.monotonic() - started)
+
+    queue.send = send  # type: ignore[method-assign]
+    move_id = emulated_service.start(move_body(estate, autoCommit=True))["id"]
+    drain(emulated_service, handler=handler)
+    status = emulated_service.get(move_id)
+    assert status["status"] == "Completed", status.get("error")
+    throttled = [r for r in requests(emu) if r["status"] == 429]
+    assert len(throttled) == 12  # each one answered once: none slept and re-sent inline
+    re_sent = [(m, d) for m, d in sent if m.phase == "grant" and m.batch and d >= 29]
+    assert len(re_sent) == 12, [(m.batch, d) for m, d in sent]
+    assert max(handled) < 20, max(handled)  # no handler sat out a 30-s Retry-After
+    assert_no_duplicates(clients, estate, status["target"])
+
+
+def test_short_retry_after_is_retried_inline(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients, emu: str
+) -> None:
+    faults(
+        emu,
+        [
+            {
+                "method": "PUT",
+                "pathPattern": "stpayments01/providers/Microsoft.Authorization/roleAssignments/",
+                "status": 429,
+                "times": 2,
+                "retryAfter": 1,
+            }
+        ],
+    )
+    status = run(emulated_service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    assert len([r for r in requests(emu) if r["status"] == 429]) == 2
+    assert_no_duplicates(clients, estate, status["target"])

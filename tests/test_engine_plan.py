@@ -282,3 +282,34 @@ def test_eventgrid_without_a_key_uses_the_token_credential_with_the_eventgrid_sc
     with pytest.raises(_Stop):
         client.send([CloudEvent(source="/identity-mover", type="t", data={})])
     assert credential.scopes == [("https://eventgrid.azure.net/.default",)]
+
+
+def _subscription_counts(emu: str, since: int) -> list[dict[str, Any]]:
+    """Unfiltered role-assignment lists: the headroom check's count of a subscription."""
+    return [
+        r
+        for r in requests(emu)[since:]
+        if r["method"] == "GET"
+        and r["path"].lower().endswith("/roleassignments")
+        and "filter" not in str(r.get("query") or "").lower()
+    ]
+
+
+def test_headroom_count_is_shared_by_moves_in_a_subscription(
+    emulated_settings: Settings, estate: Estate, emu: str
+) -> None:
+    # 4 assignments in the subscription, 4 more from the copies: far from 4,000
+    before = len(requests(emu))
+    first = plan_of(service_with(emulated_settings), estate)
+    assert first["blocking"] == []
+    assert len(_subscription_counts(emu, before)) == 1
+    middle = len(requests(emu))
+    second = plan_of(MoveService(emulated_settings), estate)  # another instance, same tables
+    assert second["blocking"] == []
+    assert _subscription_counts(emu, middle) == []  # one table read instead of the list
+    # a cached count never blocks on its own and never hides a blocker: close to the limit, count live
+    config(emu, {"roleAssignmentLimit": 7})
+    middle = len(requests(emu))
+    tight = plan_of(service_with(emulated_settings, role_assignment_limit=7), estate)
+    assert codes(tight["blocking"]) == {"RoleAssignmentLimit": [f"/subscriptions/{estate.subscription_id}"]}
+    assert len(_subscription_counts(emu, middle)) == 1
