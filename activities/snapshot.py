@@ -93,6 +93,10 @@ def run(ctx: PhaseContext) -> SnapshotResult:
     }
     try:
         subs = _subscriptions(ctx)
+        # Resource Graph first: its quota (15 / 5 s) throttles most, and a throttled query ends this
+        # step (re-run after Retry-After), so nothing is read before it that would be read again
+        rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
+        vaults = _query(clients, subs, ARG_VAULTS.format(principal_id=source["principalId"]))
         assignments = _role_assignments(clients, subs, source["principalId"])
         credentials = [
             {"name": c.name, "issuer": c.issuer, "subject": c.subject, "audiences": list(c.audiences or [])}
@@ -101,8 +105,7 @@ def run(ctx: PhaseContext) -> SnapshotResult:
             )
         ]
         groups, app_roles = _graph(clients, source["principalId"])
-        attachments = _attachments(clients, subs, source)
-        vaults = _query(clients, subs, ARG_VAULTS.format(principal_id=source["principalId"]))
+        attachments = _attachments(clients, rows, source)
     except (HttpResponseError, GraphError) as exc:
         raise classify(exc, ref.id) from exc
     snapshot = {
@@ -226,9 +229,10 @@ def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str,
             return rows
 
 
-def _attachments(clients: AzureClients, subs: list[str], source: dict[str, Any]) -> list[dict[str, Any]]:
-    """Discover with Resource Graph, confirm each with a direct GET (Resource Graph lags ARM)."""
-    rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
+def _attachments(
+    clients: AzureClients, rows: list[dict[str, Any]], source: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Confirm each resource Resource Graph found (``ARG_QUERY`` rows) with a direct GET (it lags ARM)."""
     found = []
     for row in rows:
         resource_id = str(row["id"])
