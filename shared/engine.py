@@ -23,6 +23,7 @@ anything else propagates so the queue redelivers it (poison after 5 dequeues -> 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -40,6 +41,7 @@ from shared.store import Conflict, Event, Item, MoveRecord, SharedCache, StateSt
 from shared.work_queue import WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
+THROTTLE_JITTER = 0.5
 MAX_WAITS = 12  # ~1.5 min of looking again for a save a message overtook
 
 
@@ -264,8 +266,15 @@ class Engine:
         return True
 
     def _delay(self, exc: TransientError, phase: Phase, attempt: int) -> float:
-        """The phase's backoff, or what Azure asked for if longer (never scaled: it is Azure's clock)."""
-        return max(exc.retry_after or 0, phase.backoff(attempt, self.settings.backoff_scale))
+        """The phase's backoff, or what Azure asked for if longer (never scaled: it is Azure's clock).
+
+        A throttled step waits ``Retry-After`` plus up to half as much again at random, so the steps
+        a quota sent away do not all come back at the same instant and meet the quota again.
+        """
+        wait = exc.retry_after or 0
+        if exc.throttled:
+            wait *= 1 + THROTTLE_JITTER * random.random()
+        return max(wait, phase.backoff(attempt, self.settings.backoff_scale))
 
     def _fail_current(self, move_id: str, phase_name: str, exc: PhaseError) -> None:
         """Stop the move now (other batches see it at their next step boundary)."""
