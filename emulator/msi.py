@@ -29,6 +29,8 @@ from __future__ import annotations
 import copy
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from emulator.arm_resources import check_location, remove_resource_tree, require_group
@@ -326,16 +328,10 @@ def put_fic(
             "InvalidResourceName",
             f"Federated Identity Credential name '{fic_name}' is invalid.",
         )
-    with state.lock:
-        identity = _require(state, subscription_id, group, name)
+    with _fic_write(state, subscription_id, group, name) as identity:
         ikey = key(identity["id"])
-        if ikey in state.fic_inflight:
-            raise _concurrent(identity["name"])
-        state.fic_inflight.add(ikey)
-    try:
-        time.sleep(float(state.config["ficWriteWindowMs"]) / 1000.0)
         with state.lock:
-            if key(identity["id"]) not in state.resources:
+            if ikey not in state.resources:
                 raise not_found(IDENTITY_TYPE, [name], group)
             fics = state.fics.setdefault(ikey, {})
             existing = fics.get(fic_name.lower())
@@ -359,6 +355,21 @@ def put_fic(
             stored = _fic_body(identity, existing["name"] if existing else fic_name, props)
             fics[fic_name.lower()] = stored
             return Response(200 if existing else 201, copy.deepcopy(stored))
+
+
+@contextmanager
+def _fic_write(state: State, subscription_id: str, group: str, name: str) -> Iterator[dict[str, Any]]:
+    """A credential write holds its identity for ``ficWriteWindowMs`` (slept outside the state lock);
+    an overlapping write to the same identity is refused with 409, as Azure does (FACTS.md)."""
+    with state.lock:
+        identity = _require(state, subscription_id, group, name)
+        ikey = key(identity["id"])
+        if ikey in state.fic_inflight:
+            raise _concurrent(identity["name"])
+        state.fic_inflight.add(ikey)
+    try:
+        time.sleep(float(state.config["ficWriteWindowMs"]) / 1000.0)
+        yield identity
     finally:
         with state.lock:
             state.fic_inflight.discard(ikey)
@@ -389,20 +400,9 @@ def delete_fic(
     state: State, req: Request, subscription_id: str, group: str, name: str, fic_name: str
 ) -> Response:
     check_api_version(req, FIC_TYPE)
-    with state.lock:
-        identity = _require(state, subscription_id, group, name)
-        ikey = key(identity["id"])
-        if ikey in state.fic_inflight:
-            raise _concurrent(identity["name"])
-        state.fic_inflight.add(ikey)
-    try:
-        time.sleep(float(state.config["ficWriteWindowMs"]) / 1000.0)
-        with state.lock:
-            removed = state.fics.get(ikey, {}).pop(fic_name.lower(), None)
-        return Response(200 if removed is not None else 204)
-    finally:
-        with state.lock:
-            state.fic_inflight.discard(ikey)
+    with _fic_write(state, subscription_id, group, name) as identity, state.lock:
+        removed = state.fics.get(key(identity["id"]), {}).pop(fic_name.lower(), None)
+    return Response(200 if removed is not None else 204)
 
 
 def list_fics(state: State, req: Request, subscription_id: str, group: str, name: str) -> Response:
