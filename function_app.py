@@ -7,14 +7,17 @@ function                    trigger                                      calls
 ==========================  ===========================================  ================================
 ``http_api``                HTTP ``/api/{*route}`` (FastAPI, function    ``shared.http_api`` -> service
                             keys in Azure)
-``move_worker``             queue ``idmove-work``                        ``service.handle_message``
-``move_poison``             queue ``idmove-work-poison``                 ``service.handle_poison``
+``move_worker``             queue ``%IDMOVE_QUEUE_NAME%``                ``service.handle_message``
+``move_poison``             queue ``%IDMOVE_QUEUE_NAME%-poison``         ``service.handle_poison``
 ``outbox_publisher``        timer, every minute                          ``service.publish_outbox``
 ``stalled_moves``           timer, every 5 minutes                       ``service.resume_stalled``
 ``region_decommissioning``  Event Grid (``IdentityMover.RegionDe...``)   ``service.start_region_decommission``
 ==========================  ===========================================  ================================
 
-Locally ``idmove host`` serves these same registered functions (``app.get_functions()``).
+The queue names are binding expressions: the Functions host replaces ``%IDMOVE_QUEUE_NAME%`` with
+that app setting (``idmove-work`` by default, set by ``infra/app/api.bicep``), so the triggers read the
+queue the engine writes to. Locally ``idmove host`` serves these same registered functions
+(``app.get_functions()``) and resolves the expressions the same way.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ import azure.functions as func
 
 from shared.http_api import create_app
 
-WORK_QUEUE = "idmove-work"
+# binding expressions, resolved from app settings by the host (as shared.settings reads the same setting)
+WORK_QUEUE = "%IDMOVE_QUEUE_NAME%"
 POISON_QUEUE = f"{WORK_QUEUE}-poison"
 STORAGE_CONNECTION = "AzureWebJobsStorage"
 DECOMMISSION_EVENT = "IdentityMover.RegionDecommissioning"

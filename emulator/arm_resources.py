@@ -22,7 +22,7 @@ import re
 import time
 from typing import Any
 
-from emulator import identity_block, locations
+from emulator import identity_block, locations, resource_types
 from emulator.errors import ArmError, bad_request, not_found, resource_group_not_found
 from emulator.ids import ResourceId, key, new_guid
 from emulator.paging import page
@@ -264,14 +264,16 @@ def _require_parent(state: State, rid: ResourceId) -> None:
 
 def put_resource(state: State, req: Request, rid: ResourceId) -> Response:
     body = req.json_object()
-    location = check_location(body.get("location"))
+    # Child (proxy) resources such as config, administrators or sqlRoleAssignments take no location.
+    proxy = len(rid.types) > 1 and not body.get("location")
+    location = None if proxy else check_location(body.get("location"))
     with state.lock:
         sub = state.touch_subscription(rid.subscription)
         group = require_group(state, sub, rid.resource_group)
         _require_parent(state, rid)
         k = key(rid.with_group_name(group["name"]))
         existing = state.resources.get(k)
-        if existing is not None and existing["location"] != location:
+        if existing is not None and existing.get("location") != location and not proxy:
             raise ArmError(
                 400,
                 "InvalidResourceLocation",
@@ -283,14 +285,17 @@ def put_resource(state: State, req: Request, rid: ResourceId) -> Response:
         rtype = existing["type"] if existing else rid.type
         meta = state.resource_meta.get(k) or ResourceMeta(created=time.monotonic())
         identity = identity_block.apply_put(
-            state, body.get("identity"), (existing or {}).get("identity"), resource_id, rtype, location, meta
+            state,
+            body.get("identity"),
+            (existing or {}).get("identity"),
+            resource_id,
+            rtype,
+            location or "",
+            meta,
         )
-        stored: dict[str, Any] = {
-            "id": resource_id,
-            "name": resource_id.rsplit("/", 1)[-1],
-            "type": rtype,
-            "location": location,
-        }
+        stored: dict[str, Any] = {"id": resource_id, "name": resource_id.rsplit("/", 1)[-1], "type": rtype}
+        if location is not None:
+            stored["location"] = location
         for field in ("kind", "sku", "plan", "managedBy", "zones", "extendedLocation"):
             if body.get(field) is not None:
                 stored[field] = copy.deepcopy(body[field])
@@ -302,9 +307,10 @@ def put_resource(state: State, req: Request, rid: ResourceId) -> Response:
             raise bad_request("'properties' must be a JSON object.", "InvalidRequestContent", "properties")
         properties["provisioningState"] = "Succeeded"
         stored["properties"] = properties
+        resource_types.prepare(state, stored, existing)
         state.resource_meta[k] = meta
         state.put_resource(resource_id, stored)
-        return Response(200 if existing else 201, copy.deepcopy(stored))
+        return Response(200 if existing else 201, resource_types.present(copy.deepcopy(stored)))
 
 
 def patch_resource(state: State, req: Request, rid: ResourceId) -> Response:
@@ -323,7 +329,7 @@ def patch_resource(state: State, req: Request, rid: ResourceId) -> Response:
         if (
             "location" in body
             and body["location"]
-            and locations.normalize(str(body["location"])) != existing["location"]
+            and locations.normalize(str(body["location"])) != existing.get("location")
         ):
             raise ArmError(
                 400,
@@ -340,7 +346,7 @@ def patch_resource(state: State, req: Request, rid: ResourceId) -> Response:
                 existing.get("identity"),
                 existing["id"],
                 existing["type"],
-                existing["location"],
+                existing.get("location", ""),
                 meta,
             )
             if identity is None or identity.get("type") == "None":
@@ -357,8 +363,9 @@ def patch_resource(state: State, req: Request, rid: ResourceId) -> Response:
         for field in ("kind", "sku", "plan"):
             if field in body:
                 updated[field] = copy.deepcopy(body[field])
+        resource_types.prepare(state, updated, existing)
         state.put_resource(existing["id"], updated)
-        return Response(200, copy.deepcopy(updated))
+        return Response(200, resource_types.present(copy.deepcopy(updated)))
 
 
 def get_resource(state: State, req: Request, rid: ResourceId) -> Response:
@@ -367,7 +374,7 @@ def get_resource(state: State, req: Request, rid: ResourceId) -> Response:
         existing = state.resources.get(key(rid.with_group_name(rid.resource_group)))
         if existing is None:
             raise _not_found(rid)
-        return Response(200, copy.deepcopy(existing))
+        return Response(200, resource_types.present(copy.deepcopy(existing)))
 
 
 def delete_resource(state: State, req: Request, rid: ResourceId) -> Response:
@@ -394,14 +401,14 @@ def list_collection(
         if group is not None:
             prefix = key(collection_path.rsplit("/", 1)[0]) + "/"
             items = [
-                copy.deepcopy(r)
+                resource_types.present(copy.deepcopy(r))
                 for k, r in sorted(state.resources.items())
                 if k.startswith(prefix) and r["type"].lower() == wanted_type
             ]
         else:
             prefix = key(f"/subscriptions/{subscription_id}") + "/"
             items = [
-                copy.deepcopy(r)
+                resource_types.present(copy.deepcopy(r))
                 for k, r in sorted(state.resources.items())
                 if k.startswith(prefix) and r["type"].lower() == wanted_type
             ]
@@ -465,7 +472,7 @@ def list_resources(state: State, req: Request, subscription_id: str, group: str 
             prefix = key(f"/subscriptions/{sub}") + "/"
         items = []
         for k, r in sorted(state.resources.items()):
-            if k.startswith(prefix) and predicate(r):
+            if k.startswith(prefix) and resource_types.indexed(r) and predicate(r):
                 items.append({f: copy.deepcopy(r[f]) for f in _LIST_FIELDS if f in r})
     return Response(200, page(req, items, int(state.config["pageSize"])))
 

@@ -9,6 +9,8 @@ Reproduces (FACTS.md "Azure Resource Manager", examples ``ResourcesFirstPageQuer
 - Rows are ARG's: ``type`` lower-cased, ``resourceGroup`` lower-cased, ``subscriptionId``,
   ``tenantId``, ``identity``, ``properties``, ``tags``, ``location``... for every ARM resource
   (generic resources and identities); ``ResourceContainers`` holds subscriptions and resource groups.
+- Only what Azure indexes: proxy resources (``config/appsettings``, ``administrators``,
+  ``sqlRoleAssignments``, ...) are not rows, and rows never carry secrets (``resource_types.py``).
 - The view lags ARM by ``resourceGraphLagSeconds``.
 - Per-user quota headers ``x-ms-user-quota-remaining`` / ``x-ms-user-quota-resets-after``; 429 when
   throttling is on and the 15-per-5-s window is spent.
@@ -22,7 +24,7 @@ import copy
 import json
 from typing import Any
 
-from emulator import kql
+from emulator import kql, resource_types
 from emulator.errors import ArmError
 from emulator.ids import parse_resource_id
 from emulator.state import TENANT_ID, State
@@ -128,7 +130,7 @@ def query(state: State, req: Request) -> Response:
         wanted = (
             {s.lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
         )
-        resources = [_row(b) for b in state.graph_view()]
+        resources = [_row(resource_types.present(b)) for b in state.graph_view() if resource_types.indexed(b)]
         containers = _container_rows(state)
     if wanted is not None:
         resources = [r for r in resources if r["subscriptionId"].lower() in wanted]

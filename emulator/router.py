@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable
 from urllib.parse import unquote
 
-from emulator import arm_resources, authorization, management_groups, msi, resourcegraph
+from emulator import arm_resources, authorization, management_groups, msi, resourcegraph, services
 from emulator.errors import ArmError
 from emulator.ids import parse_resource_id
 from emulator.state import State
@@ -132,6 +132,10 @@ def route(state: State, req: Request) -> Response:
             )
 
     if low[:1] == ["subscriptions"]:
+        # Key Vault policies, Cosmos DB RBAC, database administrators, app settings, async operations
+        special = services.route(state, req, segs, low)
+        if special is not None:
+            return special
         return _route_subscription(state, req, segs, low)
     raise ArmError(404, "NotFound", f"The requested path '{req.path}' was not found.")
 

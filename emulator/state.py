@@ -56,6 +56,7 @@ class State:
     group_members: dict[str, list[str]] = field(default_factory=dict)  # group id -> member ids
     app_role_assignments: dict[str, dict[str, Any]] = field(default_factory=dict)
     arg_versions: dict[str, list[tuple[float, dict[str, Any] | None]]] = field(default_factory=dict)
+    async_operations: dict[str, Any] = field(default_factory=dict)  # operation id -> async_ops.Operation
     events: list[Any] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[dict[str, Any]] = field(default_factory=list)

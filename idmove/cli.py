@@ -19,7 +19,16 @@ from rich.console import Console
 from rich.live import Live
 
 from idmove import render
-from idmove.client import AT_REST, DEFAULT_API, ApiProblem, ClientError, MoveClient, Unreachable, WaitTimeout
+from idmove.client import (
+    AT_REST,
+    DEFAULT_API,
+    ApiProblem,
+    ClientError,
+    InvalidMoveId,
+    MoveClient,
+    Unreachable,
+    WaitTimeout,
+)
 
 EXIT_OK = 0
 EXIT_MOVE_FAILED = 1
@@ -361,6 +370,9 @@ def run_client(args: argparse.Namespace) -> int:
     except WaitTimeout as exc:
         out.fail(str(exc), {"error": {"code": "Timeout", "message": str(exc)}, "move": exc.last})
         return EXIT_TIMEOUT
+    except InvalidMoveId as exc:
+        out.fail(str(exc), {"error": {"code": "InvalidMoveId", "message": str(exc), "target": "MOVE_ID"}})
+        return EXIT_BAD_INPUT
     except ClientError as exc:
         out.fail(str(exc), {"error": {"code": "ClientError", "message": str(exc)}})
         return EXIT_BAD_INPUT

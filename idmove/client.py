@@ -6,6 +6,7 @@ Errors carry what a person needs to act on them::
      +-- Unreachable     nothing answers at the API URL (exit code 4)
      +-- ApiProblem      the API answered 4xx/5xx with ARM's error shape (exit 2, 3 for 409, 6 for 5xx)
      +-- WaitTimeout     the move did not come to rest in time (exit 5)
+     +-- InvalidMoveId   not a move id; nothing was sent (exit 2)
 
 Example::
 
@@ -16,14 +17,17 @@ Example::
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 DEFAULT_API = "http://127.0.0.1:7071"
 AT_REST = frozenset({"Planned", "AwaitingCommit", "Completed", "Failed", "Canceled", "Discarded"})
+MOVE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # what the API accepts (shared/http_api.py)
 
 
 class ClientError(Exception):
@@ -54,6 +58,24 @@ class ApiProblem(ClientError):
         if self.location:
             body["location"] = self.location
         return {"error": body}
+
+
+class InvalidMoveId(ClientError):
+    """Not a move id: refused before anything is sent (``../openapi.json`` must not reach another URL)."""
+
+    def __init__(self, move_id: str) -> None:
+        super().__init__(
+            f"{move_id[:140]!r} is not a move id (letters, digits, '.', '-', '_'; it starts with a letter "
+            "or digit) — `idmove list --all` shows the moves this API knows"
+        )
+        self.move_id = move_id
+
+
+def move_path(move_id: str, *rest: str) -> str:
+    """``/api/moves/{id}[/rest]`` with the id checked and percent-encoded (``InvalidMoveId`` otherwise)."""
+    if not MOVE_ID_RE.match(move_id):
+        raise InvalidMoveId(move_id)
+    return "/".join(["/api/moves", quote(move_id, safe=""), *rest])
 
 
 class WaitTimeout(ClientError):
@@ -105,11 +127,11 @@ class MoveClient:
 
     def get(self, move_id: str, expand: str | None = None) -> dict[str, Any]:
         params = {"$expand": expand} if expand else None
-        result: dict[str, Any] = self._request("GET", f"/api/moves/{move_id}", params=params).json()
+        result: dict[str, Any] = self._request("GET", move_path(move_id), params=params).json()
         return result
 
     def command(self, move_id: str, command: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._request("POST", f"/api/moves/{move_id}/{command}").json()
+        result: dict[str, Any] = self._request("POST", move_path(move_id, command)).json()
         return result
 
     def pages(

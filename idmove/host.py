@@ -106,6 +106,39 @@ def load_host_json(root: Path = REPO_ROOT, env: dict[str, str] | None = None) ->
     return data
 
 
+# App settings the deployment sets (infra/app/api.bicep) that binding expressions name; locally they
+# default to the same values unless the environment or local.settings.json sets them.
+APP_SETTING_DEFAULTS = {"IDMOVE_QUEUE_NAME": "idmove-work"}
+_EXPRESSION = re.compile(r"%([^%]+)%")
+
+
+class BindingError(ValueError):
+    """A ``%setting%`` binding expression names an app setting that is not set (the host refuses it too)."""
+
+
+def resolve_bindings(value: str, env: dict[str, str] | None = None) -> str:
+    """``%NAME%`` in a binding property -> the app setting ``NAME``, as the Functions host resolves it
+    (anywhere in the string: ``%IDMOVE_QUEUE_NAME%-poison``). An unset setting is an error, not ``""``."""
+    settings = os.environ if env is None else env
+
+    def setting(match: re.Match[str]) -> str:
+        name = match[1]
+        found = settings.get(name)
+        if found is None:
+            raise BindingError(f"'%{name}%' does not resolve to a value: set the app setting {name}")
+        return found
+
+    return _EXPRESSION.sub(setting, value)
+
+
+def apply_setting_defaults(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Set ``APP_SETTING_DEFAULTS`` that are not set; returns what it set."""
+    target = os.environ if env is None else env
+    applied = {name: value for name, value in APP_SETTING_DEFAULTS.items() if name not in target}
+    target.update(applied)
+    return applied
+
+
 # --- the app's functions ------------------------------------------------------------------------
 
 
@@ -140,14 +173,19 @@ class HostedFunction:
 
 
 def load_functions(app: Any) -> list[HostedFunction]:
-    """The app's functions, from ``app.get_functions()`` (callable once per app object)."""
+    """The app's functions, from ``app.get_functions()`` (callable once per app object), with their
+    trigger's ``%setting%`` binding expressions resolved from the environment (``BindingError`` if unset)."""
     hosted = []
     for function in app.get_functions():
         bindings = [json.loads(raw) if isinstance(raw, str) else raw for raw in function.get_raw_bindings()]
         triggers = [b for b in bindings if str(b.get("type", "")).endswith("Trigger")]
         if len(triggers) != 1:
             raise ValueError(f"function {function.get_function_name()} has {len(triggers)} triggers")
-        hosted.append(HostedFunction(function.get_function_name(), triggers[0], function.get_user_function()))
+        trigger = {
+            key: resolve_bindings(value) if isinstance(value, str) else value
+            for key, value in triggers[0].items()
+        }
+        hosted.append(HostedFunction(function.get_function_name(), trigger, function.get_user_function()))
     return hosted
 
 
@@ -359,6 +397,8 @@ class LocalHost:
         Event Grid delivers again), ``Unsubscribe``/``SubscriptionDeletion`` (202); anything else,
         or no header: 400. ``OPTIONS`` is the CloudEvents abuse-protection handshake.
         """
+        if not self._authorized(request):
+            return _error(401, "Unauthorized", "the Event Grid webhook needs the host key: ?code=<key>")
         if request.method == "OPTIONS":  # CloudEvents abuse-protection handshake
             origin = request.headers.get("webhook-request-origin")
             if not origin:
@@ -366,8 +406,6 @@ class LocalHost:
             return Response(
                 status_code=200, headers={"WebHook-Allowed-Origin": origin, "WebHook-Allowed-Rate": "*"}
             )
-        if not self._authorized(request):
-            return _error(401, "Unauthorized", "the Event Grid webhook needs the host key: ?code=<key>")
         name = request.query_params.get("functionName") or ""
         function = self.by_name(name) if name else None
         if function is None or function.trigger_type != "eventGridTrigger":
@@ -411,6 +449,8 @@ class LocalHost:
     # -- admin
 
     async def _status(self, request: Request) -> Response:
+        if not self._authorized(request, "ADMIN"):
+            return _error(401, "Unauthorized", "needs the host key: ?code=<key> or x-functions-key")
         return JSONResponse({"state": "Running", "functions": [f.name for f in self.functions]})
 
     async def _admin_invoke(self, request: Request) -> Response:
@@ -533,6 +573,7 @@ def run(port: int = 7071, *, app_module: str = "function_app", quiet: bool = Fal
         logging.getLogger(noisy).setLevel(logging.WARNING)
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack: for hangs
     from_file = load_local_settings()
+    apply_setting_defaults()  # after local.settings.json, like the app settings of a deployment
     storage = resolve_storage(os.environ.get(STORAGE_SETTING))
     os.environ[STORAGE_SETTING] = storage  # the engine reads its settings from the environment
     host = LocalHost(load_function_app(app_module), storage=storage)

@@ -247,9 +247,14 @@ def plan_report(move: dict[str, Any]) -> RenderableType:
         if key not in known and isinstance(value, list) and value and isinstance(value[0], dict):
             parts.append(_items_table(key, key, value))
     blocking, warnings = plan.get("blocking") or [], plan.get("warnings") or []
+    error = move.get("error")
     if blocking:
         parts.append(Text("Blocking — the move will not start until these are resolved:", style="bold red"))
         parts.extend(Text(f"  ✗ {_describe(item)}", style="red") for item in blocking)
+    elif error:  # no plan was made (e.g. the identity does not exist): say why, not "nothing blocks"
+        where = f"  [{error.get('target')}]" if error.get("target") else ""
+        parts.append(Text("✗ No plan: the dry run failed", style="bold red"))
+        parts.append(Text(f"  {error.get('code')}: {error.get('message')}{where}", style="red"))
     else:
         parts.append(Text("✓ Nothing blocks this move.", style="green"))
     if warnings:

@@ -56,6 +56,14 @@ class IdentityRef:
         )
 
 
+DOT_SEGMENT = "a resource id has no '.' or '..' segments (a URL would resolve them to another resource)"
+
+
+def has_dot_segment(value: str) -> bool:
+    """``/a/../b`` or ``/a/./b``: an HTTP client normalises these away, so the mover would read another URL."""
+    return any(segment in (".", "..") for segment in value.split("/"))
+
+
 def parse_identity_id(value: str) -> IdentityRef | None:
     match = IDENTITY_ID_RE.match(value)
     if match is None:
@@ -83,6 +91,8 @@ class MoveRequest(BaseModel):
     @field_validator("source_identity_id")
     @classmethod
     def _identity_id(cls, value: str) -> str:
+        if has_dot_segment(value):
+            raise ValueError(DOT_SEGMENT)
         if parse_identity_id(value) is None:
             raise ValueError(
                 "must be a user-assigned identity id: /subscriptions/{guid}/resourceGroups/{rg}/providers/"
@@ -121,6 +131,8 @@ class MoveRequest(BaseModel):
     def _map(cls, value: dict[str, str]) -> dict[str, str]:
         for key, target in value.items():
             for item in (key, target):
+                if has_dot_segment(item):
+                    raise ValueError(f"{item[:200]!r}: {DOT_SEGMENT}")
                 if len(item) > 1024 or not RESOURCE_ID_RE.match(item):
                     raise ValueError(f"{item[:200]!r} is not a resource id")
         return value

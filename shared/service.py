@@ -34,7 +34,7 @@ from shared.outbox import new_event
 from shared.phases import BY_NAME, DISCARD, ORDER
 from shared.settings import Settings
 from shared.statuses import IN_FLIGHT, Status, allows
-from shared.store import Conflict, Event, MoveRecord, StateStore, StoreStats
+from shared.store import Conflict, Event, InvalidToken, MoveRecord, StateStore, StoreStats
 from shared.work_queue import WorkMessage, WorkQueue
 
 Clock = Callable[[], datetime]
@@ -132,6 +132,9 @@ class MoveService:
         return {"id": move_id, "status": record.status.value, "links": self.links(move_id)}
 
     def _claim_lock(self, source_id: str, move_id: str) -> None:
+        """Every 409 ``MoveInProgress`` names (``location``) the move that holds the identity, also
+        one still starting (its lock is written, its record not yet)."""
+        holder_id: str | None = None
         for _ in range(3):
             try:
                 self.store.create_lock(source_id, move_id, self._now())
@@ -141,6 +144,7 @@ class MoveService:
             lock = self.store.get_lock(source_id)
             if lock is None:
                 continue
+            holder_id = str(lock["MoveId"])
             holder = self.store.get_move(lock["MoveId"])
             if holder is not None and holder.status in IN_FLIGHT and holder.id != move_id:
                 raise MoveConflict(
@@ -151,14 +155,22 @@ class MoveService:
                 )
             if holder is None and holder_is_young(lock, self.clock()):
                 raise MoveConflict(
-                    "MoveInProgress", "another move of this identity is starting", "sourceIdentityId"
+                    "MoveInProgress",
+                    f"move {holder_id} of this identity is starting",
+                    "sourceIdentityId",
+                    location=self.links(holder_id)["self"],
                 )
             try:
                 self.store.take_lock(lock, move_id, self._now())
                 return
             except Conflict:
                 continue
-        raise MoveConflict("MoveInProgress", "could not claim the identity's lock", "sourceIdentityId")
+        raise MoveConflict(
+            "MoveInProgress",
+            "could not claim the identity's lock" + (f" (held by move {holder_id})" if holder_id else ""),
+            "sourceIdentityId",
+            location=self.links(holder_id)["self"] if holder_id else None,
+        )
 
     @staticmethod
     def links(move_id: str) -> dict[str, str]:
@@ -210,7 +222,14 @@ class MoveService:
         if not 1 <= top <= 1000:
             raise InvalidRequest("InvalidTop", "top must be 1..1000", "top")
         self.store.ensure_tables()
-        records, token = self.store.list_moves(status, source_region, top, skip_token)
+        try:
+            records, token = self.store.list_moves(status, source_region, top, skip_token)
+        except InvalidToken:
+            raise InvalidRequest(
+                "InvalidQueryParameter",
+                "$skipToken is not one this API issued: follow nextLink as it is",
+                "$skipToken",
+            ) from None
         items: builtins.list[dict[str, Any]] = []
         for record in records:
             # finished phases carry their counts in the record; only a move in flight in a

@@ -250,13 +250,31 @@ def encode_token(token: Any) -> str | None:
     return base64.urlsafe_b64encode(_dumps(token).encode()).decode()
 
 
+class InvalidToken(ValueError):
+    """A continuation token that ``encode_token`` did not make (garbage, or base64 of something else)."""
+
+
+TOKEN_KEYS = frozenset({"PartitionKey", "RowKey"})
+
+
 def decode_token(token: str | None) -> Any:
+    """The table continuation (``{"PartitionKey", "RowKey"}``) behind a token we issued; ``InvalidToken``
+    for anything else, so a caller's bad ``$skipToken`` is a 400, never page 1 or a crash."""
     if not token:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))
-    except ValueError:
-        return None
+        value = json.loads(base64.urlsafe_b64decode(token.encode("ascii")))
+    except (ValueError, UnicodeError):
+        raise InvalidToken(token) from None
+    if (
+        not isinstance(value, dict)
+        or not value
+        or set(value) - TOKEN_KEYS
+        or not all(isinstance(v, str) or v is None for v in value.values())
+        or not isinstance(value.get("PartitionKey"), str)
+    ):
+        raise InvalidToken(token)
+    return value
 
 
 class StateStore:

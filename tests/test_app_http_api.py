@@ -48,6 +48,9 @@ BAD_STARTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("wrong type", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "dryRun": "yes"}}, 400, "InvalidRequestContent", "dryRun"),
     ("bad resource map", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {"a": "b"}}}, 400, "InvalidRequestContent", "resourceMap"),
     ("deeply nested", {"content": b"[" * 60_000}, 400, "InvalidJson", None),
+    ("'..' segment", {"json": {"sourceIdentityId": identity_id(SUBSCRIPTION, "..", "id-x"), "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
+    ("'.' segment", {"json": {"sourceIdentityId": identity_id(SUBSCRIPTION, ".", "id-x"), "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
+    ("'..' in resource map", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID.replace("/rg/", "/../"): VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
     ("oversized", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "targetName": "x" * 70_000}}, 413, "RequestTooLarge", None),
     ("form body", {"content": b"sourceIdentityId=x", "headers": {"content-type": "application/x-www-form-urlencoded"}}, 415, "UnsupportedMediaType", "Content-Type"),
 ]  # fmt: skip
@@ -89,10 +92,16 @@ def test_unknown_moves_are_404(api: httpx.Client, path: str) -> None:
     _assert_arm_error(response, 404, "MoveNotFound")
 
 
-def test_a_skip_token_we_did_not_issue_is_not_a_server_error(api: httpx.Client) -> None:
-    for token in ("garbage", "x" * 2000):
-        response = api.get("/api/moves", params={"$skipToken": token})
-        assert response.status_code in (200, 400), response.text
+@pytest.mark.parametrize(
+    "token",
+    ["MTIz", "WzFd", "dHJ1ZQ==", "garbage", "bnVsbA==", "eyJ4IjogMX0=", "%%%", "x" * 2000],
+    ids=["base64 of 123", "base64 of [1]", "base64 of true", "garbage", "base64 of null",
+         "base64 of a foreign object", "not base64", "too long"],
+)  # fmt: skip
+def test_a_skip_token_we_did_not_issue_is_400_invalid_query_parameter(api: httpx.Client, token: str) -> None:
+    response = api.get("/api/moves", params={"$skipToken": token})
+    error = _assert_arm_error(response, 400, "InvalidQueryParameter")
+    assert error["target"] == "$skipToken"
 
 
 def test_unknown_routes_and_methods_are_arm_errors(api: httpx.Client) -> None:
@@ -275,6 +284,31 @@ def test_a_second_move_of_the_same_identity_is_409_with_the_first_as_location(
     wait_for(api, first.json()["id"], {"AwaitingCommit", "Failed"})
     assert api.post(f"/api/moves/{first.json()['id']}/discard").status_code == 202
     wait_for(api, first.json()["id"], {"Discarded", "Failed"})
+
+
+def test_of_100_concurrent_starts_one_wins_and_every_409_names_it(
+    host_url: str, make_identity: MakeIdentity
+) -> None:
+    """Also the 409s of the race's "is starting" window (lock written, record not yet) carry Location."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = make_identity()
+    body = {"sourceIdentityId": source, "targetRegion": "northeurope"}
+    limits = httpx.Limits(max_connections=100)
+    with httpx.Client(base_url=host_url, timeout=120, limits=limits) as client:
+        with ThreadPoolExecutor(100) as pool:
+            responses = list(pool.map(lambda _: client.post("/api/moves", json=body), range(100)))
+        accepted = [r for r in responses if r.status_code == 202]
+        assert len(accepted) == 1, sorted(r.status_code for r in responses)
+        winner = accepted[0].headers["Location"]
+        conflicts = [r for r in responses if r.status_code == 409]
+        assert len(conflicts) == 99, [r.text for r in responses if r.status_code not in (202, 409)]
+        for conflict in conflicts:
+            assert _assert_arm_error(conflict, 409, "MoveInProgress")
+            assert conflict.headers.get("Location") == winner, conflict.text
+        move_id = accepted[0].json()["id"]
+        wait_for(client, move_id, {"AwaitingCommit", "Failed"})
+        client.post(f"/api/moves/{move_id}/discard")
 
 
 def test_dry_run_plans_and_discard_and_retry_follow_the_status_table(

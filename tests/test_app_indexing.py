@@ -202,15 +202,15 @@ def test_http_api_is_one_function_key_route_for_the_fastapi_app(
     assert metadata["http_api"]["bindings"]["$return"]["direction"] == "out"
 
 
-def test_queue_triggers_read_the_work_queue_and_its_poison_queue(
+def test_queue_triggers_bind_to_the_queue_name_setting_and_its_poison_queue(
     indexed: dict[str, list[dict[str, Any]]],
 ) -> None:
     work, poison = _trigger(indexed["move_worker"]), _trigger(indexed["move_poison"])
     assert (work["type"], work["name"], work["queueName"], work["connection"]) == (
-        "queueTrigger", "msg", "idmove-work", "AzureWebJobsStorage"
+        "queueTrigger", "msg", "%IDMOVE_QUEUE_NAME%", "AzureWebJobsStorage"
     )  # fmt: skip
     assert (poison["type"], poison["name"], poison["queueName"], poison["connection"]) == (
-        "queueTrigger", "msg", "idmove-work-poison", "AzureWebJobsStorage"
+        "queueTrigger", "msg", "%IDMOVE_QUEUE_NAME%-poison", "AzureWebJobsStorage"
     )  # fmt: skip
     assert work["direction"] == poison["direction"] == "IN"
 

@@ -8,11 +8,13 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 
 from idmove.azurite import free_port
 from idmove.cli import (
     EXIT_BAD_INPUT,
     EXIT_CONFLICT,
+    EXIT_MOVE_FAILED,
     EXIT_OK,
     EXIT_TIMEOUT,
     EXIT_UNREACHABLE,
@@ -125,6 +127,33 @@ def test_conflict_bad_input_unreachable_and_timeout_exit_codes(
     waiting = as_json(slow)
     assert waiting["error"]["code"] == "Timeout"
     wait_for(api, waiting["move"]["id"], {"AwaitingCommit"})
+
+
+@pytest.mark.parametrize("move_id", ["../openapi.json", "..", "a/b", "x?y=1", "%2e%2e", " spaced"])
+def test_an_id_that_is_not_a_move_id_is_refused_before_any_request(host_url: str, move_id: str) -> None:
+    for command in (("status", move_id), ("commit", move_id)):
+        text = idmove(*command, "--api", host_url)
+        assert text.returncode == EXIT_BAD_INPUT, text.stdout
+        assert text.stdout == ""  # never the OpenAPI document or any other page
+        assert "is not a move id" in " ".join(text.stderr.split()), text.stderr
+    as_data = idmove("status", move_id, "--api", host_url, "-o", "json")
+    assert as_data.returncode == EXIT_BAD_INPUT
+    assert as_json(as_data)["error"]["code"] == "InvalidMoveId"
+
+
+def test_plan_of_an_identity_that_does_not_exist_shows_the_error_and_its_code(
+    host_url: str, make_identity: MakeIdentity
+) -> None:
+    missing = make_identity().rsplit("/", 1)[0] + "/id-never-created"
+    data = idmove("plan", missing, "--to", "northeurope", "--api", host_url, "-o", "json")
+    assert data.returncode == EXIT_MOVE_FAILED, data.stderr
+    error = as_json(data)["error"]
+    text = idmove("plan", missing, "--to", "northeurope", "--api", host_url)
+    assert text.returncode == EXIT_MOVE_FAILED
+    shown = " ".join(text.stdout.split())
+    assert "Nothing blocks" not in shown
+    assert error["code"] == "IdentityNotFound"
+    assert "IdentityNotFound" in shown and "does not exist" in shown, shown
 
 
 def test_usage_errors_exit_2() -> None:

@@ -241,14 +241,16 @@ def test_a_step_that_always_fails_is_poisoned_after_five_dequeues_and_the_move_f
     assert int(poison.get_queue_properties().approximate_message_count or 0) == 0
 
 
+KEYED_QUEUE = "idmove-keyed"
+
+
 @pytest.fixture(scope="module")
 def keyed_host(local_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second host instance on the same storage (like a scale-out), with a function key."""
     port = free_port()
     log = tmp_path_factory.mktemp("keyed") / "host.log"
-    env = host_env(
-        local_stack.storage, local_stack.emulator_url, {**HOST_SETTINGS, "IDMOVE_HOST_KEY": "s3cret"}
-    )
+    settings = {**HOST_SETTINGS, "IDMOVE_HOST_KEY": "s3cret", "IDMOVE_QUEUE_NAME": KEYED_QUEUE}
+    env = host_env(local_stack.storage, local_stack.emulator_url, settings)
     with log.open("wb") as handle:
         proc = subprocess.Popen(
             [sys.executable, "-m", "idmove", "host", "--port", str(port)],
@@ -269,6 +271,37 @@ def test_a_configured_host_key_is_required_like_function_keys(keyed_host: str) -
     assert httpx.get(f"{keyed_host}/api/moves", params={"code": "s3cret"}).status_code == 200
     assert httpx.get(f"{keyed_host}/api/moves", headers={"x-functions-key": "s3cret"}).status_code == 200
     assert httpx.post(f"{keyed_host}{WEBHOOK}", params=FUNCTION, json=[]).status_code == 401
+    # every route of the host, as in Azure: admin API and the Event Grid handshake too
+    assert httpx.get(f"{keyed_host}/admin/host/status").status_code == 401
+    assert httpx.get(f"{keyed_host}/admin/host/status", params={"code": "wrong"}).status_code == 401
+    assert httpx.get(f"{keyed_host}/admin/host/status", params={"code": "s3cret"}).status_code == 200
+    assert httpx.post(f"{keyed_host}/admin/functions/outbox_publisher", json={}).status_code == 401
+    handshake = {"WebHook-Request-Origin": "eventgrid.azure.net"}
+    assert httpx.options(f"{keyed_host}{WEBHOOK}", params=FUNCTION, headers=handshake).status_code == 401
+    keyed = httpx.options(f"{keyed_host}{WEBHOOK}", params={**FUNCTION, "code": "s3cret"}, headers=handshake)
+    assert keyed.status_code == 200
+
+
+def test_queue_triggers_follow_the_queue_name_setting(
+    keyed_host: str, local_stack: Stack, make_identity: MakeIdentity
+) -> None:
+    """The keyed host runs with IDMOVE_QUEUE_NAME=idmove-keyed: its engine sends there, and only its
+    triggers (bound to %IDMOVE_QUEUE_NAME%) read it, so the move gets anywhere only if they follow it."""
+    key = {"code": "s3cret"}
+    status = httpx.get(f"{keyed_host}/admin/host/status", params=key).json()
+    assert {"move_worker", "move_poison"} <= set(status["functions"])
+    started = httpx.post(
+        f"{keyed_host}/api/moves",
+        params=key,
+        json={"sourceIdentityId": make_identity(), "targetRegion": "northeurope", "dryRun": True},
+    )
+    assert started.status_code == 202, started.text
+    deadline = time.monotonic() + 60
+    while (move := httpx.get(started.headers["Location"]).json())["status"] != "Planned":
+        assert time.monotonic() < deadline, move
+        time.sleep(0.25)
+    for name in (KEYED_QUEUE, f"{KEYED_QUEUE}-poison"):  # created by the host's pollers
+        assert queue_client(local_stack.storage, name).get_queue_properties().name == name
 
 
 def test_timer_functions_can_be_run_through_the_admin_api(api: httpx.Client) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import pytest
 
-from idmove.host import _route_regex, load_host_json, resolve_storage
+from idmove.host import BindingError, _route_regex, load_host_json, resolve_bindings, resolve_storage
 from idmove.ncrontab import Schedule
 
 
@@ -54,3 +54,12 @@ def test_host_json_settings_can_be_overridden_like_app_settings() -> None:
     env = {"AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01"}
     assert load_host_json(env=env)["extensions"]["queues"]["visibilityTimeout"] == "00:00:01"
     assert load_host_json(env={})["extensions"]["queues"]["maxDequeueCount"] == 5
+
+
+def test_binding_expressions_resolve_from_app_settings_like_the_functions_host() -> None:
+    env = {"IDMOVE_QUEUE_NAME": "moves-eu"}
+    assert resolve_bindings("%IDMOVE_QUEUE_NAME%", env) == "moves-eu"
+    assert resolve_bindings("%IDMOVE_QUEUE_NAME%-poison", env) == "moves-eu-poison"
+    assert resolve_bindings("idmove-work", env) == "idmove-work"
+    with pytest.raises(BindingError, match="IDMOVE_QUEUE_NAME"):
+        resolve_bindings("%IDMOVE_QUEUE_NAME%", {})

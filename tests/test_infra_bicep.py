@@ -85,6 +85,7 @@ EXPECTED_SETTINGS = {
     "IDMOVE_GRAPH_ENDPOINT",
     "IDMOVE_EVENTGRID_ENDPOINT",
     "IDMOVE_ALLOWED_SUBSCRIPTIONS",
+    "IDMOVE_QUEUE_NAME",
 }
 
 Tree = dict[str, Any]
@@ -329,8 +330,9 @@ def test_app_setting_names_follow_the_contract(bicep: dict[str, Tree]) -> None:
     ours = {s for s in settings if s.startswith("IDMOVE_")}
     assert ours <= contract
     # Every contract setting is set, except the two replaced by identity: the storage connection string
-    # (its identity-based form is the AzureWebJobsStorage__* family) and the Event Grid key.
-    assert contract - ours == {"AzureWebJobsStorage", "IDMOVE_EVENTGRID_KEY"}
+    # (its identity-based form is the AzureWebJobsStorage__* family) and the Event Grid key; and the
+    # emulator's principal id, which only means something with IDMOVE_CREDENTIAL=emulator (local).
+    assert contract - ours == {"AzureWebJobsStorage", "IDMOVE_EVENTGRID_KEY", "IDMOVE_EMULATOR_PRINCIPAL_ID"}
     assert any(s.startswith("AzureWebJobsStorage__") for s in settings)
 
 

@@ -45,6 +45,8 @@ var appSettings = [
   // and no key the engine must publish with the credential (an Entra token, EventGrid Data Sender role).
   { name: 'IDMOVE_EVENTGRID_ENDPOINT', value: eventGridEndpoint }
   { name: 'IDMOVE_ALLOWED_SUBSCRIPTIONS', value: allowedSubscriptions }
+  // The queue triggers bind to %IDMOVE_QUEUE_NAME% (function_app.py): the host needs the setting to index them.
+  { name: 'IDMOVE_QUEUE_NAME', value: 'idmove-work' }
 ]
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
