@@ -4,9 +4,10 @@ Needs: the snapshot and the target (it may not have been created). Refused by th
 cleanup has begun. Changes in Azure, in this order:
 1. each resource (or its ``resourceMap`` counterpart): references rewritten to the new identity go
    back to the old id/clientId, and the new identity is detached (one PATCH, GET + PUT fallback);
-2. every role assignment of the new principal is deleted (the principal is the move's own);
-3. its group memberships and app role assignments are removed;
-4. the new identity is deleted -- only if its ``idmove-move`` tag names this move.
+2. each kind of access in ``activities/access`` undoes what the move added for the new principal
+   (``undo``): its role assignments (the principal is the move's own), group memberships, app role
+   assignments, and the data-plane grants services keep themselves;
+3. the new identity is deleted -- only if its ``idmove-move`` tag names this move.
 Idempotency: each step checks the live state first; running it again finds nothing to do.
 
 Example::
@@ -22,15 +23,14 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 
 from activities._azure import (
-    assignment_subscriptions,
     classify,
     get_resource,
     has_identity,
     identity_refs,
-    same_id,
     without_identity,
     write_resource,
 )
+from activities.access import KINDS
 from activities.rebind import counterpart
 from shared.azure_clients import GraphError
 from shared.context import PhaseContext
@@ -50,20 +50,9 @@ def run(ctx: PhaseContext) -> DiscardResult:
         for attachment in ctx.snapshot.get("attachments", []):
             undone["resources"] += _restore(ctx, counterpart(ctx, attachment["id"]), target)
             ctx.crashpoint("discard:after-resource")
-        principal = target["principalId"]
-        for sub in assignment_subscriptions(ctx.snapshot):
-            auth = ctx.clients.authorization(sub)
-            for ra in auth.role_assignments.list_for_subscription(filter=f"principalId eq '{principal}'"):
-                if same_id(ra.principal_id, principal):
-                    auth.role_assignments.delete_by_id(str(ra.id))
-                    undone["roleAssignments"] += 1
-        graph = ctx.clients.graph
-        for group in graph.list(f"/servicePrincipals/{principal}/memberOf"):
-            graph.delete(f"/groups/{group['id']}/members/{principal}/$ref")
-            undone["groups"] += 1
-        for grant in graph.list(f"/servicePrincipals/{principal}/appRoleAssignments"):
-            graph.delete(f"/servicePrincipals/{principal}/appRoleAssignments/{grant['id']}")
-            undone["appRoles"] += 1
+        for kind in KINDS:
+            done = kind.undo(ctx, target)
+            undone[kind.key] = undone.get(kind.key, 0) + done
         ctx.clients.msi(target["subscriptionId"]).user_assigned_identities.delete(
             target["resourceGroup"], target["name"]
         )

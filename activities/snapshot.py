@@ -4,10 +4,10 @@ Needs: the source identity id and the request. Changes in Azure: NOTHING (reads 
 Graph query is a POST read) -- a dry run stops here. Idempotency: a pure read; running it again
 replaces the stored snapshot. The engine persists the snapshot before anything else happens.
 
-Reads: the identity; its role assignments per subscription in scope (``$filter=principalId eq``:
-at, above -- management groups included -- and below); federated credentials; Graph group
-memberships and app role assignments; resources that use it (Resource Graph, query in DESIGN.md,
-then a direct GET of each because Resource Graph lags); role definitions (privilege check); the
+Reads: the identity; resources that use it (Resource Graph, query in DESIGN.md, then a direct GET
+of each because Resource Graph lags); then each kind of access in ``activities/access`` discovers
+its own entries (role assignments per subscription in scope with their role definitions, federated
+credentials, Graph group memberships and app role assignments, ...); the
 target name and resource group; the assignment count of each subscription the copies land in (4,000
 limit: a paged list, the plan's most expensive read, shared by moves for a short while through
 ``ctx.cache``, see ``_check_headroom``); Key Vaults whose access policies name the principal.
@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import fnmatch
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,6 +36,7 @@ from activities._azure import (
     same_id,
     user_identities,
 )
+from activities.access import KINDS, Found
 from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
 from shared.context import PhaseContext
 from shared.errors import PermanentError
@@ -45,7 +45,6 @@ MANAGEMENT_GROUP_LIMIT = 500
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
 MAX_CREDENTIALS = 20
 VM_TYPES = {"microsoft.compute/virtualmachines", "microsoft.compute/virtualmachinescalesets"}
-PRIVILEGED_ACTIONS = ("microsoft.authorization/roleassignments/write",)
 SERVICE_SPECIFIC = {
     "microsoft.sql/servers": "SQL server: a Microsoft Entra admin or database users may name the old principal",
     "microsoft.documentdb/databaseaccounts": "Cosmos DB: data-plane role assignments are not copied",
@@ -97,23 +96,14 @@ def run(ctx: PhaseContext) -> SnapshotResult:
         # step (re-run after Retry-After), so nothing is read before it that would be read again
         rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
         vaults = _query(clients, subs, ARG_VAULTS.format(principal_id=source["principalId"]))
-        assignments = _role_assignments(clients, subs, source["principalId"])
-        credentials = [
-            {"name": c.name, "issuer": c.issuer, "subject": c.subject, "audiences": list(c.audiences or [])}
-            for c in clients.msi(ref.subscription_id).federated_identity_credentials.list(
-                ref.resource_group, ref.name
-            )
-        ]
-        groups, app_roles = _graph(clients, source["principalId"])
         attachments = _attachments(clients, rows, source)
+        found = Found(source, subs, attachments=attachments)
+        discovered = {kind.key: kind.discover(ctx, found) for kind in KINDS}
     except (HttpResponseError, GraphError) as exc:
         raise classify(exc, ref.id) from exc
     snapshot = {
         "identity": source,
-        "roleAssignments": assignments,
-        "federatedCredentials": credentials,
-        "groups": groups,
-        "appRoles": app_roles,
+        **discovered,
         "attachments": attachments,
         "accessPolicyVaults": [v["id"] for v in vaults],
         "subscriptions": subs,
@@ -140,78 +130,6 @@ def _subscriptions(ctx: PhaseContext) -> list[str]:
             raise
         visible = sorted(ctx.settings.allowed_subscriptions)  # cannot list: the allow-list is all we know
     return sorted({request.identity.subscription_id.lower(), *visible, *(s for s in mapped if s)})
-
-
-def _role_assignments(clients: AzureClients, subs: list[str], principal_id: str) -> list[dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = {}
-    definitions: dict[str, dict[str, Any]] = {}
-    for sub in subs:
-        auth = clients.authorization(sub)
-        for ra in auth.role_assignments.list_for_subscription(filter=f"principalId eq '{principal_id}'"):
-            key = str(ra.id).lower()
-            if key in found or not same_id(ra.principal_id, principal_id):
-                continue
-            definition_id = str(ra.role_definition_id)
-            if definition_id.lower() not in definitions:
-                definitions[definition_id.lower()] = _definition(clients, sub, definition_id)
-            found[key] = {
-                "id": str(ra.id),
-                "name": str(ra.name),
-                "scope": str(ra.scope),
-                "roleDefinitionId": definition_id,
-                "roleName": definitions[definition_id.lower()]["roleName"],
-                "privileged": definitions[definition_id.lower()]["privileged"],
-                "condition": ra.condition,
-                "conditionVersion": ra.condition_version,
-                "description": ra.description,
-            }
-    return sorted(found.values(), key=lambda a: str(a["id"]).lower())
-
-
-def _definition(clients: AzureClients, sub: str, definition_id: str) -> dict[str, Any]:
-    definition = clients.authorization(sub).role_definitions.get_by_id(definition_id)
-    actions: list[str] = []
-    not_actions: list[str] = []
-    for permission in definition.permissions or []:
-        actions += [a.lower() for a in permission.actions or []]
-        not_actions += [a.lower() for a in permission.not_actions or []]
-    return {
-        "roleName": str(definition.role_name),
-        "privileged": can_write_role_assignments(actions, not_actions),
-    }
-
-
-def can_write_role_assignments(actions: list[str], not_actions: list[str]) -> bool:
-    """True when ``actions`` grant ``Microsoft.Authorization/roleAssignments/write`` and ``notActions`` don't remove it.
-
-    Owner (``*``), User Access Administrator (``Microsoft.Authorization/*``) and RBAC Administrator
-    (``.../roleAssignments/write``) are privileged; Contributor is not (``notActions`` exclude
-    ``Microsoft.Authorization/*/Write``).
-    """
-    for wanted in PRIVILEGED_ACTIONS:
-        granted = any(fnmatch.fnmatchcase(wanted, pattern.lower()) for pattern in actions)
-        removed = any(fnmatch.fnmatchcase(wanted, pattern.lower()) for pattern in not_actions)
-        if granted and not removed:
-            return True
-    return False
-
-
-def _graph(clients: AzureClients, principal_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    groups = [
-        {"id": g["id"], "displayName": g.get("displayName")}
-        for g in clients.graph.list(f"/servicePrincipals/{principal_id}/memberOf")
-        if str(g.get("@odata.type", "#microsoft.graph.group")).endswith("group")
-    ]
-    app_roles = [
-        {
-            "id": a["id"],
-            "resourceId": a["resourceId"],
-            "appRoleId": a["appRoleId"],
-            "resourceDisplayName": a.get("resourceDisplayName"),
-        }
-        for a in clients.graph.list(f"/servicePrincipals/{principal_id}/appRoleAssignments")
-    ]
-    return groups, app_roles
 
 
 def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str, Any]]:

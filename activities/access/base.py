@@ -1,0 +1,114 @@
+"""The protocol every kind of access implements, and what snapshot hands it.
+
+A kind of access is one way the old identity is trusted (a role assignment, a Key Vault access
+policy, an app setting holding its clientId, ...). Its module says, in one place:
+
+* ``discover(ctx, found)`` -> the entries the snapshot stores under ``key`` (reads only);
+* ``copy(ctx, entry)`` -> give the new identity the same (one item of ``copy_phase``, idempotent);
+* ``check(ctx, entries)`` -> what verify finds missing, as ``Missing(what, target)`` (reads only);
+* ``remove(ctx, entry)`` -> cleanup: the old identity's entry goes (only after commit);
+* ``undo(ctx, target)`` -> discard: what the move added for ``target`` goes (the source is untouched);
+* ``actions(ctx, entries, found)`` -> steps a person must take that the mover cannot (``actionsRequired``).
+
+A kind that only reports (nothing ARM can copy) sets ``copy_kind = ""``. ``candidates`` is a KQL
+predicate over ``Resources``: snapshot ORs every kind's predicate into ONE Resource Graph query
+(its quota is the scarcest read) and hands the rows to each kind in ``Found.rows``; a kind then
+confirms each candidate with a direct GET or list, because Resource Graph lags ARM and does not
+index child resources (``sqlRoleAssignments``, administrators, app settings).
+
+Example::
+
+    class KeyVaultPolicies(Access):
+        key, title, copy_kind, remove_kind = "keyVaultAccessPolicies", "Key Vault access policies", "kvpolicy", "unkvpolicy"
+        def discover(self, ctx, found): ...
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.context import ItemResult, ItemSpec, PhaseContext
+
+NEW_CLIENT_ID = "<new clientId>"  # filled in by the status body once the new identity exists
+
+
+@dataclass(frozen=True)
+class Missing:
+    """One gap verify found: a readable ``what`` (the precise diff) and the id it concerns."""
+
+    what: str
+    target: str
+
+
+@dataclass
+class Found:
+    """What snapshot read before the kinds discover (see ``activities/snapshot.py``)."""
+
+    source: dict[str, Any]
+    subscriptions: list[str]
+    rows: list[dict[str, Any]] = field(default_factory=list)  # Resource Graph candidates of every kind
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # what discovery read, for the plan
+
+    def rows_of(self, *types: str) -> list[dict[str, Any]]:
+        wanted = {t.lower() for t in types}
+        return [r for r in self.rows if str(r.get("type", "")).lower() in wanted]
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+def action(code: str, target: str, message: str) -> dict[str, Any]:
+    return {"code": code, "target": target, "message": message}
+
+
+class Access:
+    """Base of every kind: defaults that do nothing, so a kind implements only what it has."""
+
+    key: str = ""  # snapshot / inventory key, e.g. "roleAssignments"
+    title: str = ""  # for people: plan report, README
+    copy_kind: str = ""  # item kind in ``copy_phase``; "" = reported only, never copied
+    copy_phase: str = "grant"
+    remove_kind: str = ""  # item kind in cleanup; "" = nothing of the old identity to remove
+    serial: str = ""  # copies with the same serial key run one after another
+    candidates: str | None = None  # KQL predicate over Resources (Resource Graph), None = none needed
+
+    def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
+        return []
+
+    def copy_key(self, ctx: PhaseContext, entry: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def copy_items(self, ctx: PhaseContext) -> list[ItemSpec]:
+        if not self.copy_kind:
+            return []
+        return [
+            ItemSpec(self.copy_kind, self.copy_key(ctx, e), e, serial=self.serial)
+            for e in ctx.snapshot.get(self.key) or []
+        ]
+
+    def copy(self, ctx: PhaseContext, entry: dict[str, Any]) -> ItemResult:
+        raise NotImplementedError
+
+    def check(self, ctx: PhaseContext, entries: list[dict[str, Any]]) -> list[Missing]:
+        return []
+
+    def remove_key(self, ctx: PhaseContext, entry: dict[str, Any]) -> str:
+        raise NotImplementedError
+
+    def remove_items(self, ctx: PhaseContext) -> list[ItemSpec]:
+        if not self.remove_kind:
+            return []
+        return [
+            ItemSpec(self.remove_kind, self.remove_key(ctx, e), e) for e in ctx.snapshot.get(self.key) or []
+        ]
+
+    def remove(self, ctx: PhaseContext, entry: dict[str, Any]) -> ItemResult:
+        raise NotImplementedError
+
+    def undo(self, ctx: PhaseContext, target: dict[str, Any]) -> int:
+        return 0
+
+    def actions(self, ctx: PhaseContext, entries: list[dict[str, Any]], found: Found) -> list[dict[str, Any]]:
+        return []
