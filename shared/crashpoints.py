@@ -9,6 +9,7 @@ that a real move passes through exactly the points declared for it).
 point                       between
 ==========================  ==============================================================
 ``start:after-record``      the move record (Pending + Started event) and its first message
+``{p}:after-claim``         claiming a phase's step for one message and running it
 ``{p}:after-run``           a single-step phase's Azure work and saving its result
 ``snapshot:after-save``     the snapshot rows and the move record
 ``{p}:after-items``         a fanned-out phase's item rows and its batch messages
@@ -29,6 +30,7 @@ def for_move() -> list[str]:
     """The points a committed move (snapshot ... cleanup) passes through, in order."""
     names = ["start:after-record"]
     for phase in PHASES:
+        names.append(f"{phase.name}:after-claim")
         if phase.items:
             names += [
                 f"{phase.name}:after-items",
@@ -46,7 +48,12 @@ def for_move() -> list[str]:
 
 
 def for_discard() -> list[str]:
-    return [f"{DISCARD.name}:after-resource", f"{DISCARD.name}:after-run", f"{DISCARD.name}:before-save"]
+    return [
+        f"{DISCARD.name}:after-claim",
+        f"{DISCARD.name}:after-resource",
+        f"{DISCARD.name}:after-run",
+        f"{DISCARD.name}:before-save",
+    ]
 
 
 ALL: frozenset[str] = frozenset([*for_move(), *for_discard()])

@@ -84,6 +84,11 @@ class Engine:
                 move, PermanentError("PhaseTimeout", f"{phase.name} exceeded {phase.timeout_seconds:.0f}s")
             )
             return
+        if not message.batch:
+            claimed = self._claim(move, message)
+            if claimed is None:
+                return
+            move = claimed
         ctx = self._context(move)
         if not phase.items:
             self._run_single(move, phase, ctx, message)
@@ -105,6 +110,44 @@ class Engine:
             return
         delay = min(0.2 * 2**message.waits, 10.0)
         self.queue.send(replace(message, waits=message.waits + 1), delay)
+
+    def _claim(self, move: MoveRecord, message: WorkMessage) -> MoveRecord | None:
+        """Make this message the one that runs its phase's step at its attempt; None = a duplicate.
+
+        Two messages can ask for the same step: batches of a phase that complete at the same instant
+        each send the next phase's message before one of their saves wins, and a queue delivers at
+        least once. The first to save ``step`` = (attempt, token) in the phase entry runs the step;
+        another message for that attempt or an earlier one is acknowledged without touching Azure.
+        The claiming message itself may come again (its handler crashed): it runs again, as before.
+        """
+        for _ in range(3):
+            entry = move.phase_entry(move.phase)
+            step = entry.get("step") or {}
+            if step.get("token") == message.token:
+                return move
+            if step and message.attempt <= int(step.get("attempt", -1)):
+                log.info(
+                    "%s/%s attempt %d: a duplicate of the claimed step; acknowledged",
+                    move.id,
+                    move.phase,
+                    message.attempt,
+                )
+                return None
+            entry["step"] = {"attempt": message.attempt, "token": message.token}
+            entry["attempts"] = message.attempt + 1
+            try:
+                self.store.save_move(move)
+            except Conflict:
+                fresh = self.store.get_move(move.id)
+                if fresh is None or fresh.status not in (Status.PENDING, Status.RUNNING):
+                    return None
+                if fresh.phase != message.phase:
+                    return None
+                move = fresh
+                continue
+            self.crashpoint(f"{move.phase}:after-claim")
+            return move
+        raise TransientError("StepClaimContended", f"{move.phase}: the move kept changing", move.phase)
 
     def _timed_out(self, move: MoveRecord, phase: Phase) -> bool:
         started = move.phase_entry(phase.name).get("startedAt")
@@ -149,7 +192,9 @@ class Engine:
             return
         delay = self._delay(exc, phase, attempt)
         log.info("%s/%s transient %s: retry %d in %.1fs", move.id, phase.name, exc.code, attempt, delay)
-        self.queue.send(WorkMessage(move.id, phase.name, message.batch, attempt), delay)
+        # a throttled step is the same attempt, still claimed by this message's token
+        again = replace(message, attempt=attempt, waits=0) if exc.throttled else None
+        self.queue.send(again or WorkMessage(move.id, phase.name, message.batch, attempt), delay)
 
     def _apply_snapshot(self, move: MoveRecord, result: Any) -> None:
         # the snapshot is persisted before anything else happens (separate transactions: it may be large)

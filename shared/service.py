@@ -292,6 +292,7 @@ class MoveService:
         record.status, record.error = Status.RUNNING, None
         entry = record.phase_entry(record.phase)
         entry.update(status="Running", startedAt=now, completedAt=None)
+        entry.pop("step", None)  # the phase's step may be claimed afresh
         self.queue.send(WorkMessage(move_id, record.phase, after=record.version + 1))
         self.store.save_move(record, [], items)
         return self._accepted(record)
@@ -314,6 +315,7 @@ class MoveService:
         self._claim_lock(record.source_id, record.id)
         record.status, record.error, record.phase = Status.RUNNING, None, DISCARD.name
         record.phase_entry(DISCARD.name).update(status="Running", startedAt=now, completedAt=None)
+        record.phase_entry(DISCARD.name).pop("step", None)  # a discard that failed runs afresh
         self.queue.send(WorkMessage(move_id, DISCARD.name, after=record.version + 1))
         self._save(record, [])
         return self._accepted(record)
@@ -374,7 +376,10 @@ class MoveService:
                 for record in records:
                     idle = self.clock() - datetime.fromisoformat(record.updated_at)
                     if idle.total_seconds() > older_than_seconds:
-                        self.queue.send(WorkMessage(record.id, record.phase))
+                        # a new attempt of the step: the claimed one (if any) is lost
+                        step = record.phase_entry(record.phase).get("step") or {}
+                        attempt = int(step["attempt"]) + 1 if step else 0
+                        self.queue.send(WorkMessage(record.id, record.phase, attempt=attempt))
                         resent += 1
                 if token is None:
                     break
@@ -462,7 +467,7 @@ def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any
     """
     phases = []
     for entry in record.phases:
-        item = dict(entry)
+        item = {k: v for k, v in entry.items() if k != "step"}  # the step's claim is the engine's
         default = {
             "total": 1,
             "done": int(entry["status"] == "Succeeded"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,10 @@ class WorkMessage:
     # ``Engine.handle``. 0 = no expectation.
     after: int = 0
     waits: int = 0
+    # Who this message is: a fresh id per message sent (kept by its own waits and redeliveries). A
+    # phase's step is claimed by one token (``Engine._claim``): a second message for the same
+    # attempt, e.g. two batches completing the previous phase at the same instant, is a duplicate.
+    token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
 
     def to_json(self) -> str:
         body: dict[str, Any] = {"moveId": self.move_id, "phase": self.phase, "attempt": self.attempt}
@@ -47,6 +52,7 @@ class WorkMessage:
             body["after"] = self.after
         if self.waits:
             body["waits"] = self.waits
+        body["token"] = self.token
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -59,6 +65,7 @@ class WorkMessage:
             attempt=int(body.get("attempt", 0)),
             after=int(body.get("after", 0)),
             waits=int(body.get("waits", 0)),
+            token=str(body.get("token") or uuid.uuid4().hex[:16]),
         )
 
 
