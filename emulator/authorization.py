@@ -22,10 +22,11 @@ Specs: ``arm-specs/Microsoft.Authorization/2022-04-01/authorization-RoleAssignme
   returned subscription-qualified for scopes inside a subscription, as ARM returns it.
 - Deleting a principal leaves its assignments in place; deleting a scope removes those at/below it.
 Permissions (``Permissions_ListForResourceGroup`` / ``Permissions_ListForResource``, also served at
-subscription scope as ARM does): what the caller may do at a scope, one entry per grant. The emulator
-authorizes every request, so the first entry is always the implicit Owner grant (``actions: ["*"]``);
-the caller's own role assignments (principal ``CALLER_ID``, directly or through a group) at or above
-the scope follow, each with its role's permissions.
+subscription scope as ARM does): what the caller may do at a scope, one entry per permissions block of
+each role assigned to the caller (directly or through groups) at or above the scope. The caller is the
+token's ``oid`` (``callers.py``); the estate owner's own assignments are those of ``CALLER_ID``. While
+the caller is unrestricted (estate owner, or ``rbac.enforce`` off) the implicit grant
+``actions: ["*"]`` comes first, since that is what the emulator then lets it do.
 Role definitions: built-ins (``builtin_roles.py``) everywhere; custom ones PUT (201)/GET/DELETE at a
 scope with ``assignableScopes``; list with ``$filter=roleName eq '...'`` / ``type eq 'BuiltInRole'``.
 """
@@ -36,8 +37,9 @@ import copy
 import re
 from typing import Any
 
-from emulator import scopes
+from emulator import rbac_enforce, scopes
 from emulator.builtin_roles import BUILTINS
+from emulator.callers import caller_of
 from emulator.errors import ArmError
 from emulator.ids import is_guid, key
 from emulator.paging import page
@@ -455,27 +457,12 @@ def list_assignments(state: State, req: Request, scope: str) -> Response:
 
 
 # --- permissions of the caller -------------------------------------------------------------
-OWNER = "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
-
-
-def _permission_entries(props: dict[str, Any]) -> list[dict[str, list[str]]]:
-    return [
-        {k: list(p.get(k) or []) for k in ("actions", "notActions", "dataActions", "notDataActions")}
-        for p in props["permissions"]
-    ]
-
-
 def list_permissions(state: State, req: Request, scope: str) -> Response:
-    """``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's permissions there."""
+    """``GET {scope}/providers/Microsoft.Authorization/permissions``: the caller's permissions there
+    (``rbac_enforce.effective_permissions``)."""
     check_api_version(req)
+    caller = caller_of(req)
     with state.lock:
         scope = scopes.validate(state, scopes.normalize(scope))
-        principals = {CALLER_ID} | {g for g, members in state.group_members.items() if CALLER_ID in members}
-        items = _permission_entries(BUILTINS[OWNER])
-        for _k, a in sorted(state.role_assignments.items()):
-            p = a["properties"]
-            if p["principalId"] in principals and scopes.at_or_above(state, p["scope"], scope):
-                role = definition_properties(state, _definition_guid(a))
-                if role is not None:
-                    items.extend(_permission_entries(role))
+        items = rbac_enforce.effective_permissions(state, caller, CALLER_ID, scope)
     return Response(200, page(req, items, int(state.config["pageSize"])))

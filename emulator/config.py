@@ -33,6 +33,8 @@ DEFAULTS: dict[str, Any] = {
     "resourceGraphLagSeconds": 0.0,
     "ficWriteWindowMs": 50,
     "ficLimit": 20,
+    # ARM authorization and Graph application permissions for callers with an ``oid`` (rbac_enforce.py).
+    "rbac": {"enforce": False},
 }
 
 

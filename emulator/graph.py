@@ -5,8 +5,10 @@ Reproduces (FACTS.md "Microsoft Graph"; Graph v1.0 reference):
   identity's principal younger than ``replicationDelaySeconds``. ``GET /servicePrincipals?$filter=``
   with ``appId eq``, ``displayName eq``, ``servicePrincipalType eq``, ``startswith(displayName,'x')``.
   ``POST /servicePrincipals`` (an application's service principal, e.g. an API with ``appRoles``).
-  Microsoft Graph's own service principal (appId 00000003-0000-0000-c000-000000000000) with a few of
-  its real application roles exists in every tenant and survives reset.
+  Microsoft Graph's own service principal (appId 00000003-0000-0000-c000-000000000000) with its
+  application permissions as app roles (real ids, ``graph_permissions.py``) exists in every tenant and
+  survives reset. With ``{"rbac": {"enforce": true}}`` callers with an ``oid`` need those permissions
+  granted (``graph_permissions.py``), else 403 ``Authorization_RequestDenied``.
 - ``GET /servicePrincipals/{id}/memberOf`` (and ``transitiveMemberOf``), paged by ``@odata.nextLink``.
 - ``GET|POST /servicePrincipals/{id}/appRoleAssignments``, ``DELETE .../appRoleAssignments/{id}`` (204).
 - Groups: ``POST /groups`` (201), ``GET /groups/{id}``, ``GET /groups?$filter=displayName eq``,
@@ -26,21 +28,14 @@ import uuid
 from typing import Any
 
 from emulator.errors import ArmError, graph_bad_request, graph_not_found
+from emulator.graph_permissions import GRAPH_APP_ID, GRAPH_APP_ROLES
 from emulator.ids import is_guid, new_guid
 from emulator.paging import decode_token, encode_token
 from emulator.state import TENANT_ID, State, now_iso
 from emulator.wire import Request, Response
 
-GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 META = "https://graph.microsoft.com/v1.0/$metadata"
-# A few of Microsoft Graph's real application roles (ids are the same in every tenant).
-GRAPH_APP_ROLES = [
-    ("df021288-bdef-4463-88db-98f22de89214", "User.Read.All", "Read all users' full profiles"),
-    ("5b567255-7703-4780-807c-7be8301ae99b", "Group.Read.All", "Read all groups"),
-    ("7ab1d382-f21e-4acd-a863-ba3e13f7da61", "Directory.Read.All", "Read directory data"),
-    ("9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30", "Application.Read.All", "Read all applications"),
-    ("b633e1c5-b582-4048-a93e-9f11b44c7e96", "Mail.Send", "Send mail as any user"),
-]
+# Microsoft Graph's application permissions (app roles, real ids): graph_permissions.GRAPH_APP_ROLES.
 DEFAULT_ACCESS_ROLE = "00000000-0000-0000-0000-000000000000"
 
 

@@ -24,7 +24,8 @@ import copy
 import json
 from typing import Any
 
-from emulator import kql, resource_types
+from emulator import kql, rbac_enforce, resource_types
+from emulator.callers import caller_of
 from emulator.errors import ArmError
 from emulator.ids import parse_resource_id
 from emulator.state import TENANT_ID, State
@@ -132,6 +133,10 @@ def query(state: State, req: Request) -> Response:
         )
         resources = [_row(resource_types.present(b)) for b in state.graph_view() if resource_types.indexed(b)]
         containers = _container_rows(state)
+        # With RBAC enforced, ARG answers only the rows the caller may read (rbac_enforce.py).
+        who = caller_of(req)
+        resources = [r for r in resources if rbac_enforce.readable(state, who, r["id"], r["type"])]
+        containers = [r for r in containers if rbac_enforce.readable(state, who, r["id"], r["type"])]
     if wanted is not None:
         resources = [r for r in resources if r["subscriptionId"].lower() in wanted]
         containers = [r for r in containers if str(r["subscriptionId"]).lower() in wanted]

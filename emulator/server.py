@@ -7,7 +7,9 @@ Azure SDKs use. Every answer has a ``Content-Length``.
 
 Per request, in order (as ARM does): bearer token (401 ``AuthenticationFailed``), ``api-version``
 (400 ``MissingApiVersionParameter``), injected faults, injected latency (slept outside the state
-lock), throttling (429 + ``Retry-After``), then the handler. ARM answers carry
+lock), throttling (429 + ``Retry-After``), authorization when ``rbac.enforce`` is on
+(``rbac_enforce.py`` for ARM, ``graph_permissions.py`` for Graph; callers from ``callers.py``), then the
+handler. ARM answers carry
 ``x-ms-request-id``, ``x-ms-correlation-request-id`` and ``x-ms-ratelimit-remaining-*``; each
 ARM/Graph request is appended to the request log. ``x-ms-emulator-server-time-us`` tells how long
 the emulator spent on the request.
@@ -25,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from emulator import control, eventgrid, graph, router
+from emulator import control, eventgrid, graph, graph_permissions, rbac_enforce, router
 from emulator.errors import ArmError
 from emulator.ids import new_guid, subscription_of
 from emulator.state import State, create_state
@@ -148,6 +150,7 @@ class Emulator:
             segs = [unquote(s) for s in req.path.strip("/").split("/")[2:]]
             if req.path.lower().split("/")[2:3] != ["v1.0"]:
                 raise ArmError(400, "BadRequest", "Only Microsoft Graph v1.0 is emulated (/graph/v1.0).")
+            graph_permissions.authorize_graph(state, req, segs)
             return graph.handle(state, req, segs)
         if not req.path.lower().startswith("/providers/microsoft.resourcegraph/"):
             sub = subscription_of(req.path)
@@ -157,6 +160,7 @@ class Emulator:
                         state.config["throttling"], sub.lower() if sub else "tenant", kind_of(req.method)
                     )
                 )
+        rbac_enforce.authorize_arm(state, req)
         return router.route(state, req)
 
 
