@@ -21,7 +21,9 @@ The rule, as ARM derives it from the path and the method:
   ``Microsoft.Resources/subscriptions/providers/read``;
 - ``{scope}/providers/Microsoft.Authorization/roleAssignments[/{id}]`` →
   ``Microsoft.Authorization/roleAssignments/read|write|delete`` over the assignment's scope (the
-  refusal message names the assignment id, as ARM's does); ``roleDefinitions`` the same way;
+  refusal message names the assignment id, as ARM's does); ``roleDefinitions/write|delete`` the same
+  way, while reading role definitions needs no role (every caller may read them, built-ins at ``/``
+  included);
 - ``{resource}/providers/Microsoft.ManagedIdentity/identities/default`` →
   ``Microsoft.ManagedIdentity/identities/read``;
 - management groups: ``Microsoft.Management/managementGroups/read|write|delete`` and
@@ -84,8 +86,8 @@ def derive(method: str, path: str) -> Check | None:
         if kind is None:
             return NO_ACTION  # permissions (the caller's own) and anything the router refuses anyway
         action_verb = verb if len(rest) == 2 else "read"
-        if action_verb is None:
-            return NO_ACTION
+        if action_verb is None or (kind == "roleDefinitions" and action_verb == "read"):
+            return NO_ACTION  # role definitions are readable by every caller
         return Check(f"Microsoft.Authorization/{kind}/{action_verb}", scope, whole)
 
     if n >= 4 and low[-4:] == ["providers", "microsoft.managedidentity", "identities", "default"]:

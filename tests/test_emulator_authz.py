@@ -603,8 +603,6 @@ SITE = f"{rg_path('rg1')}/providers/Microsoft.Web/sites/app1"
         ("PUT", f"{SITE}/{RA}/g1", "Microsoft.Authorization/roleAssignments/write", SITE),
         ("DELETE", f"{SUB}/{RA}/g1", "Microsoft.Authorization/roleAssignments/delete", SUB),
         ("GET", f"{SUB}/{RA}", "Microsoft.Authorization/roleAssignments/read", SUB),
-        ("GET", f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/r1",
-         "Microsoft.Authorization/roleDefinitions/read", SUB),
         ("PUT", f"{SUB}/providers/Microsoft.Authorization/roleDefinitions/r1",
          "Microsoft.Authorization/roleDefinitions/write", SUB),
         ("PUT", SITE, "Microsoft.Web/sites/write", SITE),
@@ -644,6 +642,7 @@ def test_action_derived_for_each_request_kind(method: str, path: str, action: st
     "path",
     ["/subscriptions", f"{SUB}/providers/Microsoft.Authorization/permissions",
      "/providers/Microsoft.ResourceGraph/resources", f"{SUB}/operationresults/abc",
+     f"/providers/Microsoft.Authorization/roleDefinitions/{READER}", f"{SUB}/providers/Microsoft.Authorization/roleDefinitions",
      f"{rg_path('rg1')}/providers/Microsoft.DocumentDB/locations/westeurope/operationsStatus/op1"],
 )  # fmt: skip
 def test_requests_that_check_no_action(path: str) -> None:
