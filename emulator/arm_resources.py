@@ -22,7 +22,8 @@ import re
 import time
 from typing import Any
 
-from emulator import identity_block, locations, resource_types
+from emulator import identity_block, locations, rbac_enforce, resource_types
+from emulator.callers import caller_of
 from emulator.errors import ArmError, bad_request, not_found, resource_group_not_found
 from emulator.ids import ResourceId, key, new_guid
 from emulator.paging import page
@@ -71,8 +72,13 @@ def get_subscription(state: State, req: Request, subscription_id: str) -> Respon
 
 
 def list_subscriptions(state: State, req: Request) -> Response:
+    who = caller_of(req)  # with RBAC enforced, only the subscriptions the caller has access to
     with state.lock:
-        subs = [subscription_body(state, s) for s in sorted(state.subscriptions.values())]
+        subs = [
+            subscription_body(state, s)
+            for s in sorted(state.subscriptions.values())
+            if rbac_enforce.sees_subscription(state, who, s)
+        ]
     return Response(200, page(req, subs, int(state.config["pageSize"])))
 
 

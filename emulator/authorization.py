@@ -348,6 +348,7 @@ def put_assignment(state: State, req: Request, scope: str, name: str) -> Respons
                 )
         _check_limit(state, scope)
         stamp = now_iso()
+        author = caller_of(req).object_id or CALLER_ID
         created = {
             "properties": {
                 "roleDefinitionId": definition_id(scope, role_guid),
@@ -358,8 +359,8 @@ def put_assignment(state: State, req: Request, scope: str, name: str) -> Respons
                 "conditionVersion": condition_version,
                 "createdOn": stamp,
                 "updatedOn": stamp,
-                "createdBy": CALLER_ID,
-                "updatedBy": CALLER_ID,
+                "createdBy": author,
+                "updatedBy": author,
                 "delegatedManagedIdentityResourceId": props.get("delegatedManagedIdentityResourceId"),
                 "description": props.get("description"),
             },

@@ -44,7 +44,8 @@ the scope. While the caller is unrestricted (the estate owner, or enforcement of
 the implicit ``actions: ["*"]`` grant, because that is what the emulator then lets it do.
 
 Resource Graph checks no action; with enforcement on, ``readable`` keeps only the rows whose
-``{type}/read`` the caller holds, as ARG answers only what the caller may read.
+``{type}/read`` the caller holds, as ARG answers only what the caller may read. ``GET /subscriptions``
+likewise lists only the subscriptions where the caller holds some role assignment (at, above or below).
 """
 
 from __future__ import annotations
@@ -273,3 +274,19 @@ def readable(state: State, caller: Caller, resource_id: str, resource_type: str)
     if not enforcing(state, caller):
         return True
     return is_allowed(state, caller.object_id or "", f"{resource_type}/read", resource_id)
+
+
+def sees_subscription(state: State, caller: Caller, subscription_id: str) -> bool:
+    """Whether ``GET /subscriptions`` lists this subscription to the caller: it holds some role
+    assignment at, above or below it (True for unrestricted callers; lock held)."""
+    if not enforcing(state, caller):
+        return True
+    sub = key(f"/subscriptions/{subscription_id}")
+    above = set(scopes.chain(state, sub))
+    principals = principals_of(state, caller.object_id or "")
+    for assignment in state.role_assignments.values():
+        props = assignment["properties"]
+        scope = key(props["scope"])
+        if props["principalId"].lower() in principals and (scope in above or scope.startswith(sub + "/")):
+            return True
+    return False

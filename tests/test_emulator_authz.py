@@ -515,6 +515,37 @@ def test_resource_graph_answers_only_readable_rows(
     assert [row["name"] for row in r.json()["data"]] == ["seen"]
 
 
+def test_subscriptions_list_shows_where_the_caller_has_access(
+    emulator_arm: httpx.Client, mover: tuple[str, httpx.Client]
+) -> None:
+    oid, client = mover
+    other = "00000000-0000-0000-0000-0000000000b2"
+    put_group(emulator_arm, "rg-x", subscription=other)
+    granted(emulator_arm, SUB, oid, READER)
+    enforce(emulator_arm)
+    listed = client.get("/subscriptions", params=ARM_API)
+    assert listed.status_code == 200
+    assert [s["subscriptionId"] for s in listed.json()["value"]] == [SUBSCRIPTION]
+    assert {
+        s["subscriptionId"] for s in emulator_arm.get("/subscriptions", params=ARM_API).json()["value"]
+    } == {
+        SUBSCRIPTION,
+        other,
+    }
+
+
+def test_role_assignments_record_who_created_them(
+    emulator_arm: httpx.Client, mover: tuple[str, httpx.Client]
+) -> None:
+    oid, client = mover
+    target = put_identity(emulator_arm, "rg1", "target")["properties"]["principalId"]
+    granted(emulator_arm, SUB, oid, RBAC_ADMIN, condition=CONSTRAINED, conditionVersion="2.0")
+    enforce(emulator_arm)
+    made = assign(client, rg_path("rg1"), target, READER)
+    assert made.status_code == 201, made.text
+    assert made.json()["properties"]["createdBy"] == oid == made.json()["properties"]["updatedBy"]
+
+
 # --- Microsoft Graph application permissions --------------------------------------------------------
 def grant_graph(owner: httpx.Client, principal: str, app_role: str) -> None:
     graph_sp = owner.get(f"{G}/servicePrincipals", params={"$filter": f"appId eq '{GRAPH_APP}'"}).json()[
