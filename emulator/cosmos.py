@@ -5,9 +5,9 @@
 - ``{account}/sqlRoleDefinitions``: the built-in ``00000000-0000-0000-0000-000000000001`` (Cosmos DB Built-in
   Data Reader) and ``…0002`` (Data Contributor) exist on every account; GET one, list (``{"value": [...]}``).
 - ``{account}/sqlRoleAssignments/{guid}``: ``{"properties": {"roleDefinitionId", "scope", "principalId"}}``.
-  PUT and DELETE are asynchronous (``async_ops.py``): **202**, no body, ``Azure-AsyncOperation`` =
-  ``/subscriptions/{s}/providers/Microsoft.DocumentDB/locations/{account location}/operationsStatus/{op}``
-  and ``Location`` = ``…/operationResults/{op}``; the assignment appears (or disappears) when the
+  PUT and DELETE are asynchronous (``async_ops.py``): **202**, no body, ``Azure-AsyncOperation`` and
+  ``Location`` both ``/subscriptions/{s}/providers/Microsoft.DocumentDB/locations/{account location}/
+  operationsStatus/{op}`` (as the delete example shows); the assignment appears (or disappears) when the
   operation completes. GET 200 / 404 ``NotFound``; list ``{"value": [...]}``; DELETE of an absent one 204.
 - Validation (400 ``BadRequest``): the name and ``principalId`` are GUIDs; ``roleDefinitionId`` (a full id or
   a bare GUID) names a definition of this account; ``scope`` is the account or a path inside it
@@ -127,7 +127,7 @@ def put_definition(state: State, req: Request, sub: str, group: str, name: str, 
             "Microsoft.DocumentDB",
             account["location"],
             "operationsStatus",
-            "operationResults",
+            "operationsStatus",
             apply,
         )
 
@@ -217,7 +217,7 @@ def put_assignment(state: State, req: Request, sub: str, group: str, name: str, 
             "Microsoft.DocumentDB",
             account["location"],
             "operationsStatus",
-            "operationResults",
+            "operationsStatus",
             apply,
         )
 
@@ -239,7 +239,7 @@ def delete_assignment(state: State, req: Request, sub: str, group: str, name: st
             "Microsoft.DocumentDB",
             account["location"],
             "operationsStatus",
-            "operationResults",
+            "operationsStatus",
             apply,
             is_delete=True,
         )

@@ -13,8 +13,8 @@ Resource Graph.
   "login", "sid", "tenantId", "identityResourceId"}}``. Same async URLs under ``Microsoft.DBforMySQL``.
 - Azure SQL (``ServerAzureADAdministrators_*``, api 2023-08-01; ``AdministratorCreateOrUpdate.json``):
   one administrator, ``ActiveDirectory``: ``administratorType``, ``login``, ``sid`` (for a managed identity
-  its clientId), ``tenantId``; answers add ``azureADOnlyAuthentication`` (false unless set on the
-  server's ``azureADOnlyAuthentications``). Async: ``…/Microsoft.Sql/locations/{l}/
+  its clientId), ``tenantId``; answers add ``azureADOnlyAuthentication``, the server's
+  ``properties.administrators.azureADOnlyAuthentication`` (false when unset). Async: ``…/Microsoft.Sql/locations/{l}/
   administratorAzureAsyncOperation/{server}/{op}`` and ``administratorOperationResults``.
 PUT → **202** (create and update; the administrator appears when the operation completes), GET 200 or
 404 ``ResourceNotFound``, list ``{"value": [...]}``, DELETE 202 (204 when absent). Validation: 400
@@ -103,7 +103,6 @@ class Flavor:
     result_kind: str
     validate: Callable[[str, dict[str, Any]], tuple[str, dict[str, Any]]]
     per_server_infix: bool = False
-    defaults: tuple[tuple[str, Any], ...] = ()
 
     @property
     def admin_type(self) -> str:
@@ -120,8 +119,7 @@ MYSQL = Flavor(
 )  # fmt: skip
 SQL = Flavor(
     "Microsoft.Sql/servers", "Microsoft.Sql", "administratorAzureAsyncOperation", "administratorOperationResults",
-    lambda n, p: _active_directory(n, p, ("azureADOnlyAuthentication",)), per_server_infix=True,
-    defaults=(("azureADOnlyAuthentication", False),),
+    lambda n, p: _active_directory(n, p, ()), per_server_infix=True,
 )  # fmt: skip
 BY_NAMESPACE = {"microsoft.dbforpostgresql": POSTGRES, "microsoft.dbformysql": MYSQL, "microsoft.sql": SQL}
 
@@ -164,10 +162,11 @@ def put_admin(
     if not isinstance(props, dict):
         raise bad_request("The request body must carry 'properties'.", target="properties")
     display_name, properties = flavor.validate(name, props)
-    for field, value in flavor.defaults:
-        properties.setdefault(field, value)
     with state.lock:
         stored = _server(state, flavor, sub, group, server)
+        if flavor is SQL:  # mirrors the server's Entra-only setting (properties.administrators)
+            external = (stored.get("properties") or {}).get("administrators") or {}
+            properties["azureADOnlyAuthentication"] = bool(external.get("azureADOnlyAuthentication", False))
         canonical = "ActiveDirectory" if flavor is not POSTGRES else name
         admin: dict[str, Any] = {
             "id": _admin_id(stored, canonical),
