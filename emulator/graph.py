@@ -10,7 +10,9 @@ Reproduces (FACTS.md "Microsoft Graph"; Graph v1.0 reference):
   survives reset. With ``{"rbac": {"enforce": true}}`` callers with an ``oid`` need those permissions
   granted (``graph_permissions.py``), else 403 ``Authorization_RequestDenied``.
 - ``GET /servicePrincipals/{id}/memberOf`` (and ``transitiveMemberOf``), paged by ``@odata.nextLink``.
-- ``GET|POST /servicePrincipals/{id}/appRoleAssignments``, ``DELETE .../appRoleAssignments/{id}`` (204).
+- ``GET|POST /servicePrincipals/{id}/appRoleAssignments``, ``DELETE .../appRoleAssignments/{id}`` (204);
+  the same from the resource's side: ``GET|POST /servicePrincipals/{resource}/appRoleAssignedTo``,
+  ``DELETE .../appRoleAssignedTo/{id}`` (how ``infra/scripts/grant-graph-permissions.sh`` grants).
 - Groups: ``POST /groups`` (201), ``GET /groups/{id}``, ``GET /groups?$filter=displayName eq``,
   ``GET /groups/{id}/members``, ``POST /groups/{id}/members/$ref`` (204; 400 when already a member),
   ``DELETE /groups/{id}/members/{memberId}/$ref`` (204; 404 when not a member).
@@ -179,6 +181,13 @@ def handle(state: State, req: Request, segs: list[str]) -> Response:
                 return _grant_app_role(state, req, segs[1])
         if n == 4 and low[2] == "approleassignments" and m == "DELETE":
             return _revoke_app_role(state, segs[1], segs[3])
+        if n == 3 and low[2] == "approleassignedto":
+            if m == "GET":
+                return _list_app_role_assigned_to(state, req, segs[1])
+            if m == "POST":
+                return _grant_app_role_to(state, req, segs[1])
+        if n == 4 and low[2] == "approleassignedto" and m == "DELETE":
+            return _revoke_app_role(state, segs[1], segs[3], by_resource=True)
     if low[:1] == ["groups"]:
         if n == 1 and m == "POST":
             return _create_group(state, req)
@@ -357,11 +366,35 @@ def _grant_app_role(state: State, req: Request, sp_id: str) -> Response:
         )
 
 
-def _revoke_app_role(state: State, sp_id: str, assignment_id: str) -> Response:
+def _grant_app_role_to(state: State, req: Request, resource_sp_id: str) -> Response:
+    """``POST /servicePrincipals/{resource}/appRoleAssignedTo``: how an administrator grants an app role
+    (e.g. a Microsoft Graph application permission) to a client service principal."""
+    body = req.json_object()
+    if str(body.get("resourceId", "")).lower() != resource_sp_id.lower():
+        raise graph_bad_request(
+            "The resourceId in the body must be the service principal in the request URL."
+        )
+    created = _grant_app_role(state, req, str(body.get("principalId", "")))
+    created.body["@odata.context"] = f"{META}#servicePrincipals('{resource_sp_id}')/appRoleAssignedTo/$entity"
+    return created
+
+
+def _list_app_role_assigned_to(state: State, req: Request, resource_sp_id: str) -> Response:
+    with state.lock:
+        sp = _require(state, resource_sp_id, "servicePrincipal")
+        items = [
+            copy.deepcopy(a)
+            for _, a in sorted(state.app_role_assignments.items())
+            if a["resourceId"] == sp["id"]
+        ]
+    return _list(req, state, f"servicePrincipals('{resource_sp_id}')/appRoleAssignedTo", items)
+
+
+def _revoke_app_role(state: State, sp_id: str, assignment_id: str, by_resource: bool = False) -> Response:
     with state.lock:
         sp = _require(state, sp_id, "servicePrincipal")
         found = state.app_role_assignments.get(assignment_id)
-        if found is None or found["principalId"] != sp["id"]:
+        if found is None or found["resourceId" if by_resource else "principalId"] != sp["id"]:
             raise graph_not_found(assignment_id)
         del state.app_role_assignments[assignment_id]
     return Response(204)

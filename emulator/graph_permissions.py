@@ -21,7 +21,9 @@ id}``), as Graph allows. The estate owner is never restricted.
 | ``GET /servicePrincipals/{id}/memberOf`` (and ``transitiveMemberOf``) | Application.Read.All, Application.ReadWrite.All, Application.ReadWrite.OwnedBy, Directory.Read.All, Directory.ReadWrite.All |
 | ``GET /servicePrincipals/{id}/appRoleAssignments`` | Application.Read.All, Application.ReadWrite.All, AppRoleAssignment.ReadWrite.All, Directory.Read.All, Directory.ReadWrite.All |
 | ``POST /servicePrincipals/{id}/appRoleAssignments`` | AppRoleAssignment.ReadWrite.All **and** one of Application.Read.All, Application.ReadWrite.All, Directory.Read.All, Directory.ReadWrite.All |
-| ``DELETE /servicePrincipals/{id}/appRoleAssignments/{a}`` | AppRoleAssignment.ReadWrite.All |
+| ``DELETE /servicePrincipals/{id}/appRoleAssignments/{a}`` (or ``…/appRoleAssignedTo/{a}``) | AppRoleAssignment.ReadWrite.All |
+| ``GET /servicePrincipals/{id}/appRoleAssignedTo`` | Application.Read.All, Application.ReadWrite.All, Directory.Read.All, Directory.ReadWrite.All |
+| ``POST /servicePrincipals/{resource}/appRoleAssignedTo`` | as ``POST …/appRoleAssignments`` |
 | ``GET /groups[/{id}]``, ``GET /groups/{id}/members`` | GroupMember.Read.All, Group.Read.All, GroupMember.ReadWrite.All, Group.ReadWrite.All, Directory.Read.All, Directory.ReadWrite.All |
 | ``POST /groups`` | Group.Create, Group.ReadWrite.All, Directory.ReadWrite.All |
 | ``DELETE /groups/{id}`` | Group.ReadWrite.All, Directory.ReadWrite.All |
@@ -88,7 +90,14 @@ REQUIRED: list[tuple[str, re.Pattern[str], list[frozenset[str]]]] = [
      [frozenset({"AppRoleAssignment.ReadWrite.All"}),
       frozenset({"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
                  "Directory.ReadWrite.All"})]),
-    ("DELETE", re.compile(r"^serviceprincipals/[^/]+/approleassignments/[^/]+$"),
+    ("GET", re.compile(r"^serviceprincipals/[^/]+/approleassignedto$"),
+     [frozenset({"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
+                 "Directory.ReadWrite.All"})]),
+    ("POST", re.compile(r"^serviceprincipals/[^/]+/approleassignedto$"),
+     [frozenset({"AppRoleAssignment.ReadWrite.All"}),
+      frozenset({"Application.Read.All", "Application.ReadWrite.All", "Directory.Read.All",
+                 "Directory.ReadWrite.All"})]),
+    ("DELETE", re.compile(r"^serviceprincipals/[^/]+/approle(assignments|assignedto)/[^/]+$"),
      [frozenset({"AppRoleAssignment.ReadWrite.All"})]),
     ("GET", re.compile(r"^groups(/[^/]+)?$"), [_GROUP_READ]),
     ("GET", re.compile(r"^groups/[^/]+/members$"), [_GROUP_READ]),

@@ -611,6 +611,36 @@ def test_graph_operations_need_application_permissions(
     )
 
 
+def test_app_roles_granted_from_the_resource_side_as_administrators_do(
+    emulator_arm: httpx.Client, mover: tuple[str, httpx.Client]
+) -> None:
+    """``POST /servicePrincipals/{graph}/appRoleAssignedTo`` (``infra/scripts/grant-graph-permissions.sh``)."""
+    oid, client = mover
+    graph_sp = emulator_arm.get(
+        f"{G}/servicePrincipals", params={"$filter": f"appId eq '{GRAPH_APP}'"}
+    ).json()["value"][0]
+    grant = {"principalId": oid, "resourceId": graph_sp["id"], "appRoleId": APPLICATION_READ_ALL}
+    made = emulator_arm.post(f"{G}/servicePrincipals/{graph_sp['id']}/appRoleAssignedTo", json=grant)
+    assert made.status_code == 201, made.text
+    assert made.json()["@odata.context"].endswith(
+        f"servicePrincipals('{graph_sp['id']}')/appRoleAssignedTo/$entity"
+    )
+    mine = emulator_arm.get(f"{G}/servicePrincipals/{oid}/appRoleAssignments").json()["value"]
+    assert [(a["resourceId"], a["appRoleId"]) for a in mine] == [(graph_sp["id"], APPLICATION_READ_ALL)]
+    enforce(emulator_arm)
+    assert client.get(f"{G}/servicePrincipals/{graph_sp['id']}/appRoleAssignedTo").status_code == 200
+    other = {**grant, "appRoleId": GROUPMEMBER_READWRITE_ALL}
+    assert (
+        client.post(f"{G}/servicePrincipals/{graph_sp['id']}/appRoleAssignedTo", json=other).status_code
+        == 403
+    )
+    revoked = emulator_arm.delete(
+        f"{G}/servicePrincipals/{graph_sp['id']}/appRoleAssignedTo/{made.json()['id']}"
+    )
+    assert revoked.status_code == 204
+    assert client.get(f"{G}/servicePrincipals/{graph_sp['id']}/appRoleAssignedTo").status_code == 403
+
+
 # --- the action names derived per request kind ------------------------------------------------------
 IDENT = identity_path("rg1", "id1")
 SITE = f"{rg_path('rg1')}/providers/Microsoft.Web/sites/app1"
