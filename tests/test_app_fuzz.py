@@ -117,23 +117,26 @@ def written(local_stack: Stack) -> Iterator[Any]:
     work.close()
 
 
-def _settle(api: httpx.Client, timeout: float = 90) -> None:
-    """Wait until no move is in flight, so that only this test's requests could write."""
+def _settle(api: httpx.Client, written: Any, timeout: float = 90) -> None:
+    """Wait until no move is in flight and the work queue is empty (the last step's message is deleted
+    only after its writes), so that only this test's requests could write."""
     deadline = time.monotonic() + timeout
-    while any(
-        m["status"] in BUSY
-        for status in BUSY
-        for m in api.get("/api/moves", params={"status": status}).json()["value"]
+    while (
+        any(
+            m["status"] in BUSY
+            for status in BUSY
+            for m in api.get("/api/moves", params={"status": status}).json()["value"]
+        )
+        or written()[-1]
     ):
         assert time.monotonic() < deadline, "moves still in flight"
-        time.sleep(0.25)
-    time.sleep(0.5)  # the last step's writes and queue deletes
+        time.sleep(0.1)
 
 
 def test_random_start_bodies_never_fail_the_server_and_4xx_writes_nothing(
     api: httpx.Client, written: Any
 ) -> None:
-    _settle(api)
+    _settle(api, written)
     seen: dict[int, int] = {}
 
     @settings(
@@ -149,7 +152,7 @@ def test_random_start_bodies_never_fail_the_server_and_4xx_writes_nothing(
         seen[response.status_code] = seen.get(response.status_code, 0) + 1
         assert response.status_code < 500, (content, response.text)
         if response.status_code == 202:  # a valid request for an identity that does not exist: fine
-            _settle(api)
+            _settle(api, written)
             return
         assert 400 <= response.status_code < 500, (content, response.status_code, response.text)
         assert response.headers["content-type"].startswith("application/json")

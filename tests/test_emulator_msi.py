@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 
 from tests.plugins.emulator import MSI_API, SUBSCRIPTION, configure, identity_path, put_group, put_identity
+from tests.waiting import wait_until
 
 FIC = {
     "issuer": "https://token.actions.githubusercontent.com",
@@ -143,12 +143,11 @@ def test_service_principal_follows_the_identity(emulator_arm: httpx.Client) -> N
 
 
 def test_service_principal_is_invisible_while_replicating(emulator_arm: httpx.Client) -> None:
-    configure(emulator_arm, replicationDelaySeconds=0.5)
+    configure(emulator_arm, replicationDelaySeconds=3)  # wide enough for a busy machine's first look
     ident = put_identity(emulator_arm, "rg1", "id1")
     url = f"/graph/v1.0/servicePrincipals/{ident['properties']['principalId']}"
     assert emulator_arm.get(url).status_code == 404
-    time.sleep(0.6)
-    assert emulator_arm.get(url).status_code == 200
+    wait_until(lambda: emulator_arm.get(url).status_code == 200, timeout=30, what="replicated")
 
 
 def test_federated_credentials(emulator_arm: httpx.Client) -> None:

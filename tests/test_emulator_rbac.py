@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
@@ -18,6 +17,7 @@ from tests.plugins.emulator import (
     put_identity,
     rg_path,
 )
+from tests.waiting import wait_until
 
 RA = "providers/Microsoft.Authorization/roleAssignments"
 READER = "acdd72a7-3385-48ef-bd42-f606fba81ae7"
@@ -193,14 +193,15 @@ def test_principal_type_defaults_to_user_and_unknown_principals_fail(emulator_ar
 
 
 def test_new_identity_hits_principal_not_found_unless_service_principal(emulator_arm: httpx.Client) -> None:
-    configure(emulator_arm, replicationDelaySeconds=0.5)
+    configure(emulator_arm, replicationDelaySeconds=3)  # wide enough for a busy machine's first look
     ident = put_identity(emulator_arm, "rg1", "id1")
     pid = ident["properties"]["principalId"]
     body = {"properties": {"roleDefinitionId": role_id(READER), "principalId": pid, "principalType": "Group"}}
     early = emulator_arm.put(f"{SUB}/{RA}/{uuid.uuid4()}", params=RBAC_API, json=body)
     assert early.status_code == 400 and early.json()["error"]["code"] == "PrincipalNotFound"
     assert assign(emulator_arm, SUB, pid).status_code == 201
-    time.sleep(0.6)
+    sp = f"/graph/v1.0/servicePrincipals/{pid}"
+    wait_until(lambda: emulator_arm.get(sp).status_code == 200, timeout=30, what="replicated")
     late = emulator_arm.put(
         f"{rg_path('rg1')}/{RA}/{uuid.uuid4()}",
         params=RBAC_API,

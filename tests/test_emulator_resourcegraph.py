@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import httpx
 import pytest
 
 from emulator import kql
 from tests.plugins.emulator import SUBSCRIPTION, configure, put_group, put_identity, rg_path
+from tests.waiting import wait_until
 
 ARG = "/providers/Microsoft.ResourceGraph/resources"
 API = {"api-version": "2022-10-01"}
@@ -102,20 +103,20 @@ def test_paging_with_top_skip_and_skip_token(emulator_arm: httpx.Client) -> None
 
 
 def test_lag_behind_arm(emulator_arm: httpx.Client) -> None:
-    configure(emulator_arm, resourceGraphLagSeconds=0.4)
+    configure(emulator_arm, resourceGraphLagSeconds=2)  # wide enough for a busy machine's first look
+
+    def late() -> list[Any]:
+        return list(query(emulator_arm, "Resources | where name == 'late'").json()["data"])
+
     put_group(emulator_arm, "rg1")
     site(emulator_arm, "late")
-    assert query(emulator_arm, "Resources | where name == 'late'").json()["data"] == []
-    time.sleep(0.5)
-    assert len(query(emulator_arm, "Resources | where name == 'late'").json()["data"]) == 1
+    assert late() == []
+    wait_until(lambda: len(late()) == 1, timeout=30, what="indexed")
     emulator_arm.delete(
         f"{rg_path('rg1')}/providers/Microsoft.Web/sites/late", params={"api-version": "2023-01-01"}
     )
-    assert (
-        len(query(emulator_arm, "Resources | where name == 'late'").json()["data"]) == 1
-    )  # still there, stale
-    time.sleep(0.5)
-    assert query(emulator_arm, "Resources | where name == 'late'").json()["data"] == []
+    assert len(late()) == 1  # still there, stale
+    wait_until(lambda: late() == [], timeout=30, what="dropped from the index")
 
 
 def test_user_quota_429(emulator_arm: httpx.Client) -> None:
