@@ -3,7 +3,8 @@
 ``CosmosDBSqlRoleAssignmentDelete.json``).
 
 - ``{account}/sqlRoleDefinitions``: the built-in ``00000000-0000-0000-0000-000000000001`` (Cosmos DB Built-in
-  Data Reader) and ``…0002`` (Data Contributor) exist on every account; GET one, list (``{"value": [...]}``).
+  Data Reader) and ``…0002`` (Data Contributor) exist on every account; GET one, list (``{"value": [...]}``);
+  custom roles are PUT and DELETEd asynchronously like the assignments.
 - ``{account}/sqlRoleAssignments/{guid}``: ``{"properties": {"roleDefinitionId", "scope", "principalId"}}``.
   PUT and DELETE are asynchronous (``async_ops.py``): **202**, no body, ``Azure-AsyncOperation`` and
   ``Location`` both ``/subscriptions/{s}/providers/Microsoft.DocumentDB/locations/{account location}/
@@ -130,6 +131,27 @@ def put_definition(state: State, req: Request, sub: str, group: str, name: str, 
             "operationsStatus",
             apply,
         )
+
+
+def delete_definition(state: State, req: Request, sub: str, group: str, name: str, guid: str) -> Response:
+    """Deleting a custom role (asynchronous); built-in roles cannot be deleted; absent: 204."""
+    if guid.lower() in _BUILTIN:
+        raise bad_request(
+            f"The built-in Sql Role Definition [{guid}] cannot be deleted.", target="roleDefinitionId"
+        )
+    with state.lock:
+        account = _account(state, sub, group, name)
+        definition_id = f"{account['id']}/sqlRoleDefinitions/{guid}"
+        if key(definition_id) not in state.resources:
+            return Response(204)
+
+        def apply() -> None:
+            state.remove_resource(definition_id)
+
+        return async_ops.accept(
+            state, req, sub, "Microsoft.DocumentDB", account["location"], "operationsStatus", "operationsStatus",
+            apply, is_delete=True,
+        )  # fmt: skip
 
 
 def list_assignments(state: State, req: Request, sub: str, group: str, name: str) -> Response:

@@ -20,7 +20,10 @@ PUT → **202** (create and update; the administrator appears when the operation
 404 ``ResourceNotFound``, list ``{"value": [...]}``, DELETE 202 (204 when absent). Validation: 400
 ``BadRequest`` for a non-GUID objectId/sid/tenantId, a missing principalName/login, an unknown
 principalType, an administratorType other than ActiveDirectory, or an administrator name other than
-``ActiveDirectory`` (MySQL, SQL). The server missing: 404 ``ResourceNotFound``.
+``ActiveDirectory`` (MySQL, SQL). The server missing: 404 ``ResourceNotFound``. Azure SQL uses the codes
+its spec lists instead: 400 ``InvalidServerAdministratorTypePropertyName`` (administratorType),
+``InvalidResourceRequestBody`` (no properties, login or GUID sid), ``InvalidServerAzureADAdminDeleteOperation``
+(DELETE while the server is Entra-only), 404 ``ServerNotInSubscriptionResourceGroup`` (no such server).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 from emulator import async_ops
 from emulator.arm_resources import require_group
-from emulator.errors import bad_request, not_found
+from emulator.errors import ArmError, bad_request, not_found
 from emulator.ids import is_guid, key
 from emulator.state import TENANT_ID, State
 from emulator.wire import Request, Response
@@ -95,6 +98,27 @@ def _active_directory(name: str, props: dict[str, Any], extra: tuple[str, ...]) 
     return "ActiveDirectory", body
 
 
+def _sql(name: str, props: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Azure SQL answers with the codes its spec documents (``ServerAzureADAdministrators.json``)."""
+    if props.get("administratorType") != "ActiveDirectory":
+        raise ArmError(
+            400,
+            "InvalidServerAdministratorTypePropertyName",
+            "Server active directory administrator type should be ActiveDirectory",
+        )
+    if (
+        not isinstance(props.get("login"), str)
+        or not props["login"].strip()
+        or not is_guid(str(props.get("sid")))
+    ):
+        raise ArmError(
+            400,
+            "InvalidResourceRequestBody",
+            "The resource or resource properties in the request body is empty or invalid.",
+        )
+    return _active_directory(name, props, ())
+
+
 @dataclass(frozen=True)
 class Flavor:
     server_type: str
@@ -119,7 +143,7 @@ MYSQL = Flavor(
 )  # fmt: skip
 SQL = Flavor(
     "Microsoft.Sql/servers", "Microsoft.Sql", "administratorAzureAsyncOperation", "administratorOperationResults",
-    lambda n, p: _active_directory(n, p, ()), per_server_infix=True,
+    _sql, per_server_infix=True,
 )  # fmt: skip
 BY_NAMESPACE = {"microsoft.dbforpostgresql": POSTGRES, "microsoft.dbformysql": MYSQL, "microsoft.sql": SQL}
 
@@ -128,6 +152,12 @@ def _server(state: State, flavor: Flavor, sub: str, group: str, name: str) -> di
     stored_group = require_group(state, sub, group)
     server = state.resources.get(key(f"{stored_group['id']}/providers/{flavor.server_type}/{name}"))
     if server is None or server["type"].lower() != flavor.server_type.lower():
+        if flavor is SQL:
+            raise ArmError(
+                404,
+                "ServerNotInSubscriptionResourceGroup",
+                "Specified server does not exist in the specified resource group and subscription.",
+            )
         raise not_found(flavor.server_type, [name], group)
     return server
 
@@ -160,6 +190,12 @@ def put_admin(
 ) -> Response:
     props = req.json_object().get("properties")
     if not isinstance(props, dict):
+        if flavor is SQL:
+            raise ArmError(
+                400,
+                "InvalidResourceRequestBody",
+                "The resource or resource properties in the request body is empty or invalid.",
+            )
         raise bad_request("The request body must carry 'properties'.", target="properties")
     display_name, properties = flavor.validate(name, props)
     with state.lock:
@@ -195,6 +231,14 @@ def delete_admin(
         admin_id = _admin_id(stored, name)
         if key(admin_id) not in state.resources:
             return Response(204)
+        external = (stored.get("properties") or {}).get("administrators") or {}
+        if flavor is SQL and external.get("azureADOnlyAuthentication"):
+            raise ArmError(
+                400,
+                "InvalidServerAzureADAdminDeleteOperation",
+                "User tried to delete server Azure Active Azure admin when AzureADOnlyAuthentication is set, "
+                "please use azureADOnlyAuthentications API first.",
+            )
 
         def apply() -> None:
             state.remove_resource(admin_id)

@@ -120,6 +120,7 @@ def _cosmos(
         handlers = {
             "GET": lambda: cosmos.get_definition(state, req, sub, group, account, guid),
             "PUT": lambda: cosmos.put_definition(state, req, sub, group, account, guid),
+            "DELETE": lambda: cosmos.delete_definition(state, req, sub, group, account, guid),
         }
     else:
         return None

@@ -45,7 +45,10 @@ Operation coverage (bottom of this file, rendered to ``emulator/COVERAGE.md``): 
 that exercise it) or ``NOT_COVERED`` (with why). Served: all 12 MSI operations but ``Operations_List``,
 all 10 role-assignment operations, ``Permissions_ListForResourceGroup``/``_ListForResource`` and the 4
 role-definition operations, and Event Grid ``PublishEvents``. Not served: ``Operations_List`` (the
-provider's operation catalogue; the mover never calls it).
+provider's operation catalogue; the mover never calls it). Issue 8 adds Cosmos DB ``rbac.json``, PostgreSQL
+``Administrators.json``, MySQL ``AzureADAdministrator.json`` and SQL ``ServerAzureADAdministrators.json``
+(all 20 operations served); Key Vault (``keyvault.json`` 2023-07-01 is not in the stored index) and App
+Service (``WebApps.json``, hundreds of operations) are covered by replayed examples only.
 """
 
 from __future__ import annotations
@@ -692,11 +695,19 @@ def test_replay(example: str, emulator_arm: httpx.Client) -> None:
 # uncovered one gained one), or when COVERAGE.md is stale. Regenerate it with
 # ``.venv/bin/python -m tests.test_emulator_conformance``.
 SPECS = Path(__file__).parent / "conformance" / "specs"
-SPEC_FILES = (
+REFERENCE_SPEC_FILES = (  # copies of ../shared/reference/arm-specs
     "Microsoft.ManagedIdentity/2026-05-31/ManagedIdentity.json",
     "Microsoft.Authorization/2022-04-01/authorization-RoleAssignmentsCalls.json",
     "Microsoft.Authorization/2022-04-01/authorization-RoleDefinitionsCalls.json",
     "Microsoft.EventGrid/2018-01-01/EventGrid.json",
+)
+SPEC_FILES = (
+    *REFERENCE_SPEC_FILES,
+    # issue 8: read from Azure/azure-rest-api-specs (conformance/SOURCES.md)
+    "Microsoft.DocumentDB/2024-11-15/rbac.json",
+    "Microsoft.DBforPostgreSQL/2024-08-01/Administrators.json",
+    "Microsoft.DBforMySQL/2023-12-30/AzureADAdministrator.json",
+    "Microsoft.Sql/2023-08-01/ServerAzureADAdministrators.json",
 )
 COVERAGE_MD = Path(__file__).parent.parent / "emulator" / "COVERAGE.md"
 CONF = "tests/test_emulator_conformance.py::test_replay"
@@ -769,6 +780,57 @@ COVERED: dict[str, tuple[str, ...]] = {
                       "tests/test_emulator_eventgrid.py::test_accepts_both_schemas_and_keeps_events",
                       "tests/test_emulator_eventgrid.py::test_rejects_malformed_batches"),
 }  # fmt: skip
+DP_T = "tests/test_emulator_dataplane.py::"
+
+
+def _dp(example: str) -> str:
+    return f"tests/test_emulator_conformance_dataplane.py::test_replay_dataplane[{example}]"
+
+
+COSMOS_EX, PG_EX, MYSQL_EX, SQL_EX = (
+    "Microsoft.DocumentDB/2024-11-15/", "Microsoft.DBforPostgreSQL/", "Microsoft.DBforMySQL/2023-12-30/",
+    "Microsoft.Sql/2023-08-01/",
+)  # fmt: skip
+COVERED.update({
+    "SqlResources_GetSqlRoleDefinition": (_dp(COSMOS_EX + "CosmosDBSqlRoleDefinitionGet.json"),
+                                          DP_T + "test_sql_role_definitions_and_assignment_validation"),
+    "SqlResources_CreateUpdateSqlRoleDefinition": (_dp(COSMOS_EX + "CosmosDBSqlRoleDefinitionGet.json"),
+                                                   DP_T + "test_custom_sql_role_definitions"),
+    "SqlResources_DeleteSqlRoleDefinition": (DP_T + "test_custom_sql_role_definitions",),
+    "SqlResources_ListSqlRoleDefinitions": (DP_T + "test_sql_role_definitions_and_assignment_validation",),
+    "SqlResources_GetSqlRoleAssignment": (DP_T + "test_sql_role_assignments_are_asynchronous",
+                                          _dp(COSMOS_EX + "CosmosDBSqlRoleAssignmentCreateUpdate.json")),
+    "SqlResources_CreateUpdateSqlRoleAssignment": (_dp(COSMOS_EX + "CosmosDBSqlRoleAssignmentCreateUpdate.json"),
+                                                   DP_T + "test_sql_role_assignments_are_asynchronous",
+                                                   DP_T + "test_an_accepted_operation_completes_without_being_polled",
+                                                   DP_T + "test_sql_role_definitions_and_assignment_validation"),
+    "SqlResources_DeleteSqlRoleAssignment": (_dp(COSMOS_EX + "CosmosDBSqlRoleAssignmentDelete.json"),
+                                             DP_T + "test_sql_role_assignments_are_asynchronous"),
+    "SqlResources_ListSqlRoleAssignments": (_dp("Microsoft.DocumentDB/2024-08-15/CosmosDBSqlRoleAssignmentList.json"),
+                                            DP_T + "test_sql_role_assignments_are_asynchronous"),
+    "Administrators_Create": (_dp(PG_EX + "2024-08-01/AdministratorAdd.json"),
+                              _dp(PG_EX + "2025-06-01-preview/AdministratorsMicrosoftEntraAdd.json"),
+                              DP_T + "test_postgres_administrators_coexist"),
+    "Administrators_Delete": (_dp(PG_EX + "2025-06-01-preview/AdministratorsMicrosoftEntraDelete.json"),
+                              DP_T + "test_postgres_administrators_coexist"),
+    "Administrators_Get": (_dp(PG_EX + "2025-06-01-preview/AdministratorsMicrosoftEntraGet.json"),
+                           DP_T + "test_postgres_administrators_coexist"),
+    "Administrators_ListByServer": (_dp(PG_EX + "2025-06-01-preview/AdministratorsMicrosoftEntraListByServer.json"),
+                                    DP_T + "test_postgres_administrators_coexist"),
+    "AzureADAdministrators_CreateOrUpdate": (_dp(MYSQL_EX + "AzureADAdministratorCreate.json"),
+                                             DP_T + "test_mysql_has_one_active_directory_administrator"),
+    "AzureADAdministrators_Delete": (DP_T + "test_mysql_has_one_active_directory_administrator",),
+    "AzureADAdministrators_Get": (_dp(MYSQL_EX + "AzureADAdministratorGet.json"),
+                                  DP_T + "test_mysql_has_one_active_directory_administrator"),
+    "AzureADAdministrators_ListByServer": (DP_T + "test_mysql_has_one_active_directory_administrator",),
+    "ServerAzureADAdministrators_ListByServer": (_dp(SQL_EX + "AdministratorList.json"),
+                                                 DP_T + "test_sql_server_administrator"),
+    "ServerAzureADAdministrators_Get": (_dp(SQL_EX + "AdministratorGet.json"), DP_T + "test_sql_server_administrator"),
+    "ServerAzureADAdministrators_CreateOrUpdate": (_dp(SQL_EX + "AdministratorCreateOrUpdate.json"),
+                                                   DP_T + "test_sql_server_administrator"),
+    "ServerAzureADAdministrators_Delete": (_dp(SQL_EX + "AdministratorDelete.json"),
+                                           DP_T + "test_sql_server_administrator"),
+})  # fmt: skip
 NOT_COVERED: dict[str, str] = {
     "Operations_List": "GET /providers/Microsoft.ManagedIdentity/operations lists the provider's REST "
     "operations for portals and policy tooling; the mover never calls it.",
@@ -787,7 +849,14 @@ SAMPLE = {
     "scope": "subscriptions/0c0c0c0c-0000-4000-8000-00000000c0de/resourceGroups/rg-coverage",
     "roleAssignmentId": "subscriptions/0c0c0c0c-0000-4000-8000-00000000c0de/providers/Microsoft.Authorization/"
     "roleAssignments/5a3f6c1e-0d2b-4c7e-9f10-2a3b4c5d6e7f",
+    "accountName": "account-coverage",
+    "serverName": "server-coverage",
+    "administratorName": "ActiveDirectory",
+    "objectId": "5a3f6c1e-0d2b-4c7e-9f10-2a3b4c5d6e7f",
 }
+SPEC_SAMPLES = {
+    "rbac.json": {"roleAssignmentId": "5a3f6c1e-0d2b-4c7e-9f10-2a3b4c5d6e7f"}
+}  # a bare GUID there
 
 
 def spec_operations() -> list[tuple[str, str, str, str, str]]:
@@ -819,7 +888,8 @@ def coverage_markdown() -> str:
         "# Spec operations the emulator serves",
         "",
         "Generated from `COVERED` / `NOT_COVERED` in `tests/test_emulator_conformance.py` over the spec files",
-        "in `tests/conformance/specs/` (copies of `../shared/reference/arm-specs/`). Do not edit by hand:",
+        "in `tests/conformance/specs/` (copies of `../shared/reference/arm-specs/`, and for issue 8 of",
+        "`Azure/azure-rest-api-specs`: `tests/conformance/SOURCES.md`). Do not edit by hand:",
         "`.venv/bin/python -m tests.test_emulator_conformance` rewrites it, and a test fails while it is stale.",
         "",
         "| spec | operationId | request | served | tested by / why not |",
@@ -840,7 +910,7 @@ def test_spec_copies_match_the_reference() -> None:
     reference = Path(__file__).parent.parent.parent / "shared" / "reference" / "arm-specs"
     if not reference.is_dir():
         pytest.skip("../shared/reference/arm-specs is not next to this checkout")
-    for spec in SPEC_FILES:
+    for spec in REFERENCE_SPEC_FILES:
         assert (SPECS / spec).read_bytes() == (reference / spec).read_bytes(), spec
 
 
@@ -865,9 +935,9 @@ def test_covered_operations_have_a_route(
 ) -> None:
     """A covered operation reaches a handler (any answer but 'no such route'); an uncovered one does not,
     so implementing it forces the table to be updated."""
-    _spec, version, op_id, method, path = operation
+    spec, version, op_id, method, path = operation
     url = path
-    for name, value in SAMPLE.items():
+    for name, value in {**SAMPLE, **SPEC_SAMPLES.get(spec.rsplit("/", 1)[-1], {})}.items():
         url = url.replace("{" + name + "}", value)
     url = "/" + "/".join(s for s in url.split("/") if s)
     if op_id == "PublishEvents":

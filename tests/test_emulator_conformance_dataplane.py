@@ -18,7 +18,9 @@ Substitutions (placeholders a real service refuses, as in the main replay file):
   replace them. The server is created in ``eastus``, the region the 202 headers of the example name.
 - Azure SQL: the example's server has Entra-only authentication on (``azureADOnlyAuthentication: true``
   in every answer); the replay creates the server with ``properties.administrators.
-  azureADOnlyAuthentication: true``, which the administrator mirrors.
+  azureADOnlyAuthentication: true``, which the administrator mirrors (the delete replay uses a server that is
+  not Entra-only: SQL refuses, with ``InvalidServerAzureADAdminDeleteOperation``, to delete the administrator
+  of an Entra-only server).
 - Container Apps ``ContainerApps_ListSecrets``: the example lists names only; the spec's
   ``ContainerAppSecret`` carries ``value`` too (that is the point of the call), so ``value`` is an allowed
   extra key.
@@ -331,7 +333,8 @@ def replay_sql_admin_list(arm: httpx.Client) -> None:
 def replay_sql_admin_delete(arm: httpx.Client) -> None:
     ex = load(SQL + "AdministratorDelete.json")
     p = ex["parameters"]
-    server = sql_server(arm, p)
+    # not Entra-only: SQL refuses to delete the administrator of an Entra-only server
+    server = db_server(arm, p, "Microsoft.Sql/servers", {})
     _ad_admin(
         arm, server, p["api-version"], load(SQL + "AdministratorGet.json")["responses"]["200"]["body"], SQL_OP
     )

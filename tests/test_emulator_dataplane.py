@@ -290,6 +290,36 @@ def test_sql_role_definitions_and_assignment_validation(emulator_arm: httpx.Clie
         "Azure-AsyncOperation"].split("/")[-1].split("?")[0], NEW)), 404, "OperationNotFound")  # fmt: skip
 
 
+def test_custom_sql_role_definitions(emulator_arm: httpx.Client) -> None:
+    make_account(emulator_arm)
+    path = f"{account_path()}/sqlRoleDefinitions/{NEW}"
+    props = {"roleName": "orders-writer", "type": "CustomRole", "assignableScopes": [account_path()],
+             "permissions": [{"dataActions": ["Microsoft.DocumentDB/databaseAccounts/readMetadata"]}]}  # fmt: skip
+    accepted = emulator_arm.put(path, params=COSMOS_API, json={"properties": props})
+    error(emulator_arm.get(path, params=COSMOS_API), 404, "NotFound")
+    assert follow(emulator_arm, accepted)["status"] == "Succeeded"
+    got = emulator_arm.get(path, params=COSMOS_API).json()
+    assert got["name"] == NEW and got["properties"]["roleName"] == "orders-writer"
+    listed = emulator_arm.get(f"{account_path()}/sqlRoleDefinitions", params=COSMOS_API).json()["value"]
+    assert [d["name"] for d in listed] == [READER, CONTRIBUTOR, NEW]
+    # an assignment may use it
+    assigned = emulator_arm.put(f"{account_path()}/sqlRoleAssignments/{OTHER}", params=COSMOS_API,
+                                json=assignment_body(role=NEW))  # fmt: skip
+    assert follow(emulator_arm, assigned)["status"] == "Succeeded"
+    # built-in roles can be neither replaced nor deleted
+    error(emulator_arm.put(f"{account_path()}/sqlRoleDefinitions/{READER}", params=COSMOS_API,
+                           json={"properties": props}), 400, "BadRequest")  # fmt: skip
+    error(
+        emulator_arm.delete(f"{account_path()}/sqlRoleDefinitions/{READER}", params=COSMOS_API),
+        400,
+        "BadRequest",
+    )
+    deleting = emulator_arm.delete(path, params=COSMOS_API)
+    assert deleting.status_code == 202 and follow(emulator_arm, deleting)["status"] == "Succeeded"
+    error(emulator_arm.get(path, params=COSMOS_API), 404, "NotFound")
+    assert emulator_arm.delete(path, params=COSMOS_API).status_code == 204
+
+
 # --- database servers' Entra administrators --------------------------------------------------
 def server_path(kind: str, name: str = "db1") -> str:
     return f"{rg_path('rg-data')}/providers/{kind}/{name}"
@@ -385,6 +415,10 @@ def test_mysql_has_one_active_directory_administrator(emulator_arm: httpx.Client
     error(emulator_arm.put(f"{server_path(MYSQL)}/administrators/{NEW}", params=MYSQL_API, json=ad_admin(NEW)),
           400, "BadRequest")  # fmt: skip
     error(emulator_arm.put(path, params=MYSQL_API, json=ad_admin("bob")), 400, "BadRequest")
+    deleting = emulator_arm.delete(path, params=MYSQL_API)
+    assert deleting.status_code == 202 and follow(emulator_arm, deleting)["status"] == "Succeeded"
+    assert emulator_arm.get(f"{server_path(MYSQL)}/administrators", params=MYSQL_API).json() == {"value": []}
+    assert emulator_arm.delete(path, params=MYSQL_API).status_code == 204
 
 
 def test_sql_server_administrator(emulator_arm: httpx.Client) -> None:
@@ -408,12 +442,25 @@ def test_sql_server_administrator(emulator_arm: httpx.Client) -> None:
         "microsoft.sql/servers"
     ]
     error(emulator_arm.put(path, params=SQL_API, json={"properties": {**ad_admin(OLD)["properties"],
-          "administratorType": "Other"}}), 400, "BadRequest")  # fmt: skip
+          "administratorType": "Other"}}), 400, "InvalidServerAdministratorTypePropertyName")  # fmt: skip
     error(emulator_arm.put(path, params=SQL_API, json={"properties": {"administratorType": "ActiveDirectory",
-          "sid": OLD}}), 400, "BadRequest")  # fmt: skip
+          "sid": OLD}}), 400, "InvalidResourceRequestBody")  # fmt: skip
+    error(emulator_arm.put(path, params=SQL_API, json={}), 400, "InvalidResourceRequestBody")
+    error(emulator_arm.put(f"{server_path(SQL, 'nope')}/administrators/ActiveDirectory", params=SQL_API,
+                           json=ad_admin(OLD)), 404, "ServerNotInSubscriptionResourceGroup")  # fmt: skip
     deleting = emulator_arm.delete(path, params=SQL_API)
     assert follow(emulator_arm, deleting)["status"] == "Succeeded"
     error(emulator_arm.get(path, params=SQL_API), 404, "ResourceNotFound")
+    # an Entra-only server keeps its administrator: DELETE is refused
+    put(emulator_arm, server_path(SQL, "db2"), {"location": "westeurope", "properties": {
+        "administrators": {"azureADOnlyAuthentication": True}}}, SQL_API)  # fmt: skip
+    admin2 = f"{server_path(SQL, 'db2')}/administrators/ActiveDirectory"
+    assert (
+        follow(emulator_arm, emulator_arm.put(admin2, params=SQL_API, json=ad_admin(OLD)))["status"]
+        == "Succeeded"
+    )
+    assert emulator_arm.get(admin2, params=SQL_API).json()["properties"]["azureADOnlyAuthentication"] is True
+    error(emulator_arm.delete(admin2, params=SQL_API), 400, "InvalidServerAzureADAdminDeleteOperation")
 
 
 # --- App Service settings --------------------------------------------------------------------
