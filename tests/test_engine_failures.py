@@ -312,7 +312,7 @@ def test_long_retry_after_leaves_the_handler_and_is_not_an_attempt(
     assert len(throttled) == 12  # each one answered once: none slept and re-sent inline
     re_sent = [(m, d) for m, d in sent if m.phase == "grant" and m.batch and d >= 29]
     assert len(re_sent) == 12, [(m.batch, d) for m, d in sent]
-    assert max(handled) < 20, max(handled)  # no handler sat out a 30-s Retry-After
+    assert max(handled) < 29, max(handled)  # no handler sat out the 30-s Retry-After
     assert_no_duplicates(clients, estate, status["target"])
 
 
