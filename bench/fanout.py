@@ -41,7 +41,7 @@ from bench.instance import BenchClients, InstanceSpec, Observed, poller_options,
 from bench.seed import REGION, SUB, TARGET_REGION, SeedShape, seed_fanout
 from idmove.azurite import Azurite, free_port, wait_for_port
 from shared.arm_pacing import WriteLimiter
-from shared.azure_clients import AzureClients
+from shared.azure_clients import AzureClients, StaticTokenCredential
 from shared.service import MoveService
 from shared.settings import Settings
 from shared.statuses import Status
@@ -153,7 +153,11 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
         arm_writes_burst=cfg.writes_burst,
     )
     began = time.monotonic()
-    seed_clients = AzureClients(settings, write_limiter=WriteLimiter(UNPACED, UNPACED))
+    seed_clients = AzureClients(  # the estate owner (a non-JWT token), not the mover's principal
+        settings,
+        credential=StaticTokenCredential("estate-owner"),
+        write_limiter=WriteLimiter(UNPACED, UNPACED),
+    )
     identities = seed_fanout(seed_clients, args.identities)
     seed_seconds = time.monotonic() - began
     say(

@@ -17,7 +17,7 @@ What a user would have built in Azure around one user-assigned identity in ``wes
 
 Example::
 
-    estate = seed(AzureClients(Settings(arm_endpoint=url, graph_endpoint=f"{url}/graph/v1.0", credential="emulator")))
+    estate = seed(clients_for(url))   # as the estate owner
     estate.identity_id
 """
 
@@ -32,7 +32,7 @@ from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreatePara
 from azure.mgmt.msi.models import FederatedIdentityCredential, Identity
 from azure.mgmt.resource.resources.models import ResourceGroup
 
-from shared.azure_clients import AzureClients, subscription_of
+from shared.azure_clients import AzureClients, StaticTokenCredential, subscription_of
 from shared.settings import Settings
 
 SUB = "2f7c2b4e-1d3a-4c5b-9e8f-0a1b2c3d4e5f"
@@ -73,10 +73,16 @@ class Estate:
         return [self.resources[k] for k in ("web", "vm", "containers", "storage")]
 
 
+ESTATE_OWNER_TOKEN = "estate-owner"  # not a JWT: the emulator's unrestricted estate owner (CONTRACT.md)
+
+
 def clients_for(base_url: str) -> AzureClients:
+    """Clients acting as the estate owner (a non-JWT token), never as the mover: the estate is built,
+    and inspected by tests, as the user who owns it; the mover's own principal may be restricted."""
     base = base_url.rstrip("/")
     return AzureClients(
-        Settings(arm_endpoint=base, graph_endpoint=f"{base}/graph/v1.0", credential="emulator")
+        Settings(arm_endpoint=base, graph_endpoint=f"{base}/graph/v1.0", credential="emulator"),
+        credential=StaticTokenCredential(ESTATE_OWNER_TOKEN),
     )
 
 

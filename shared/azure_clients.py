@@ -13,7 +13,9 @@
   kiota authentication refuses plain http (so it cannot talk to the loopback emulator).
 * ``eventgrid()`` -> ``EventGridPublisherClient`` (``AzureKeyCredential`` when a key is configured)
 
-Credential: ``default`` -> ``DefaultAzureCredential``; ``emulator`` -> a static bearer token, REFUSED
+Credential: ``default`` -> ``DefaultAzureCredential``; ``emulator`` -> a static bearer token (an unsigned
+JWT whose ``oid`` is ``IDMOVE_EMULATOR_PRINCIPAL_ID``, so the emulator authorizes the mover as a principal;
+``principal_id()`` reads the ``oid`` back from whichever token is in use), REFUSED
 unless every configured endpoint is loopback; only then the bearer policy lifts azure-core's
 https-only rule (``enforce_https=False`` in the request context). Scopes derive from endpoints
 (``{arm}/.default``, ``{graph scheme+host}/.default``), so sovereign clouds work by setting them.
@@ -31,7 +33,10 @@ moves at once stay inside ARM's per-subscription budget instead of spinning on 4
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
+import json
 import threading
 import time
 from typing import Any
@@ -95,6 +100,33 @@ class StaticTokenCredential:
 
     def __repr__(self) -> str:
         return "StaticTokenCredential(<redacted>)"
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    """``header.payload.`` (base64url, ``alg: none``): what the emulator reads a caller from."""
+
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
+
+
+def token_claims(token: str) -> dict[str, Any]:
+    """The payload of a JWT access token (not verified: only to learn who we are); ``{}`` if not a JWT."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return {}
+    try:
+        payload = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    return payload if isinstance(payload, dict) else {}
+
+
+def emulator_credential(principal_id: str) -> StaticTokenCredential:
+    """The mover in emulator mode: an unsigned JWT naming ``principal_id`` as its ``oid`` (an app token), so
+    the emulator authorizes it like any principal. The estate owner (tests, demos) uses a non-JWT token."""
+    return StaticTokenCredential(unsigned_jwt({"oid": principal_id, "idtyp": "app", "sub": principal_id}))
 
 
 class LoopbackBearerPolicy(BearerTokenCredentialPolicy[Any, Any]):
@@ -247,7 +279,7 @@ class AzureClients:
 
     def _default_credential(self) -> TokenCredential:
         if self.loopback:
-            return StaticTokenCredential()
+            return emulator_credential(self.settings.emulator_principal_id)
         from azure.identity import DefaultAzureCredential
 
         return DefaultAzureCredential()
@@ -333,6 +365,11 @@ class AzureClients:
         else:
             credential = self.credential
         return self._cached("eg", endpoint, lambda: EventGridPublisherClient(endpoint, credential))  # type: ignore[no-any-return]
+
+    def principal_id(self) -> str:
+        """Who the mover is (its service principal's object id): the ``oid`` of its own ARM token."""
+        token = self.credential.get_token(scope_for(self.settings.arm_endpoint)).token
+        return str(token_claims(token).get("oid") or "").lower()
 
     def subscription_ids(self, any_subscription: str) -> list[str]:
         """Every subscription the credential can see (``GET /subscriptions``, paged), lower case."""

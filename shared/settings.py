@@ -3,7 +3,8 @@
 Contract names: ``AzureWebJobsStorage`` (or its identity-based ``AzureWebJobsStorage__*`` form, see
 ``shared.storage``), ``IDMOVE_ARM_ENDPOINT``, ``IDMOVE_GRAPH_ENDPOINT``,
 ``IDMOVE_CREDENTIAL``, ``IDMOVE_EVENTGRID_ENDPOINT``, ``IDMOVE_EVENTGRID_KEY``,
-``IDMOVE_ALLOWED_SUBSCRIPTIONS``. Internal ones: ``IDMOVE_QUEUE_NAME`` (default ``idmove-work``),
+``IDMOVE_ALLOWED_SUBSCRIPTIONS``, ``IDMOVE_EMULATOR_PRINCIPAL_ID`` (with ``IDMOVE_CREDENTIAL=emulator``:
+the ``oid`` of the unsigned JWT the mover sends, default ``EMULATOR_PRINCIPAL_ID``). Internal ones: ``IDMOVE_QUEUE_NAME`` (default ``idmove-work``),
 ``IDMOVE_TABLE_PREFIX`` (default ``idmove``), ``IDMOVE_MAX_PARALLEL_ITEMS`` (default 8),
 ``IDMOVE_BACKOFF_SCALE`` (multiplies every engine backoff; tests use small values),
 ``IDMOVE_ARM_RETRY_TOTAL`` (azure-core retries per request, default 6),
@@ -23,6 +24,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from shared.storage import StorageAccess
+
+# Who the mover is to the emulator unless IDMOVE_EMULATOR_PRINCIPAL_ID says otherwise (README, "Settings").
+EMULATOR_PRINCIPAL_ID = "1d0e5a7c-6b2f-4c8e-9a3d-5f7b1e2c4a60"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class Settings:
     role_assignment_limit: int = 4000
     role_assignment_count_ttl: float = 120.0
     inline_retry_max_seconds: float = 2.0
+    emulator_principal_id: str = EMULATOR_PRINCIPAL_ID
 
     storage_identity: StorageAccess | None = None
 
@@ -86,4 +91,6 @@ class Settings:
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
             role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
             inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),
+            emulator_principal_id=env.get("IDMOVE_EMULATOR_PRINCIPAL_ID", "").strip().lower()
+            or EMULATOR_PRINCIPAL_ID,
         )
