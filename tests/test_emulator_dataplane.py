@@ -6,12 +6,12 @@ resources without a location, and what Resource Graph does not index."""
 from __future__ import annotations
 
 import re
-import time
 from typing import Any
 
 import httpx
 
 from tests.plugins.emulator import SUBSCRIPTION, put_group, put_identity, rg_path
+from tests.waiting import wait_until
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 OLD = "11111111-1111-4111-8111-111111111111"
@@ -242,10 +242,12 @@ def test_an_accepted_operation_completes_without_being_polled(emulator_arm: http
     make_account(emulator_arm)
     path = f"{account_path()}/sqlRoleAssignments/{NEW}"
     assert emulator_arm.put(path, params=COSMOS_API, json=assignment_body()).status_code == 202
-    deadline = time.monotonic() + 10
-    while emulator_arm.get(path, params=COSMOS_API).status_code == 404:
-        assert time.monotonic() < deadline, "the accepted write never completed"
-    assert emulator_arm.get(path, params=COSMOS_API).json()["properties"]["principalId"] == OLD
+    got = wait_until(
+        lambda: (r := emulator_arm.get(path, params=COSMOS_API)).status_code == 200 and r.json(),
+        timeout=10,
+        what="the accepted write completes by itself",
+    )
+    assert got["properties"]["principalId"] == OLD
 
 
 def test_sql_role_definitions_and_assignment_validation(emulator_arm: httpx.Client) -> None:
