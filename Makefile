@@ -8,7 +8,7 @@ TOOLS_STAMP := .venv-tools/.installed
 CHECKOV_VERSION := 3.3.30
 PYCEP_PARSER_VERSION := 0.5.1
 
-.PHONY: help install test lint typecheck unit demo up bench clean
+.PHONY: help install install-app test lint typecheck unit demo up bench clean
 
 help:
 	@echo "make demo   - start the local stack and run one complete move (the first thing to run)"
@@ -16,7 +16,10 @@ help:
 	@echo "make up     - start Azurite + emulator + Functions host until Ctrl-C"
 	@echo "make bench  - benchmarks (kept apart from the tests; results in bench/results/)"
 
-install: $(VENV_STAMP) $(NODE_STAMP) $(TOOLS_STAMP)
+# install-app: what running the mover needs (app venv + Azurite); install adds the IaC checkers for the tests.
+install-app: $(VENV_STAMP) $(NODE_STAMP)
+
+install: install-app $(TOOLS_STAMP)
 
 $(VENV_STAMP): pyproject.toml requirements.txt
 	@test -x .venv/bin/python || python3.11 -m venv .venv || python3 -m venv .venv
@@ -51,13 +54,13 @@ test: install
 	.venv/bin/mypy
 	.venv/bin/pytest -q -p no:cacheprovider
 
-demo: install
+demo: install-app
 	.venv/bin/idmove demo
 
-up: install
+up: install-app
 	.venv/bin/idmove up
 
-bench: install
+bench: install-app
 	.venv/bin/python -m bench
 
 clean:

@@ -1,8 +1,10 @@
 """Start and stop the repository's own Azurite (tables + queues) on loopback.
 
-Azurite is installed from the npm registry into ``node_modules`` by ``make install``. It is
-started in memory with ``--skipApiVersionCheck`` because the current azure-storage-queue sends a
-newer API version than Azurite 3.35 accepts.
+Azurite is installed from the npm registry into ``node_modules`` by ``make install``. It runs
+in memory (tests, the demo) or with its data in a folder (``data_dir``: ``idmove up`` keeps it in
+the repository's git-ignored ``.idmove/azurite``), always with ``--disableTelemetry`` (Azurite
+collects telemetry unless told not to) and ``--skipApiVersionCheck`` because the current
+azure-storage-queue sends a newer API version than Azurite 3.35 accepts.
 
 Example::
 
@@ -75,22 +77,34 @@ class Azurite:
     def connection_string(self) -> str:
         return connection_string(self.queue_port, self.table_port)
 
-    @classmethod
-    def start(cls, queue_port: int | None = None, table_port: int | None = None) -> Azurite:
-        queue_port = queue_port or free_port()
-        table_port = table_port or free_port()
-        blob_port = free_port()
-        workdir = tempfile.mkdtemp(prefix="idmove-azurite-")  # debug log / cwd only
-        cmd = [
+    @staticmethod
+    def command(queue_port: int, table_port: int, blob_port: int, data_dir: Path | None = None) -> list[str]:
+        """Azurite's command line: in memory, or persisting to ``data_dir``; telemetry off."""
+        storage = ["--location", str(data_dir)] if data_dir is not None else ["--inMemoryPersistence"]
+        return [
             str(azurite_binary()),
             "--silent",
-            "--inMemoryPersistence",
+            *storage,
+            "--disableTelemetry",
             "--skipApiVersionCheck",
             "--disableProductStyleUrl",
             "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
             "--queueHost", "127.0.0.1", "--queuePort", str(queue_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
         ]  # fmt: skip
+
+    @classmethod
+    def start(
+        cls, queue_port: int | None = None, table_port: int | None = None, data_dir: Path | None = None
+    ) -> Azurite:
+        """In memory unless ``data_dir`` is given (created if missing; its data survives restarts)."""
+        queue_port = queue_port or free_port()
+        table_port = table_port or free_port()
+        blob_port = free_port()
+        workdir = tempfile.mkdtemp(prefix="idmove-azurite-")  # debug log / cwd only
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = cls.command(queue_port, table_port, blob_port, data_dir)
         proc = subprocess.Popen(
             cmd,
             stdout=subprocess.DEVNULL,

@@ -13,6 +13,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -136,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start Azurite + emulator + host on 127.0.0.1 until Ctrl-C")
     up.add_argument("--replication-delay", type=float, default=None, help="emulator replication delay (s)")
+    up.add_argument(
+        "--fresh", action="store_true", help="start with empty storage (deletes the kept Azurite data)"
+    )
+    up.add_argument(
+        "--data-dir", type=Path, default=None, metavar="DIR", help="Azurite's data folder [.idmove/azurite]"
+    )
     for part, port in (("emulator", 7070), ("host", 7071), ("queue", 10001), ("table", 10002)):
         up.add_argument(
             f"--{part}-port", type=int, default=port, metavar="PORT", help=f"{part} port [%(default)s]"
@@ -381,10 +388,20 @@ def run_client(args: argparse.Namespace) -> int:
 # --- the stack -----------------------------------------------------------------------------------
 
 
+HOST_RESTARTS_PER_MINUTE = 5  # a host that dies more often than this is broken, not unlucky
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from idmove.stack import Stack, StackError
+    """Azurite keeps its data in ``.idmove/azurite`` (``--fresh`` empties it first), so moves survive a
+    restart of the stack; a host that dies is started again on the same storage."""
+    import shutil
+
+    from idmove.stack import DATA_DIR, Stack, StackError
 
     console = Console(highlight=False)
+    data_dir: Path = args.data_dir or DATA_DIR
+    if args.fresh and data_dir.exists():
+        shutil.rmtree(data_dir)
     try:
         stack = Stack.start(
             ports={
@@ -392,7 +409,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 "host": args.host_port,
                 "queue": args.queue_port,
                 "table": args.table_port,
-            }
+            },
+            data_dir=data_dir,
         )
     except (StackError, FileNotFoundError, TimeoutError) as exc:
         console.print(f"error: {exc}", style="bold red")
@@ -411,14 +429,30 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  HTTP API      {stack.api_url}/api/moves   (OpenAPI: {stack.api_url}/api/openapi.json)",
             f"  Event Grid    {stack.api_url}/runtime/webhooks/eventgrid?functionName=region_decommissioning",
             f"  emulator      {stack.emulator_url}   (control: {stack.emulator_url}/_emulator/health)",
-            f"  Azurite       queues :{stack.azurite.queue_port}, tables :{stack.azurite.table_port}",
+            f"  Azurite       queues :{stack.azurite.queue_port}, tables :{stack.azurite.table_port}"
+            f"   (data: {data_dir}; `idmove up --fresh` starts empty)",
             f"  logs          {stack.logs['host'].parent}",
             "  try           idmove list   ·   idmove plan <identity id> --to northeurope",
         ]
         for line in lines:
             console.print(line, soft_wrap=True)
+        restarts: list[float] = []
         while True:
             failed = stack.failed_part()
+            host = stack.processes["host"]
+            if failed and host.poll() is not None and stack.processes["emulator"].poll() is None:
+                restarts = [t for t in restarts if time.monotonic() - t < 60] + [time.monotonic()]
+                if len(restarts) > HOST_RESTARTS_PER_MINUTE:
+                    console.print(f"error: {failed}; it keeps dying, giving up", style="bold red")
+                    return EXIT_SERVER_ERROR
+                console.print(f"{failed}; restarting it (moves go on from storage)", style="yellow")
+                try:
+                    stack.restart_host()
+                except StackError as exc:
+                    console.print(f"error: {exc}", style="bold red")
+                    return EXIT_SERVER_ERROR
+                console.print(f"  host is back on {stack.api_url}", style="green")
+                continue
             if failed:
                 console.print(f"error: {failed}", style="bold red")
                 return EXIT_SERVER_ERROR

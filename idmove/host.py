@@ -451,7 +451,9 @@ class LocalHost:
     async def _status(self, request: Request) -> Response:
         if not self._authorized(request, "ADMIN"):
             return _error(401, "Unauthorized", "needs the host key: ?code=<key> or x-functions-key")
-        return JSONResponse({"state": "Running", "functions": [f.name for f in self.functions]})
+        return JSONResponse(
+            {"state": "Running", "processId": os.getpid(), "functions": [f.name for f in self.functions]}
+        )
 
     async def _admin_invoke(self, request: Request) -> Response:
         if not self._authorized(request, "ADMIN"):

@@ -210,13 +210,17 @@ def start_poller(
         message = FunctionsQueueMessage(id=str(uuid.uuid4()), body=body.encode(), dequeue_count=dequeue_count)  # type: ignore[no-untyped-call]
         handler(message)
 
+    # host.json's visibilityTimeout is the Functions host's retry interval after a failed invocation.
+    # Locally it is also the lease of a running message (renewed at half-time by ``_Lease``), so a
+    # message whose host was killed comes back after that long, not after a fixed 30 s.
+    visibility = max(1, round(_seconds(settings.get("visibilityTimeout"), 1)))
     poller = QueuePoller(
         connection_string,
         queue_name,
         adapt,
         max_dequeue_count=int(settings.get("maxDequeueCount", 5)),
-        visibility_timeout=max(30, int(_seconds(settings.get("visibilityTimeout"), 30))),
-        retry_visibility=max(1, int(_seconds(settings.get("visibilityTimeout"), 1))),
+        visibility_timeout=visibility,
+        retry_visibility=visibility,
         batch_size=int(settings.get("batchSize", 16)),
         poll_interval=min(1.0, _seconds(settings.get("maxPollingInterval"), 1.0)),
         name=name,

@@ -27,6 +27,7 @@ import httpx
 from idmove.azurite import REPO_ROOT, Azurite, free_port
 
 LOG_DIR = REPO_ROOT / ".idmove" / "logs"
+DATA_DIR = REPO_ROOT / ".idmove" / "azurite"  # git-ignored: `idmove up` keeps moves across restarts
 DEFAULT_PORTS = {"queue": 10001, "table": 10002, "emulator": 7070, "host": 7071}
 
 
@@ -90,6 +91,7 @@ class Stack:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
     _files: list[IO[Any]] = field(default_factory=list)
+    _commands: dict[str, tuple[list[str], dict[str, str] | None]] = field(default_factory=dict)
 
     @property
     def emulator_url(self) -> str:
@@ -111,8 +113,10 @@ class Stack:
         ports: dict[str, int] | None = None,
         host_settings: dict[str, str] | None = None,
         log_dir: Path = LOG_DIR,
+        data_dir: Path | None = None,
     ) -> Stack:
-        """``ports`` (keys as ``DEFAULT_PORTS``) or ``default_ports`` must be free; otherwise free ports."""
+        """``ports`` (keys as ``DEFAULT_PORTS``) or ``default_ports`` must be free; otherwise free ports.
+        ``data_dir``: Azurite keeps its data there (else in memory)."""
         fixed = {**DEFAULT_PORTS, **(ports or {})} if (default_ports or ports) else None
         ports = fixed or {k: free_port() for k in DEFAULT_PORTS}
         busy = [f"{name} {port}" for name, port in ports.items() if fixed and port_in_use(port)]
@@ -121,7 +125,7 @@ class Stack:
                 f"port(s) already in use: {', '.join(busy)} — is `idmove up` already running? Stop it, or pick others (idmove up --help)."
             )
         log_dir.mkdir(parents=True, exist_ok=True)
-        azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"])
+        azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"], data_dir=data_dir)
         stack = cls(azurite, ports["emulator"], ports["host"])
         try:
             stack._spawn(
@@ -145,14 +149,24 @@ class Stack:
             raise
         return stack
 
-    def _spawn(self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def _spawn(
+        self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None, mode: str = "wb"
+    ) -> None:
         log = log_dir / f"{name}.log"
-        handle = log.open("wb")
+        handle = log.open(mode)
         self._files.append(handle)
         self.logs[name] = log
+        self._commands[name] = (cmd, env)
         self.processes[name] = subprocess.Popen(
             cmd, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env or dict(os.environ)
         )
+
+    def restart_host(self) -> None:
+        """Start the host again after it died (its log goes on in the same file); state is in Azurite."""
+        cmd, env = self._commands["host"]
+        stop_process(self.processes.get("host"))
+        self._spawn("host", cmd, self.logs["host"].parent, env, mode="ab")
+        wait_http(f"{self.api_url}/admin/host/status", self.processes["host"], "host", self.logs["host"])
 
     def failed_part(self) -> str | None:
         for name, proc in self.processes.items():

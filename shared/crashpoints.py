@@ -8,7 +8,8 @@ that a real move passes through exactly the points declared for it).
 ==========================  ==============================================================
 point                       between
 ==========================  ==============================================================
-``start:after-record``      the move record (Pending + Started event) and its first message
+``start:after-send``        the first message and the move record (Pending + Started event)
+``start:after-record``      the move record and answering the caller (publishing the event)
 ``{p}:after-claim``         claiming a phase's step for one message and running it
 ``{p}:after-run``           a single-step phase's Azure work and saving its result
 ``snapshot:after-save``     the snapshot rows and the move record
@@ -28,7 +29,7 @@ from shared.phases import DISCARD, ORDER, PHASES
 
 def for_move() -> list[str]:
     """The points a committed move (snapshot ... cleanup) passes through, in order."""
-    names = ["start:after-record"]
+    names = ["start:after-send", "start:after-record"]
     for phase in PHASES:
         names.append(f"{phase.name}:after-claim")
         if phase.items:

@@ -68,7 +68,7 @@ class Engine:
     # ---- one work message ----------------------------------------------------------------
     def handle(self, message: WorkMessage) -> None:
         move = self.store.get_move(message.move_id)
-        if move is not None and move.version < message.after:
+        if message.after and (move is None or move.version < message.after):  # None: start sends first
             self._wait_for_save(message)
             return
         if move is None or move.status not in (Status.PENDING, Status.RUNNING) or move.phase != message.phase:

@@ -2,9 +2,12 @@
 
 ``new_event`` adds an ``Event`` to a move's partition (same entity-group transaction as the move
 record, see ``StateStore.save_move``). ``publish`` sends pending ones as CloudEvents 1.0 to
-``IDMOVE_EVENTGRID_ENDPOINT`` and marks them published; unsent ones stay pending and are retried on
-the next call (after each step and from the timer trigger). Event ids are ``{move id}/event|{seq}``:
-stable across retries, so consumers can de-duplicate.
+``IDMOVE_EVENTGRID_ENDPOINT``: per partition it first *claims* the rows (``ClaimedAt``, ETag-guarded,
+so of several workers publishing after their steps only one sends a row), sends, then marks them
+published. A failed send gives the claim back; a claim older than ``CLAIM_LEASE_SECONDS`` (its
+publisher died between send and mark) may be claimed again -- the one case that sends an event
+twice. Unsent rows are retried on the next call (after each step and from the timer trigger). Event
+ids are ``{move id}/event|{seq}``: stable across retries, so consumers can de-duplicate.
 
 Types: ``IdentityMover.Move.{Started, PhaseCompleted, AwaitingCommit, Completed, Failed, Canceled,
 Discarded}`` (subject ``moves/{id}``) and ``IdentityMover.RegionDecommissioning.Started`` (subject
@@ -16,7 +19,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import defaultdict
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core.exceptions import AzureError
@@ -27,6 +31,7 @@ from shared.store import Event, MoveRecord, StateStore
 
 SOURCE = "/identity-mover"
 PREFIX = "IdentityMover.Move."
+CLAIM_LEASE_SECONDS = 120.0  # longer than a send may take (azure-core's retries included)
 log = logging.getLogger(__name__)
 
 
@@ -42,15 +47,35 @@ def subject_for(partition: str) -> str:
     return f"moves/{partition}"
 
 
-def publish(store: StateStore, clients: AzureClients) -> int:
+def claimable(entity: Any, now: datetime) -> bool:
+    """Not claimed, or claimed longer ago than the lease (its publisher died before marking it)."""
+    at = str(entity.get("ClaimedAt") or "")
+    return not at or (now - datetime.fromisoformat(at)).total_seconds() >= CLAIM_LEASE_SECONDS
+
+
+def publish(
+    store: StateStore,
+    clients: AzureClients,
+    now: datetime | None = None,
+    crashpoint: Callable[[str], None] | None = None,
+) -> int:
+    """Send what is pending, each row by the one publisher that claimed it; the number sent.
+
+    ``crashpoint("outbox:after-send")`` is called between a send and its mark (tests stop there).
+    """
     client = clients.eventgrid()
     if client is None:
         return 0
+    now = now or datetime.now(UTC)
     by_partition: dict[str, list[Any]] = defaultdict(list)
     for entity in store.pending_events():
-        by_partition[entity["PartitionKey"]].append(entity)
+        if claimable(entity, now):
+            by_partition[entity["PartitionKey"]].append(entity)
     sent = 0
-    for partition, entities in by_partition.items():
+    for partition, pending in by_partition.items():
+        entities = store.claim_events(pending, now.isoformat())
+        if not entities:
+            continue  # another publisher is sending them
         events = [
             CloudEvent(
                 source=SOURCE,
@@ -64,10 +89,12 @@ def publish(store: StateStore, clients: AzureClients) -> int:
         ]
         try:
             client.send(events)
-        except AzureError as exc:  # stays pending: the next publish retries it
+        except AzureError as exc:  # given back: the next publish retries it
             log.warning("publishing %d events of %s failed: %s", len(events), partition, type(exc).__name__)
+            store.release_events(entities)
             continue
-        for entity in entities:
-            store.mark_published(entity)
+        if crashpoint is not None:
+            crashpoint("outbox:after-send")
+        store.mark_published(entities)
         sent += len(events)
     return sent

@@ -40,7 +40,7 @@ from shared.work_queue import WorkMessage, WorkQueue
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
 DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
-LOCK_ORPHAN_SECONDS = 120  # a lock naming a move that was never written is free after this
+LOCK_ORPHAN_SECONDS = 60  # a lock naming a move that was never written is free after this
 
 
 def utc_now() -> datetime:
@@ -65,6 +65,9 @@ class MoveService:
         self.clock = clock
         self.new_id = new_id
         self.crashpoint: Callable[[str], None] = no_crash
+        # "outbox:after-send" (between an event's send and its mark): apart from ``crashpoint``,
+        # whose points are exactly those a move's steps pass through (shared/crashpoints.py)
+        self.outbox_crashpoint: Callable[[str], None] = no_crash
         self.store = StateStore(settings.storage, settings.table_prefix, stats)
         self.stats = self.store.stats
         self.queue = WorkQueue(settings.storage, settings.queue_name, self.stats)
@@ -103,6 +106,13 @@ class MoveService:
         return self._start(request, self.new_id())
 
     def _start(self, request: MoveRequest, move_id: str) -> dict[str, Any]:
+        """Lock, first message, then the record: a crash never leaves a Pending move without its message.
+
+        The message names version 1 (the record as created), so a worker that gets it before the
+        record exists waits for it (bounded). A crash between the two leaves no move, only a lock
+        naming a move that was never written: a retry is 409 (with that ``Location``) for at most
+        ``LOCK_ORPHAN_SECONDS``, then the identity is free.
+        """
         self.store.ensure_tables()
         self._claim_lock(request.source_identity_id, move_id)
         now = self._now()
@@ -123,11 +133,13 @@ class MoveService:
                 "resourceGroup": ref.resource_group,
                 "subscriptionId": ref.subscription_id,
             },
+            version=1,
         )
         record.phase_entry(ORDER[0]).update(status="Running", startedAt=now)
+        self.queue.send(WorkMessage(move_id, ORDER[0], after=record.version))
+        self.crashpoint("start:after-send")
         self.store.create_move(record, [new_event(record, "Started", now)])
         self.crashpoint("start:after-record")
-        self.queue.send(WorkMessage(move_id, ORDER[0]))
         self._publish_quietly()
         return {"id": move_id, "status": record.status.value, "links": self.links(move_id)}
 
@@ -145,6 +157,8 @@ class MoveService:
             if lock is None:
                 continue
             holder_id = str(lock["MoveId"])
+            if holder_id == move_id:  # ours: a redelivered decommission event whose first try died here
+                return
             holder = self.store.get_move(lock["MoveId"])
             if holder is not None and holder.status in IN_FLIGHT and holder.id != move_id:
                 raise MoveConflict(
@@ -355,7 +369,7 @@ class MoveService:
 
     def publish_outbox(self) -> int:
         self.store.ensure_tables()
-        return outbox.publish(self.store, self.clients())
+        return outbox.publish(self.store, self.clients(), self.clock(), self.outbox_crashpoint)
 
     def _publish_quietly(self) -> None:
         if not self.settings.eventgrid_endpoint:
@@ -388,8 +402,12 @@ class MoveService:
     def start_region_decommission(self, event_id: str, data: dict[str, Any]) -> dict[str, Any]:
         """One move per user-assigned identity in ``sourceRegion``; a redelivered event starts nothing new.
 
-        Move ids are uuid5(namespace, event id + lower-case identity id). Emits
-        ``IdentityMover.RegionDecommissioning.Started`` with the summary.
+        Move ids are uuid5(namespace, event id + lower-case identity id), so a redelivery (Event Grid
+        delivers again when the handler failed or died) finishes what an earlier delivery began: a
+        move already written counts as started, a lock already naming the derived id is taken as
+        ours. The summary ``IdentityMover.RegionDecommissioning.Started`` (every move of the event,
+        whichever delivery started it) is an outbox row created once (``Conflict`` = written before),
+        so a handler that dies after starting the moves still gets it written by the redelivery.
         """
         request = RegionDecommissionRequest.parse(data)
         self.store.ensure_tables()
@@ -404,13 +422,14 @@ class MoveService:
                     continue
                 identity_id = str(identity.id)
                 move_id = str(uuid.uuid5(DECOMMISSION_NAMESPACE, f"{event_id}|{identity_id.lower()}"))
-                if self.store.get_move(move_id) is not None:
-                    skipped.append({"id": identity_id, "reason": "AlreadyStarted", "moveId": move_id})
+                if self.store.get_move(move_id) is not None:  # an earlier delivery started it
+                    started.append({"id": identity_id, "moveId": move_id})
                     continue
                 body: dict[str, Any] = {
                     "sourceIdentityId": identity_id,
                     "targetRegion": request.target_region,
                     "autoCommit": request.auto_commit,
+                    "acknowledgeActionsRequired": request.acknowledge_actions_required,
                 }
                 if request.target_resource_group:
                     body["targetResourceGroup"] = request.target_resource_group

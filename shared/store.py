@@ -9,7 +9,8 @@ RowKey              entity
 ``move``            the move record (status, phase, phases[], source, target, plan, error ...)
 ``item|{phase}|k``  one entity per item of a fanned-out phase (role assignment, credential ...)
 ``snap|{nnnn}``     the snapshot as JSON, chunked (<= 30,000 characters per property)
-``event|{nnnnn}``   the outbox: one CloudEvent each, ``Published`` false until sent
+``event|{nnnnn}``   the outbox: one CloudEvent each, ``Published`` false until sent, ``ClaimedAt``
+                    set (ETag-guarded) by the publisher sending it
 ==================  =========================================================================
 
 Table ``{prefix}locks`` holds one entity per source identity (RowKey = sha256 of its lower-case
@@ -240,6 +241,18 @@ class Event:
         }
 
 
+def _claim(entity: Any, now: str) -> dict[str, Any]:
+    return {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "ClaimedAt": now}
+
+
+def _if_unchanged(entity: Any) -> dict[str, Any]:
+    return {
+        "mode": UpdateMode.MERGE,
+        "etag": entity.metadata["etag"],
+        "match_condition": MatchConditions.IfNotModified,
+    }
+
+
 def lock_key(source_id: str) -> str:
     return hashlib.sha256(source_id.lower().encode()).hexdigest()
 
@@ -445,12 +458,51 @@ class StateStore:
                 return
             yield entity
 
-    def mark_published(self, entity: Any) -> None:
-        self.stats.add("table.update")
-        self.moves.update_entity(
-            {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], "Published": True},
-            mode=UpdateMode.MERGE,
-        )
+    def claim_events(self, entities: list[Any], now: str) -> list[Any]:
+        """Claim outbox rows (one partition) for sending: ``ClaimedAt`` = ``now``, ETag-guarded, so of
+        two publishers that read the same pending rows only one sends each. One transaction; if
+        another publisher got some of them first, row by row. Returns the rows this call won."""
+        ops = [("update", _claim(e, now), _if_unchanged(e)) for e in entities]
+        won: list[Any] = []
+        for start in range(0, len(ops), 100):
+            chunk = entities[start : start + 100]
+            try:
+                self._transact(ops[start : start + 100])
+                won += chunk
+                continue
+            except Conflict:
+                pass
+            for entity in chunk:
+                self.stats.add("table.update")
+                try:
+                    self.moves.update_entity(_claim(entity, now), **_if_unchanged(entity))
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue
+                except HttpResponseError as exc:
+                    if exc.status_code == 412:
+                        continue
+                    raise
+                won.append(entity)
+        return won
+
+    def release_events(self, entities: list[Any]) -> None:
+        """Give claimed rows back (their send failed): the next publish may send them at once."""
+        self._merge_events(entities, {"ClaimedAt": ""})
+
+    def mark_published(self, entities: list[Any]) -> None:
+        self._merge_events(entities, {"Published": True})
+
+    def _merge_events(self, entities: list[Any], values: dict[str, Any]) -> None:
+        ops: list[Any] = [
+            (
+                "update",
+                {"PartitionKey": e["PartitionKey"], "RowKey": e["RowKey"], **values},
+                {"mode": UpdateMode.MERGE},
+            )
+            for e in entities
+        ]
+        for start in range(0, len(ops), 100):
+            self._transact(ops[start : start + 100])
 
     def events(self, move_id: str) -> list[Any]:
         self.stats.add("table.query")

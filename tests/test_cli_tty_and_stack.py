@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -179,12 +180,20 @@ def test_errors_say_what_to_do_next(
 
 
 @pytest.mark.parametrize("delivery", ["process", "process group"])
-def test_up_prints_urls_and_ctrl_c_stops_every_part(delivery: str) -> None:
+def test_up_prints_urls_and_ctrl_c_stops_every_part(delivery: str, tmp_path: Path) -> None:
     """``delivery``: SIGINT to ``idmove up`` alone (its children must be stopped by it), or to its
     process group, as a terminal's Ctrl-C does."""
     ports = {name: free_port() for name in ("emulator", "host", "queue", "table")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "idmove", "up", *[f"--{name}-port={port}" for name, port in ports.items()]],
+        [
+            sys.executable,
+            "-m",
+            "idmove",
+            "up",
+            "--data-dir",
+            str(tmp_path / "azurite"),
+            *[f"--{name}-port={port}" for name, port in ports.items()],
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},

@@ -3,9 +3,13 @@ that runs longer than the visibility timeout is not handed to another instance m
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 from idmove.queue_poller import QueuePoller
 from shared.work_queue import queue_client
@@ -37,3 +41,46 @@ def test_a_long_step_is_not_delivered_to_a_second_instance_while_it_runs(
         thread.join()
     assert calls == [("step", 1)]
     assert sum(p.handled for p in instances) == 1 and sum(p.failures for p in instances) == 0
+
+
+POLLER_THAT_HANGS = """
+import sys, threading
+from idmove.queue_poller import start_poller
+def hang(message):
+    print("handling", message.dequeue_count, flush=True)
+    threading.Event().wait()
+start_poller(sys.argv[1], sys.argv[2], hang, settings={"visibilityTimeout": "00:00:02"})
+threading.Event().wait()
+"""
+
+
+def test_a_message_of_a_killed_host_comes_back_after_host_json_visibility_timeout(
+    storage_connection_string: str,
+) -> None:
+    """``start_poller`` (``idmove host``) leases a running message for host.json's visibilityTimeout
+    (renewed while it runs), not for at least 30 s: a host killed mid-step loses it for 2 s here."""
+    name = "killed-" + uuid.uuid4().hex[:10]
+    queue = queue_client(storage_connection_string, name)
+    queue.create_queue()
+    queue.send_message("step")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", POLLER_THAT_HANGS, storage_connection_string, name],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == [b"handling", b"1"]
+        # while the handler runs the lease is renewed: the message stays invisible past 2 s
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            assert next(queue.receive_messages(visibility_timeout=1), None) is None
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    killed = time.monotonic()
+    while (message := next(queue.receive_messages(visibility_timeout=30), None)) is None:
+        assert time.monotonic() - killed < 15, "the message did not come back within 15 s (was: 30 s)"
+        time.sleep(0.1)
+    assert message.dequeue_count == 2

@@ -2,7 +2,7 @@
 
 ``local_stack`` (session) is what ``idmove up`` starts, on free ports: its own Azurite, the
 emulator and ``python -m idmove host`` as processes. The host's settings make tests quick: small
-engine backoff, 1 s queue retry visibility (``AzureFunctionsJobHost__`` overrides of host.json).
+engine backoff, 2 s queue retry visibility (``AzureFunctionsJobHost__`` overrides of host.json).
 Tests share it, so each one makes its own identities (``make_identity``) rather than resetting.
 """
 
@@ -22,7 +22,8 @@ HOST_SETTINGS = {
     "IDMOVE_BACKOFF_SCALE": "0.05",
     "IDMOVE_HOST_KEY": "",  # no key, whatever a local.settings.json says
     "IDMOVE_TABLE_PREFIX": "hosttest",
-    "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:01",
+    # retry interval after a failure, and (locally) the lease of a running message, renewed at half-time
+    "AzureFunctionsJobHost__extensions__queues__visibilityTimeout": "00:00:02",
     "AzureFunctionsJobHost__extensions__queues__maxPollingInterval": "00:00:00.2",
 }
 ARM_HEADERS = {"Authorization": "Bearer local-test-token"}
