@@ -242,11 +242,12 @@ def test_an_accepted_operation_completes_without_being_polled(emulator_arm: http
     make_account(emulator_arm)
     path = f"{account_path()}/sqlRoleAssignments/{NEW}"
     assert emulator_arm.put(path, params=COSMOS_API, json=assignment_body()).status_code == 202
-    got = wait_until(
-        lambda: (r := emulator_arm.get(path, params=COSMOS_API)).status_code == 200 and r.json(),
-        timeout=10,
-        what="the accepted write completes by itself",
-    )
+
+    def completed() -> dict[str, Any]:
+        r = emulator_arm.get(path, params=COSMOS_API)
+        return dict(r.json()) if r.status_code == 200 else {}
+
+    got = wait_until(completed, timeout=10, what="the accepted write completes by itself")
     assert got["properties"]["principalId"] == OLD
 
 
