@@ -191,6 +191,12 @@ def deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def counterpart_of(resource_map: dict[str, str], resource_id: str) -> str:
+    """Where the move writes for ``resource_id``: its ``resourceMap`` counterpart, else itself."""
+    mapping = {k.lower(): v for k, v in resource_map.items()}
+    return mapping.get(resource_id.lower(), resource_id)
+
+
 def assignment_subscriptions(snapshot: dict[str, Any]) -> list[str]:
     """Subscriptions holding the snapshot's role assignments (+ the identity's, for management-group scopes):
     where the new principal's copies are, so verify and discard list only those."""

@@ -47,12 +47,14 @@ def run(ctx: PhaseContext) -> DiscardResult:
     if target is None:
         return DiscardResult(undone)
     try:
+        # settings first: an app must not be left asking for the new clientId once it is detached
+        for kind in [k for k in KINDS if k.copy_phase == "rebind"]:
+            undone[kind.key] = kind.undo(ctx, target)
         for attachment in ctx.snapshot.get("attachments", []):
             undone["resources"] += _restore(ctx, counterpart(ctx, attachment["id"]), target)
             ctx.crashpoint("discard:after-resource")
-        for kind in KINDS:
-            done = kind.undo(ctx, target)
-            undone[kind.key] = undone.get(kind.key, 0) + done
+        for kind in [k for k in KINDS if k.copy_phase != "rebind"]:
+            undone[kind.key] = undone.get(kind.key, 0) + kind.undo(ctx, target)
         ctx.clients.msi(target["subscriptionId"]).user_assigned_identities.delete(
             target["resourceGroup"], target["name"]
         )

@@ -9,6 +9,11 @@ References move here, not at cleanup: the old identity keeps working meanwhile, 
 check that nothing names the old one. Idempotency key: the resource id -- a resource that already
 has the new identity and no old reference is left alone (no write).
 
+Settings that name the identity (App Service ``config/appsettings``, ``config/connectionstrings``;
+``activities/access/app_settings.py``) are rewritten here too, each right after its site's
+attachment in the same serial batch: the app must not ask for the new clientId before the new
+identity is attached.
+
 Example::
 
     run_item(ItemInput(ctx, "attachment", key, attachment)).outcome   # "updated" | "unchanged"
@@ -19,6 +24,7 @@ from __future__ import annotations
 import hashlib
 
 from activities._azure import (
+    counterpart_of,
     get_resource,
     has_identity,
     identity_refs,
@@ -26,6 +32,8 @@ from activities._azure import (
     user_identities,
     write_resource,
 )
+from activities.access import KINDS, by_copy_kind
+from activities.access.app_settings import serial_for
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
 from shared.errors import PermanentError
 
@@ -35,15 +43,26 @@ def resource_key(resource_id: str) -> str:
 
 
 def counterpart(ctx: PhaseContext, resource_id: str) -> str:
-    mapping = {k.lower(): v for k, v in ctx.request.resource_map.items()}
-    return mapping.get(resource_id.lower(), resource_id)
+    return counterpart_of(ctx.request.resource_map, resource_id)
 
 
 def items(ctx: PhaseContext) -> list[ItemSpec]:
-    return [ItemSpec("attachment", f"res-{resource_key(a['id'])}", a) for a in ctx.snapshot["attachments"]]
+    """One item per resource, then the copies of kinds of access whose ``copy_phase`` is rebind (settings
+    naming the identity), each in one serial batch with its resource's attachment, which runs first."""
+    copies = [spec for kind in KINDS if kind.copy_phase == "rebind" for spec in kind.copy_items(ctx)]
+    serials = {spec.serial for spec in copies}
+    specs = []
+    for a in ctx.snapshot["attachments"]:
+        serial = serial_for(a["id"])
+        specs.append(
+            ItemSpec("attachment", f"res-{resource_key(a['id'])}", a, serial if serial in serials else "")
+        )
+    return specs + copies
 
 
 def run_item(item: ItemInput) -> ItemResult:
+    if item.kind != "attachment":
+        return by_copy_kind(item.kind).copy(item.ctx, item.data)
     ctx, attachment = item.ctx, item.data
     resource_id = counterpart(ctx, attachment["id"])
     old, new = ctx.snapshot["identity"], ctx.target

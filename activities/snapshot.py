@@ -4,13 +4,17 @@ Needs: the source identity id and the request. Changes in Azure: NOTHING (reads 
 Graph query is a POST read) -- a dry run stops here. Idempotency: a pure read; running it again
 replaces the stored snapshot. The engine persists the snapshot before anything else happens.
 
-Reads: the identity; resources that use it (Resource Graph, query in DESIGN.md, then a direct GET
-of each because Resource Graph lags); then each kind of access in ``activities/access`` discovers
-its own entries (role assignments per subscription in scope with their role definitions, federated
-credentials, Graph group memberships and app role assignments, ...); the
+Reads: the identity; Resource Graph twice -- resources that use it (query in DESIGN.md) and ONE
+query for the candidates of every kind of access (``Access.candidates``: vaults whose policies name
+the principal, Cosmos DB accounts, flexible and SQL servers, AKS clusters with their OIDC issuer);
+a direct GET of each resource that uses it (Resource Graph lags); then each kind of access in
+``activities/access`` discovers its own entries (role assignments per subscription in scope with
+their role definitions, federated credentials, Graph memberships and app roles, access policies,
+Cosmos DB ``sqlRoleAssignments`` per account, server administrators, site settings) and names the
+steps a person must take (``plan.actionsRequired``; ``plan.discovery`` counts what was read); the
 target name and resource group; the assignment count of each subscription the copies land in (4,000
 limit: a paged list, the plan's most expensive read, shared by moves for a short while through
-``ctx.cache``, see ``_check_headroom``); Key Vaults whose access policies name the principal.
+``ctx.cache``, see ``_check_headroom``).
 
 Example::
 
@@ -45,20 +49,18 @@ MANAGEMENT_GROUP_LIMIT = 500
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
 MAX_CREDENTIALS = 20
 VM_TYPES = {"microsoft.compute/virtualmachines", "microsoft.compute/virtualmachinescalesets"}
-SERVICE_SPECIFIC = {
-    "microsoft.sql/servers": "SQL server: a Microsoft Entra admin or database users may name the old principal",
-    "microsoft.documentdb/databaseaccounts": "Cosmos DB: data-plane role assignments are not copied",
-    "microsoft.keyvault/vaults": "Key Vault: access policies naming the old principal are not copied",
-}
 ARG_QUERY = (
     "Resources | where tostring(identity) contains '{id}' or tostring(properties) contains '{id}' "
     "or tostring(properties) contains '{client_id}' | project id, name, type, location, resourceGroup, "
     "subscriptionId | order by id asc"
 )
-ARG_VAULTS = (
-    "Resources | where type =~ 'microsoft.keyvault/vaults' and tostring(properties.accessPolicies) contains "
-    "'{principal_id}' | project id, name, type, location, resourceGroup, subscriptionId | order by id asc"
+# one query for the candidates of every kind of access (``Access.candidates``); the AKS issuer is
+# projected so that only clusters a federated credential names are read
+ARG_CANDIDATES = (
+    "Resources | where {predicates} | project id, name, type, location, resourceGroup, subscriptionId, "
+    "issuer = tostring(properties.oidcIssuerProfile.issuerURL) | order by id asc"
 )
+ENTRY_RESOURCE_FIELDS = ("vault", "account", "server", "site")  # where a kind's copy writes
 
 
 @dataclass
@@ -95,23 +97,32 @@ def run(ctx: PhaseContext) -> SnapshotResult:
         # Resource Graph first: its quota (15 / 5 s) throttles most, and a throttled query ends this
         # step (re-run after Retry-After), so nothing is read before it that would be read again
         rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
-        vaults = _query(clients, subs, ARG_VAULTS.format(principal_id=source["principalId"]))
+        candidates = _query(clients, subs, _candidates_query(source))
         attachments = _attachments(clients, rows, source)
-        found = Found(source, subs, attachments=attachments)
+        found = Found(source, subs, rows=candidates, attachments=attachments)
         discovered = {kind.key: kind.discover(ctx, found) for kind in KINDS}
+        found.target = _target(ctx, source, attachments)
+        actions = [a for kind in KINDS for a in kind.actions(ctx, discovered[kind.key], found)]
     except (HttpResponseError, GraphError) as exc:
         raise classify(exc, ref.id) from exc
     snapshot = {
         "identity": source,
         **discovered,
         "attachments": attachments,
-        "accessPolicyVaults": [v["id"] for v in vaults],
         "subscriptions": subs,
     }
-    target = _target(ctx, source, attachments)
+    target = found.target
     snapshot["target"] = target
     plan = _plan(ctx, snapshot, target)
+    plan["actionsRequired"] = actions
+    plan["discovery"] = dict(sorted(found.counts.items()))
     return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)
+
+
+def _candidates_query(source: dict[str, Any]) -> str:
+    fields = {"principal_id": source["principalId"], "client_id": source["clientId"], "id": source["id"]}
+    predicates = " or ".join(f"({kind.candidates.format(**fields)})" for kind in KINDS if kind.candidates)
+    return ARG_CANDIDATES.format(predicates=predicates)
 
 
 def _subscriptions(ctx: PhaseContext) -> list[str]:
@@ -253,21 +264,25 @@ def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -
                     f"{location or 'an unknown region'}; map it to a resource in the target region (resourceMap)",
                     attachment["id"],
                 )
-        note = SERVICE_SPECIFIC.get(attachment["type"].lower())
-        if note:
-            warn("ServiceSpecificPermissions", note, attachment["id"])
     if vm_attached and len(target["name"]) > 24:
         warn(
             "NameTooLongForVm",
             "names over 24 characters break assignment to VMs / VM scale sets",
             "targetName",
         )
-    for vault in snapshot["accessPolicyVaults"]:
-        warn(
-            "KeyVaultAccessPolicy",
-            "a Key Vault access policy names the old principal; it is not copied",
-            vault,
-        )
+    for kind in KINDS:
+        if not kind.copy_kind:
+            continue
+        for entry in snapshot.get(kind.key) or []:
+            touched = next((entry[f] for f in ENTRY_RESOURCE_FIELDS if entry.get(f)), None)
+            if (
+                touched
+                and not entry.get("reportOnly")
+                and not ctx.settings.subscription_allowed(subscription_of(touched))
+            ):
+                block(
+                    "SubscriptionNotAllowed", f"{touched} is outside the allow-list ({kind.title})", touched
+                )
     _check_headroom(ctx, snapshot["roleAssignments"], block)
     return {"blocking": blocking, "warnings": warnings}
 

@@ -233,3 +233,99 @@ def _graph(clients: AzureClients, e: Estate) -> None:
         {"principalId": e.principal_id, "resourceId": graph_sp["id"], "appRoleId": USER_READ_ALL},
     )
     e.app_role_assignment_ids.append(grant["id"])
+
+
+# --- access that lives outside Azure RBAC (issue 8) ------------------------------------------------
+
+OTHER_PRINCIPAL = "5b0c1e0a-7d7e-4e57-9d5a-3c1f0e2b9a44"  # someone else's grants: must stay as they are
+TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+KV_API, COSMOS_API, PG_API, SQL_API, WEB_API, AKS_API = (
+    "2023-07-01", "2024-11-15", "2024-08-01", "2023-08-01", "2023-12-01", "2024-09-01",
+)  # fmt: skip
+
+
+@dataclass
+class DataPlane:
+    """Where ``seed_data_plane`` put each grant and consumer (resource ids)."""
+
+    vault: str
+    rbac_vault: str
+    cosmos: str
+    postgres: str
+    sql: str
+    cluster: str
+    slot: str
+    issuer: str = ""
+
+
+def seed_data_plane(clients: AzureClients, e: Estate) -> DataPlane:
+    """Next to ``seed``'s estate, what a workload reaches its data through outside Azure RBAC.
+
+    * ``kv-payments01`` (access policies): the identity's policy (from ``seed``) plus another principal's;
+      ``kv-rbac01`` with ``enableRbacAuthorization`` and a stale policy naming the identity (ignored);
+    * Cosmos DB ``cosmos-payments01``: Data Contributor at ``/dbs/orders`` for the identity, Data Reader
+      for another principal;
+    * PostgreSQL flexible server ``pg-payments01``: the identity and a person as Entra administrators;
+    * Azure SQL ``sql-payments01`` whose Entra administrator is the identity (sid = clientId);
+    * AKS ``aks-payments01`` with an OIDC issuer, and a federated credential of the identity for its
+      service account ``payments/worker``;
+    * the web app's settings: ``AZURE_CLIENT_ID`` (from ``seed``), ``Storage__clientId``,
+      ``Storage__managedIdentityResourceId``, an unrelated setting, a SQL connection string naming the
+      clientId and an unrelated one; a ``staging`` slot with the identity attached and its own setting.
+    """
+    sub, data = e.subscription_id, "rg-data"
+    vault = e.resources["vault"]
+    clients.arm("PUT", f"{vault}/accessPolicies/add", KV_API, {"properties": {"accessPolicies": [
+        {"tenantId": TENANT, "objectId": OTHER_PRINCIPAL, "permissions": {"keys": ["get"], "secrets": ["get"]}}]}})  # fmt: skip
+    rbac_vault = rid(sub, data, "Microsoft.KeyVault/vaults", "kv-rbac01")
+    _put(clients, rbac_vault, {"location": REGION, "properties": {
+        "tenantId": TENANT, "sku": {"family": "A", "name": "standard"}, "enableRbacAuthorization": True,
+        "accessPolicies": [{"tenantId": TENANT, "objectId": e.principal_id, "permissions": {"secrets": ["get"]}}]}})  # fmt: skip
+    cosmos = rid(sub, data, "Microsoft.DocumentDB/databaseAccounts", "cosmos-payments01")
+    clients.arm("PUT", cosmos, COSMOS_API, {"location": REGION, "kind": "GlobalDocumentDB",
+                "properties": {"databaseAccountOfferType": "Standard"}}, wait=True)  # fmt: skip
+    for name, principal, role, scope in (
+        ("6e5a1c2d-0000-4000-8000-000000000001", e.principal_id, "00000000-0000-0000-0000-000000000002", f"{cosmos}/dbs/orders"),
+        ("6e5a1c2d-0000-4000-8000-000000000002", OTHER_PRINCIPAL, "00000000-0000-0000-0000-000000000001", cosmos),
+    ):  # fmt: skip
+        body = {"properties": {"roleDefinitionId": f"{cosmos}/sqlRoleDefinitions/{role}", "scope": scope,
+                               "principalId": principal}}  # fmt: skip
+        clients.arm("PUT", f"{cosmos}/sqlRoleAssignments/{name}", COSMOS_API, body, wait=True)
+    postgres = rid(sub, data, "Microsoft.DBforPostgreSQL/flexibleServers", "pg-payments01")
+    clients.arm("PUT", postgres, PG_API, {"location": REGION, "properties": {}}, wait=True)
+    for principal, kind, name in ((e.principal_id, "ServicePrincipal", e.identity_name),
+                                  (OTHER_PRINCIPAL, "User", "dba@contoso.com")):  # fmt: skip
+        clients.arm("PUT", f"{postgres}/administrators/{principal}", PG_API, {"properties": {
+            "principalType": kind, "principalName": name, "tenantId": TENANT}}, wait=True)  # fmt: skip
+    sql = rid(sub, data, "Microsoft.Sql/servers", "sql-payments01")
+    clients.arm("PUT", sql, SQL_API, {"location": REGION, "properties": {}}, wait=True)
+    clients.arm("PUT", f"{sql}/administrators/ActiveDirectory", SQL_API, {"properties": {
+        "administratorType": "ActiveDirectory", "login": e.identity_name, "sid": e.client_id, "tenantId": TENANT}},
+        wait=True)  # fmt: skip
+    cluster = rid(sub, "rg-app", "Microsoft.ContainerService/managedClusters", "aks-payments01")
+    _, created = clients.arm("PUT", cluster, AKS_API, {"location": REGION, "properties": {
+        "oidcIssuerProfile": {"enabled": True}}}, wait=True)  # fmt: skip
+    issuer = str(((created or {}).get("properties") or {}).get("oidcIssuerProfile", {}).get("issuerURL") or "")
+    if not issuer:
+        _, got = clients.arm("GET", cluster, AKS_API)
+        issuer = str(got["properties"]["oidcIssuerProfile"]["issuerURL"])
+    clients.msi(sub).federated_identity_credentials.create_or_update(
+        "rg-app", e.identity_name, "fic-aks",
+        FederatedIdentityCredential(issuer=issuer, subject="system:serviceaccount:payments:worker",
+                                    audiences=["api://AzureADTokenExchange"]),
+    )  # fmt: skip
+    e.credential_names.append("fic-aks")
+    web = e.resources["web"]
+    _, listed = clients.arm("POST", f"{web}/config/appsettings/list", WEB_API)
+    settings = {**(listed or {}).get("properties", {}), "Storage__clientId": e.client_id,
+                "Storage__managedIdentityResourceId": e.identity_id, "FEATURE_FLAGS": "payments-v2"}  # fmt: skip
+    clients.arm("PUT", f"{web}/config/appsettings", WEB_API, {"properties": settings})
+    clients.arm("PUT", f"{web}/config/connectionstrings", WEB_API, {"properties": {
+        "Orders": {"value": "Server=tcp:sql-payments01.database.windows.net;Database=orders;"
+                            f"Authentication=Active Directory Managed Identity;User Id={e.client_id}", "type": "SQLAzure"},
+        "Cache": {"value": "cache-payments01.redis.cache.windows.net:6380,ssl=True", "type": "Custom"}}})  # fmt: skip
+    slot = f"{web}/slots/staging"
+    _put(clients, slot, {"location": REGION, "identity": {"type": "UserAssigned", "userAssignedIdentities": {e.identity_id: {}}},
+                         "properties": {"siteConfig": {"appSettings": [{"name": "AZURE_CLIENT_ID", "value": e.client_id}]}}})  # fmt: skip
+    e.resources["slot"] = slot
+    return DataPlane(vault, rbac_vault, cosmos, postgres, sql, cluster, slot, issuer)

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from rich.console import Group, RenderableType
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -232,6 +233,59 @@ def _items_table(title: str, key: str, items: list[Any]) -> Table:
     return table
 
 
+DATA_PLANE = (
+    "keyVaultAccessPolicies",
+    "cosmosRoleAssignments",
+    "flexibleServerAdmins",
+    "appSettings",
+    "sqlServers",
+)
+
+
+def _name(resource_id: Any) -> str:
+    return str(resource_id or "").rstrip("/").rsplit("/", 1)[-1]
+
+
+def _short_target(target: str) -> str:
+    """A resource id from its type on (80 columns leave no room for subscription GUIDs)."""
+    parts = target.strip("/").split("/")
+    lowered = [p.lower() for p in parts]
+    if not target.startswith("/subscriptions/") or "providers" not in lowered:
+        return target
+    return "/".join(parts[lowered.index("providers") + 2 :])
+
+
+def _words(key: str) -> str:
+    out = "".join(f" {c.lower()}" if c.isupper() else c for c in key)
+    return out.strip()
+
+
+def data_plane_lines(inventory: dict[str, Any]) -> list[Text]:
+    """One short line per data-plane grant (plan.inventory), readable at 80 columns."""
+    lines: list[Text] = []
+
+    def line(kind: str, what: str) -> None:
+        lines.append(Text(f"  {kind:<18}", style="cyan") + Text(what))
+
+    for e in inventory.get("keyVaultAccessPolicies") or []:
+        perms = "; ".join(f"{k} {', '.join(v)}" for k, v in (e.get("permissions") or {}).items())
+        line("Key Vault policy", f"{_name(e.get('vault'))}: {perms}")
+    for e in inventory.get("cosmosRoleAssignments") or []:
+        role = _name(e.get("roleDefinitionId"))
+        role = {"00000000-0000-0000-0000-000000000001": "Data Reader",
+                "00000000-0000-0000-0000-000000000002": "Data Contributor"}.get(role, role)  # fmt: skip
+        scope = str(e.get("scope") or "")
+        inner = scope[len(str(e.get("account") or "")) :] or "/"
+        line("Cosmos DB role", f"{_name(e.get('account'))}: {role} at {inner}")
+    for e in inventory.get("flexibleServerAdmins") or []:
+        note = " (reported only: one admin)" if e.get("reportOnly") else ""
+        line(f"{e.get('engine') or 'DB'} admin", f"{_name(e.get('server'))}{note}")
+    for e in inventory.get("appSettings") or []:
+        names = [*(e.get("appSettings") or []), *(e.get("connectionStrings") or [])]
+        line("App settings", f"{_name(e.get('site'))}: {', '.join(names)}")
+    return lines
+
+
 def plan_report(move: dict[str, Any]) -> RenderableType:
     """What a move will copy (from the snapshot's plan) and what blocks or warns."""
     plan = move.get("plan") or {}
@@ -242,7 +296,27 @@ def plan_report(move: dict[str, Any]) -> RenderableType:
         items = inventory.get(key)
         if isinstance(items, list):
             parts.append(_items_table(title, key, items) if items else Text(f"{title}: none", style="dim"))
-    known = {key for key, _ in PLAN_SECTIONS} | {"blocking", "warnings", "items", "inventory"}
+    grants = data_plane_lines(inventory)
+    if grants:
+        parts.append(Text(f"Data-plane grants ({len(grants)}) — copied, verified, cleaned up:", style="bold"))
+        parts.extend(grants)
+    discovery = plan.get("discovery") or {}
+    if discovery:
+        read = ", ".join(f"{_words(k)} {v}" for k, v in discovery.items())
+        parts.append(Text(f"Read to find them: {read}", style="dim"))
+    actions = plan.get("actionsRequired") or []
+    if actions:
+        parts.append(
+            Text(f"Actions required ({len(actions)}) — steps the mover cannot take:", style="bold magenta")
+        )
+        for item in actions:
+            target = _short_target(str(item.get("target") or ""))
+            parts.append(Text(f"  ▸ {item.get('code')}", style="bold magenta"))
+            parts.append(Padding(Text(target, style="magenta"), (0, 0, 0, 4)))
+            parts.append(Padding(Text(str(item.get("message") or "")), (0, 0, 0, 4)))
+    known = (
+        {key for key, _ in PLAN_SECTIONS} | {"blocking", "warnings", "items", "inventory"} | set(DATA_PLANE)
+    )
     for key, value in inventory.items():
         if key not in known and isinstance(value, list) and value and isinstance(value[0], dict):
             parts.append(_items_table(key, key, value))

@@ -53,9 +53,12 @@ from azure.core.pipeline.policies import (
     RetryPolicy,
     UserAgentPolicy,
 )
+from azure.core.polling import LROPoller
 from azure.core.rest import HttpRequest
 from azure.eventgrid import EventGridPublisherClient
 from azure.mgmt.authorization import AuthorizationManagementClient
+from azure.mgmt.core.exceptions import ARMErrorFormat
+from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.resourcegraph import ResourceGraphClient
@@ -384,6 +387,45 @@ class AzureClients:
             url = page.get("nextLink")
         return sorted({s for s in found if s})
 
+    def arm(
+        self, method: str, path: str, api_version: str, body: Any = None, *, wait: bool = False
+    ) -> tuple[int, Any]:
+        """A plain ARM request for an API with no SDK client in our set (Key Vault access policies,
+        Cosmos DB ``sqlRoleAssignments``, database administrators, App Service ``config/*``), through
+        the same pipeline as every other ARM call (credential, ``InlineRetryPolicy``, write pacing,
+        logging). Returns ``(status, JSON body or None)``; a status >= 400 raises ``HttpResponseError``
+        with ARM's error code (so ``classify`` reads it like an SDK error).
+
+        ``wait=True``: an asynchronous answer (201/202 with ``Azure-AsyncOperation`` or ``Location``) is
+        polled to its end by azure-core's ``ARMPolling`` (ARM's LRO rules; interval = ``Retry-After``,
+        else ``LRO_POLL_SECONDS`` x ``IDMOVE_BACKOFF_SCALE``); a Failed/Canceled operation raises. The
+        body is then the final resource (None for a DELETE).
+        """
+        url = path if path.startswith("http") else f"{self.settings.arm_endpoint}{path}"
+        url += ("&" if "?" in url else "?") + f"api-version={api_version}"
+        request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
+        client = self.resources(subscription_of(path) or "00000000-0000-0000-0000-000000000000")
+        # the private flag hands back the PipelineResponse that ARMPolling starts from
+        pipeline_response: Any = client.send_request(request, _return_pipeline_response=True)
+        response = pipeline_response.http_response
+        if response.status_code >= 400:
+            raise HttpResponseError(response=response, error_format=ARMErrorFormat)
+        headers = response.headers
+        if (
+            wait
+            and response.status_code in (201, 202)
+            and (headers.get("Azure-AsyncOperation") or headers.get("Location"))
+        ):
+            polling = ARMPolling(LRO_POLL_SECONDS * self.settings.backoff_scale)
+            poller: LROPoller[Any] = LROPoller(
+                client._client,  # the mgmt client's PipelineClient: same policies
+                pipeline_response,
+                lambda final: _json_or_none(final.http_response),
+                polling,
+            )
+            return response.status_code, poller.result()
+        return response.status_code, _json_or_none(response)
+
     def api_version_for(self, resource_id_or_type: str) -> str:
         """api-version for a resource type: the provider's newest stable one (asked once per namespace);
         where the provider cannot be asked, a small table of known types, else a default."""
@@ -410,6 +452,18 @@ class AzureClients:
         versions = self._providers[namespace].get(type_name) or []
         stable = [v for v in versions if "preview" not in v.lower()]
         return sorted(stable or versions)[-1] if versions else None
+
+
+LRO_POLL_SECONDS = 2.0
+
+
+def _json_or_none(response: Any) -> Any:
+    if response.status_code == 204 or not response.content:
+        return None
+    try:
+        return response.json()
+    except ValueError:
+        return None
 
 
 def subscription_of(resource_id: str) -> str:

@@ -223,7 +223,11 @@ class Engine:
 
     def _apply_verify(self, move: MoveRecord, result: Any) -> None:
         move.verified = True
-        if move.auto_commit:
+        # steps a person must take (plan.actionsRequired) hold autoCommit unless the request acknowledged them
+        unacknowledged = (move.plan or {}).get("actionsRequired") and not move.request.get(
+            "acknowledgeActionsRequired"
+        )
+        if move.auto_commit and not unacknowledged:
             move.committed = True
             self._complete_phase(move, "verify")
         else:

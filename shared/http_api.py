@@ -292,6 +292,30 @@ def _schemas() -> dict[str, Any]:
                     "properties": {
                         "blocking": {"type": "array", "items": {"type": "object"}},
                         "warnings": {"type": "array", "items": {"type": "object"}},
+                        "actionsRequired": {
+                            "type": "array",
+                            "description": "steps a person must take that the mover cannot (outside ARM); "
+                            "autoCommit waits for them unless acknowledgeActionsRequired; messages name "
+                            "the new clientId once it is known",
+                            "items": {
+                                "type": "object",
+                                "properties": {
+                                    "code": {
+                                        "type": "string",
+                                        "description": "stable: GitHubClientId, KubernetesServiceAccount, "
+                                        "FederatedIssuer, SqlEntraAdmin, SqlContainedUser, MySqlEntraAdmin",
+                                    },
+                                    "target": {"type": "string"},
+                                    "message": {"type": "string"},
+                                },
+                                "required": ["code", "target", "message"],
+                            },
+                        },
+                        "discovery": {
+                            "type": "object",
+                            "description": "what snapshot read to find data-plane grants, e.g. cosmosAccountsRead",
+                            "additionalProperties": {"type": "integer"},
+                        },
                         "inventory": {
                             "type": "object",
                             "description": "only with $expand=inventory: what the move copies",
@@ -303,6 +327,11 @@ def _schemas() -> dict[str, Any]:
                                     "groups",
                                     "appRoles",
                                     "attachments",
+                                    "keyVaultAccessPolicies",
+                                    "cosmosRoleAssignments",
+                                    "flexibleServerAdmins",
+                                    "appSettings",
+                                    "sqlServers",
                                 )
                             },
                         },

@@ -87,6 +87,12 @@ class MoveRequest(BaseModel):
     dry_run: bool = Field(default=False, alias="dryRun")
     auto_commit: bool = Field(default=False, alias="autoCommit")
     allow_privileged_roles: bool = Field(default=False, alias="allowPrivilegedRoles")
+    acknowledge_actions_required: bool = Field(
+        default=False,
+        alias="acknowledgeActionsRequired",
+        description="autoCommit commits although plan.actionsRequired is not empty (the steps are done "
+        "or will be); without it such a move waits in AwaitingCommit",
+    )
 
     @field_validator("source_identity_id")
     @classmethod
@@ -161,6 +167,7 @@ class RegionDecommissionRequest(BaseModel):
     subscription_ids: list[str] = Field(alias="subscriptionIds", min_length=1, max_length=100)
     target_resource_group: str | None = Field(default=None, alias="targetResourceGroup", max_length=90)
     auto_commit: bool = Field(default=False, alias="autoCommit")
+    acknowledge_actions_required: bool = Field(default=False, alias="acknowledgeActionsRequired")
 
     @field_validator("source_region", "target_region")
     @classmethod

@@ -467,7 +467,14 @@ INVENTORY_FIELDS = {
     "groups": ("id", "displayName"),
     "appRoles": ("resourceDisplayName", "resourceId", "appRoleId"),
     "attachments": ("id", "type", "location", "attached", "identityType", "refs"),
+    # data-plane grants services keep themselves (activities/access/)
+    "keyVaultAccessPolicies": ("vault", "permissions"),
+    "cosmosRoleAssignments": ("account", "roleDefinitionId", "scope"),
+    "flexibleServerAdmins": ("server", "engine", "principalName", "reportOnly"),
+    "appSettings": ("site", "appSettings", "connectionStrings"),
+    "sqlServers": ("server", "admin", "login"),
 }
+NEW_CLIENT_ID = "<new clientId>"  # placeholder in plan.actionsRequired messages until the target exists
 
 
 def inventory(snapshot: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -501,7 +508,7 @@ def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any
         "phases": phases,
         "source": _party(record.source),
         "target": _party(record.target) if record.target else None,
-        "plan": record.plan or {"blocking": [], "warnings": []},
+        "plan": _plan_view(record),
         "createdAt": record.created_at,
         "updatedAt": record.updated_at,
         "dryRun": record.dry_run,
@@ -511,6 +518,18 @@ def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any
     if record.error:
         body["error"] = record.error
     return body
+
+
+def _plan_view(record: MoveRecord) -> dict[str, Any]:
+    """The stored plan; ``actionsRequired`` messages name the new clientId once it is known."""
+    plan = dict(record.plan or {"blocking": [], "warnings": []})
+    client_id = (record.target or {}).get("clientId")
+    if client_id and plan.get("actionsRequired"):
+        plan["actionsRequired"] = [
+            {**a, "message": str(a.get("message", "")).replace(NEW_CLIENT_ID, str(client_id))}
+            for a in plan["actionsRequired"]
+        ]
+    return plan
 
 
 def _party(data: dict[str, Any]) -> dict[str, Any]:

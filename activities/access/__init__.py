@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from activities.access import (
     app_role_assignments,
+    app_settings,
+    cosmos_sql_roles,
     federated_credentials,
+    flexible_server_admins,
     group_memberships,
+    key_vault_policies,
     role_assignments,
+    sql_servers,
 )
 from activities.access.base import Access, Found, Missing
 
@@ -27,6 +32,11 @@ KINDS: tuple[Access, ...] = (
     federated_credentials.KIND,
     group_memberships.KIND,
     app_role_assignments.KIND,
+    key_vault_policies.KIND,
+    cosmos_sql_roles.KIND,
+    flexible_server_admins.KIND,
+    app_settings.KIND,
+    sql_servers.KIND,
 )
 
 

@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +51,7 @@ class Found:
     rows: list[dict[str, Any]] = field(default_factory=list)  # Resource Graph candidates of every kind
     attachments: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # what discovery read, for the plan
+    target: dict[str, Any] = field(default_factory=dict)  # the planned target (set before ``actions``)
 
     def rows_of(self, *types: str) -> list[dict[str, Any]]:
         wanted = {t.lower() for t in types}
@@ -57,6 +59,11 @@ class Found:
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
+
+
+def short_key(resource_id: str) -> str:
+    """A stable, short item-key part for a resource id (the same hash as ``rebind.resource_key``)."""
+    return hashlib.sha1(resource_id.lower().encode()).hexdigest()[:20]
 
 
 def action(code: str, target: str, message: str) -> dict[str, Any]:

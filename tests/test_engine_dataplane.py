@@ -1,0 +1,319 @@
+"""Access that lives outside Azure RBAC (issue 8), end to end: Azurite + the emulator, real SDK clients.
+
+The estate is ``idmove/estate.py``'s ``seed`` plus ``seed_data_plane``: Key Vault access policies, a
+Cosmos DB data-plane role, PostgreSQL Entra administrators, app settings and connection strings of a
+site and its slot, an Azure SQL server administered by the identity, an AKS cluster whose service
+account uses it, GitHub federated credentials. Other principals' grants sit next to the identity's and
+must come out untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from idmove.estate import (
+    COSMOS_API,
+    OTHER_PRINCIPAL,
+    PG_API,
+    TARGET_REGION,
+    WEB_API,
+    DataPlane,
+    Estate,
+    clients_for,
+    seed,
+    seed_data_plane,
+)
+from idmove.render import plan_report
+from shared.azure_clients import AzureClients
+from shared.service import MoveService
+from shared.work_queue import WorkMessage
+from tests.plugins.engine import drain
+
+WRITES = {"PUT", "PATCH", "DELETE"}
+COSTS = Path(__file__).resolve().parent.parent / ".pytest_cache" / "dataplane-costs.json"
+DATA_PLANE_PATH = re.compile(
+    r"/accessPolicies/|/sqlRoleAssignments|/administrators|/config/(appsettings|connectionstrings)"
+    r"|/operationsStatus/|/azureAsyncOperation/|/administratorAzureAsyncOperation/|/operationResults/"
+    r"|Microsoft\.KeyVault/vaults/[^/]+$|databaseAccounts/[^/]+$|flexibleServers/[^/]+$"
+    r"|Microsoft\.Sql/servers/[^/]+$|managedClusters/[^/]+$",
+    re.IGNORECASE,
+)
+
+
+CATEGORIES = (
+    ("keyVault", r"Microsoft\.KeyVault/"),
+    ("cosmos", r"DocumentDB|operationsStatus"),
+    ("postgres", r"DBforPostgreSQL"),
+    ("sql", r"Microsoft\.Sql/"),
+    ("appSettings", r"/config/"),
+    ("aks", r"managedClusters"),
+)
+
+
+def _kind_of(request: dict[str, Any]) -> str:
+    path = request["path"]
+    name = next((n for n, pattern in CATEGORIES if re.search(pattern, path, re.IGNORECASE)), "other")
+    return f"{name} {request['method']}"
+
+
+@pytest.fixture
+def clients(emu: str) -> AzureClients:
+    return clients_for(emu)
+
+
+@pytest.fixture
+def estate(clients: AzureClients) -> tuple[Estate, DataPlane]:
+    e = seed(clients)
+    return e, seed_data_plane(clients, e)
+
+
+def requests(emu: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{emu}/_emulator/requests").json())
+
+
+def body(e: Estate, **extra: Any) -> dict[str, Any]:
+    return {"sourceIdentityId": e.identity_id, "targetRegion": TARGET_REGION, **extra}
+
+
+def run(service: MoveService, move_id: str, handler: Any = None) -> dict[str, Any]:
+    drain(service, handler=handler)
+    return service.get(move_id)
+
+
+def policies(clients: AzureClients, vault: str) -> dict[str, dict[str, list[str]]]:
+    _, got = clients.arm("GET", vault, "2023-07-01")
+    return {
+        p["objectId"].lower(): {k: sorted(v) for k, v in (p.get("permissions") or {}).items() if v}
+        for p in got["properties"].get("accessPolicies") or []
+    }
+
+
+def cosmos_roles(clients: AzureClients, account: str) -> set[tuple[str, str, str]]:
+    _, got = clients.arm("GET", f"{account}/sqlRoleAssignments", COSMOS_API)
+    return {
+        (
+            a["properties"]["principalId"].lower(),
+            a["properties"]["roleDefinitionId"].rsplit("/", 1)[-1],
+            a["properties"]["scope"].lower(),
+        )
+        for a in got["value"]
+    }
+
+
+def pg_admins(clients: AzureClients, server: str) -> set[str]:
+    _, got = clients.arm("GET", f"{server}/administrators", PG_API)
+    return {a["properties"]["objectId"].lower() for a in got["value"]}
+
+
+def settings(clients: AzureClients, site: str) -> dict[str, Any]:
+    _, app = clients.arm("POST", f"{site}/config/appsettings/list", WEB_API)
+    _, conn = clients.arm("POST", f"{site}/config/connectionstrings/list", WEB_API)
+    return {"app": app["properties"], "conn": conn["properties"]}
+
+
+def data_plane_state(clients: AzureClients, e: Estate, dp: DataPlane) -> dict[str, Any]:
+    return {
+        "vault": policies(clients, dp.vault),
+        "rbacVault": policies(clients, dp.rbac_vault),
+        "cosmos": sorted(cosmos_roles(clients, dp.cosmos)),
+        "postgres": sorted(pg_admins(clients, dp.postgres)),
+        "web": settings(clients, e.resources["web"]),
+        "slot": settings(clients, dp.slot)["app"],
+    }
+
+
+def without_principal(state: dict[str, Any], *principals: str) -> dict[str, Any]:
+    """The state of everyone but ``principals`` (what a move must never touch)."""
+    drop = {p.lower() for p in principals}
+    return {
+        "vault": {k: v for k, v in state["vault"].items() if k not in drop},
+        "rbacVault": state["rbacVault"],
+        "cosmos": [r for r in state["cosmos"] if r[0] not in drop],
+        "postgres": [p for p in state["postgres"] if p not in drop],
+        "webOther": {k: v for k, v in state["web"]["app"].items() if k == "FEATURE_FLAGS"},
+        "connOther": state["web"]["conn"]["Cache"],
+    }
+
+
+def test_full_move_copies_verifies_and_cleans_up_data_plane_grants(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients, emu: str
+) -> None:
+    e, dp = estate
+    before_state = data_plane_state(clients, e, dp)
+    start = len(requests(emu))
+    move_id = emulated_service.start(body(e))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    new = status["target"]
+    old_pid, new_pid = e.principal_id.lower(), new["principalId"].lower()
+
+    # copied next to the old ones (the old identity keeps working until commit)
+    state = data_plane_state(clients, e, dp)
+    assert state["vault"][new_pid] == state["vault"][old_pid] == {"secrets": ["get", "list"]}
+    assert (new_pid, "00000000-0000-0000-0000-000000000002", f"{dp.cosmos}/dbs/orders".lower()) in state[
+        "cosmos"
+    ]
+    assert {old_pid, new_pid} <= set(state["postgres"])
+    app, conn = state["web"]["app"], state["web"]["conn"]
+    assert app["AZURE_CLIENT_ID"] == new["clientId"] and app["Storage__clientId"] == new["clientId"]
+    assert app["Storage__managedIdentityResourceId"].lower() == new["id"].lower()
+    assert f"User Id={new['clientId']}" in conn["Orders"]["value"]
+    assert state["slot"]["AZURE_CLIENT_ID"] == new["clientId"]
+    assert new_pid not in state["rbacVault"]  # a vault that authorizes with RBAC is left alone
+
+    # actions required name the exact steps, with the new clientId filled in
+    actions = status["plan"]["actionsRequired"]
+    by_code = Counter(a["code"] for a in actions)
+    assert by_code == {
+        "GitHubClientId": 2, "KubernetesServiceAccount": 1, "FederatedIssuer": 1,
+        "SqlEntraAdmin": 1, "SqlContainedUser": 1,
+    }  # fmt: skip
+    github = sorted(a["target"] for a in actions if a["code"] == "GitHubClientId")
+    assert github == [
+        "https://github.com/contoso/payments",
+        "https://github.com/contoso/payments/settings/environments/prod",
+    ]
+    aks = next(a for a in actions if a["code"] == "KubernetesServiceAccount")
+    assert aks["target"].lower().startswith(dp.cluster.lower()) and "payments/worker" in aks["message"]
+    assert f"azure.workload.identity/client-id: {new['clientId']}" in aks["message"]
+    assert all("<new clientId>" not in a["message"] for a in actions)
+    contained = next(a for a in actions if a["code"] == "SqlContainedUser")
+    assert f"CREATE USER [{new['name']}] FROM EXTERNAL PROVIDER" in contained["message"]
+    assert status["plan"]["discovery"]["cosmosAccountsRead"] == 1
+
+    emulated_service.commit(move_id)
+    status = run(emulated_service, move_id)
+    assert status["status"] == "Completed", status.get("error")
+    after = data_plane_state(clients, e, dp)
+    assert old_pid not in after["vault"] and after["vault"][new_pid] == {"secrets": ["get", "list"]}
+    assert [r for r in after["cosmos"] if r[0] == old_pid] == []
+    assert old_pid not in after["postgres"] and new_pid in after["postgres"]
+    # nothing else touched: other principals' policies, roles, admins; other settings
+    assert without_principal(after, old_pid, new_pid) == without_principal(before_state, old_pid, new_pid)
+    assert after["web"]["app"]["FEATURE_FLAGS"] == "payments-v2"
+
+    seen = [r for r in requests(emu)[start:] if "/graph/" not in r["path"] and "eventgrid" not in r["path"]]
+    extra = [r for r in seen if DATA_PLANE_PATH.search(r["path"])]
+    costs = {
+        "by_kind": dict(Counter(_kind_of(r) for r in extra)),
+        "arm_calls_total": len(seen),
+        "data_plane_arm_calls": len(extra),
+        "data_plane_by_method": dict(Counter(r["method"] for r in extra)),
+        "data_plane_writes": sum(1 for r in extra if r["method"] in WRITES),
+    }
+    COSTS.parent.mkdir(exist_ok=True)
+    COSTS.write_text(json.dumps(costs, indent=2))
+    print("data-plane ARM calls per move:", json.dumps(costs))
+
+
+def test_dry_run_lists_every_grant_and_action_and_writes_nothing(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], emu: str
+) -> None:
+    e, dp = estate
+    start = len(requests(emu))
+    move_id = emulated_service.start(body(e, dryRun=True))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "Planned", status.get("error")
+    seen = requests(emu)[start:]
+    writes = [
+        r for r in seen
+        if r["method"] in WRITES
+        or (r["method"] == "POST" and "resourcegraph" not in r["path"].lower() and not r["path"].endswith("/list"))
+    ]  # fmt: skip
+    assert writes == [], writes
+    inventory = emulated_service.get(move_id, expand_inventory=True)["plan"]["inventory"]
+    assert [g["vault"].lower() for g in inventory["keyVaultAccessPolicies"]] == [dp.vault.lower()]
+    assert [g["account"].lower() for g in inventory["cosmosRoleAssignments"]] == [dp.cosmos.lower()]
+    assert [g["server"].lower() for g in inventory["flexibleServerAdmins"]] == [dp.postgres.lower()]
+    sites = {g["site"].lower(): g for g in inventory["appSettings"]}
+    assert sites[e.resources["web"].lower()]["appSettings"] == [
+        "AZURE_CLIENT_ID", "Storage__clientId", "Storage__managedIdentityResourceId",
+    ]  # fmt: skip
+    assert sites[e.resources["web"].lower()]["connectionStrings"] == ["Orders"]
+    assert sites[dp.slot.lower()]["appSettings"] == ["AZURE_CLIENT_ID"]
+    codes = sorted(a["code"] for a in status["plan"]["actionsRequired"])
+    assert codes == sorted(
+        ["GitHubClientId", "GitHubClientId", "KubernetesServiceAccount", "FederatedIssuer", "SqlEntraAdmin",
+         "SqlContainedUser"]
+    )  # fmt: skip
+    assert all(
+        "<new clientId>" in a["message"] for a in status["plan"]["actionsRequired"] if "Sql" not in a["code"]
+    )
+
+    # idmove plan's report: every grant and action, readable at 80 columns
+    console = Console(width=80, record=True, force_terminal=False)
+    console.print(plan_report(emulated_service.get(move_id, expand_inventory=True)))
+    text = console.export_text()
+    assert max(len(line.rstrip()) for line in text.splitlines()) <= 80
+    for expected in ("Key Vault policy  kv-payments01: secrets get, list", "Cosmos DB role    cosmos-payments01",
+                     "PostgreSQL admin  pg-payments01", "cosmos accounts read 1", "▸ SqlContainedUser",
+                     "▸ KubernetesServiceAccount", "namespaces/payments/serviceAccounts/worker"):  # fmt: skip
+        assert expected in text, text
+
+
+def test_discard_restores_the_exact_source_state(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    e, dp = estate
+    before = data_plane_state(clients, e, dp)
+    move_id = emulated_service.start(body(e))["id"]
+    assert run(emulated_service, move_id)["status"] == "AwaitingCommit"
+    assert data_plane_state(clients, e, dp) != before
+    emulated_service.discard(move_id)
+    status = run(emulated_service, move_id)
+    assert status["status"] == "Discarded", status.get("error")
+    assert data_plane_state(clients, e, dp) == before
+
+
+def test_auto_commit_waits_on_actions_required_and_commits_when_acknowledged(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    e, dp = estate
+    move_id = emulated_service.start(body(e, autoCommit=True))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")  # not committed: steps unacknowledged
+    assert status["plan"]["actionsRequired"]
+    emulated_service.discard(move_id)
+    assert run(emulated_service, move_id)["status"] == "Discarded"
+
+    acknowledged = emulated_service.start(body(e, autoCommit=True, acknowledgeActionsRequired=True))["id"]
+    status = run(emulated_service, acknowledged)
+    assert status["status"] == "Completed", status.get("error")
+    assert e.principal_id.lower() not in policies(clients, dp.vault)
+
+
+def test_verify_fails_with_a_precise_diff_when_a_copied_grant_disappears(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    e, dp = estate
+    move_id = emulated_service.start(body(e))["id"]
+    removed: list[str] = []
+
+    def remove_behind_its_back(message: str, dequeue_count: int) -> None:
+        if WorkMessage.from_json(message).phase == "verify" and not removed:
+            new_pid = emulated_service.get(move_id)["target"]["principalId"]
+            clients.arm("PUT", f"{dp.vault}/accessPolicies/remove", "2023-07-01", {"properties": {"accessPolicies": [
+                {"tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47", "objectId": new_pid,
+                 "permissions": {"secrets": ["get", "list"]}}]}})  # fmt: skip
+            removed.append(new_pid)
+        emulated_service.handle_message(message, dequeue_count)
+
+    status = run(emulated_service, move_id, handler=remove_behind_its_back)
+    assert removed
+    assert status["status"] == "Failed"
+    error = status["error"]
+    assert error["code"] == "VerificationFailed"
+    assert (
+        "Key Vault kv-payments01: access policy of the new principal lacks secrets get/list"
+        in error["message"]
+    )
+    assert error["target"].lower() == dp.vault.lower()
+    assert OTHER_PRINCIPAL in policies(clients, dp.vault)
