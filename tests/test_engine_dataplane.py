@@ -317,3 +317,23 @@ def test_verify_fails_with_a_precise_diff_when_a_copied_grant_disappears(
     )
     assert error["target"].lower() == dp.vault.lower()
     assert OTHER_PRINCIPAL in policies(clients, dp.vault)
+
+
+def test_cost_of_the_data_plane_checks_on_an_estate_without_such_grants(
+    emulated_service: MoveService, clients: AzureClients, emu: str
+) -> None:
+    """The fixed price: ``seed``'s estate alone (one web app with settings, one access-policy vault,
+    no Cosmos DB / database servers / clusters) -- what the data-plane discovery, copies and checks cost."""
+    e = seed(clients)
+    start = len(requests(emu))
+    move_id = emulated_service.start(body(e, autoCommit=True))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")  # GitHub/issuer steps unacknowledged
+    emulated_service.commit(move_id)
+    assert run(emulated_service, move_id)["status"] == "Completed"
+    seen = [r for r in requests(emu)[start:] if "/graph/" not in r["path"] and "eventgrid" not in r["path"]]
+    extra = [r for r in seen if DATA_PLANE_PATH.search(r["path"])]
+    costs = {"arm_calls_total": len(seen), "data_plane_arm_calls": len(extra),
+             "by_kind": dict(Counter(_kind_of(r) for r in extra))}  # fmt: skip
+    print("base estate, ARM calls per move:", json.dumps(costs))
+    assert costs["data_plane_arm_calls"] <= 20, costs
