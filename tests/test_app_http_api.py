@@ -182,7 +182,8 @@ def test_openapi_document_describes_every_route_body_header_and_error(api: httpx
     assert expand["in"] == "query" and expand["schema"]["enum"] == ["inventory"]
     move = document["components"]["schemas"]["Move"]
     assert set(move["properties"]["plan"]["properties"]["inventory"]["properties"]) == {
-        "roleAssignments", "federatedCredentials", "groups", "appRoles", "attachments"
+        "roleAssignments", "federatedCredentials", "groups", "appRoles", "attachments",
+        "keyVaultAccessPolicies", "cosmosRoleAssignments", "flexibleServerAdmins", "appSettings", "sqlServers",
     }  # fmt: skip
     listing = operations[("GET", "/api/moves")]
     assert {p["name"] for p in listing["parameters"]} == {"status", "sourceRegion", "top", "$skipToken"}
@@ -324,7 +325,8 @@ def test_dry_run_plans_and_discard_and_retry_follow_the_status_table(
     expanded = api.get(f"/api/moves/{move_id}", params={"$expand": "inventory"})
     assert expanded.status_code == 200
     assert set(expanded.json()["plan"]["inventory"]) == {
-        "roleAssignments", "federatedCredentials", "groups", "appRoles", "attachments"
+        "roleAssignments", "federatedCredentials", "groups", "appRoles", "attachments",
+        "keyVaultAccessPolicies", "cosmosRoleAssignments", "flexibleServerAdmins", "appSettings", "sqlServers",
     }  # fmt: skip
     _assert_arm_error(
         api.get(f"/api/moves/{move_id}", params={"$expand": "everything"}), 400, "InvalidQueryParameter"
