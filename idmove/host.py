@@ -328,6 +328,11 @@ class LocalHost:
                 ),
             ],
             lifespan=self._lifespan,
+            # a path no route pattern matches at all (e.g. a newline in it): the ARM error shape too
+            exception_handlers={
+                404: lambda request, exc: _error(404, "NotFound", f"no function serves {request.method}"),
+                405: lambda request, exc: _error(405, "MethodNotAllowed", "method not allowed"),
+            },
         )
 
     def by_name(self, name: str) -> HostedFunction | None:

@@ -415,8 +415,10 @@ _LIST_PARAMETERS = [
         "name": "sourceRegion",
         "in": "query",
         "required": False,
-        "description": "only moves of identities in this region",
-        "schema": {"type": "string"},
+        "description": "only moves of identities in this region (a name such as `westeurope` or "
+        "`West Europe`)",
+        # exactly what _query_region accepts: spaces dropped, then a letter and 2-40 letters/digits
+        "schema": {"type": "string", "pattern": r"^$|^ *[A-Za-z]( *[A-Za-z0-9]){2,40} *$"},
     },
     {
         "name": "top",

@@ -26,17 +26,26 @@ from shared.statuses import Status
 __all__ = ["IdentityRef", "MoveRequest", "RegionDecommissionRequest", "Status", "parse_identity_id"]
 
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-RG_NAME = r"[-\w._()]{1,90}"
+RG_NAME = r"[-\w._()]{0,89}[-\w_()]"  # Azure: 1-90 characters, not ending in '.'
+SEGMENT = r"[^/]*[^/.][^/]*"  # a path segment that is not '.' or '..'
 IDENTITY_ID_RE = re.compile(
     rf"^/subscriptions/(?P<sub>{GUID})/resourceGroups/(?P<rg>{RG_NAME})"
     r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/(?P<name>[A-Za-z0-9][-\w]{2,127})$",
     re.IGNORECASE,
 )
-RESOURCE_ID_RE = re.compile(
-    rf"^/subscriptions/{GUID}/resourceGroups/{RG_NAME}/providers/[^/]+/[^/]+/[^/]+(/[^/]+/[^/]+)*$", re.I
+RESOURCE_ID_PATTERN = (
+    rf"^/subscriptions/{GUID}/resourceGroups/{RG_NAME}/providers/{SEGMENT}/{SEGMENT}/{SEGMENT}"
+    rf"(/{SEGMENT}/{SEGMENT})*$"
 )
+RESOURCE_ID_RE = re.compile(RESOURCE_ID_PATTERN, re.I)
 RG_NAME_RE = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
 IDENTITY_NAME_RE = re.compile(r"^[A-Za-z0-9][-\w]{2,127}$")
+# The same rules in the OpenAPI document (JSON Schema ``pattern``), so generated clients and
+# property-based tests know what is valid without reading the validators.
+IDENTITY_ID_PATTERN = (
+    rf"^/subscriptions/{GUID}/resourceGroups/{RG_NAME}"
+    r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][-\w]{2,127}$"
+)
 MAX_RESOURCE_MAP = 500
 
 
@@ -76,13 +85,33 @@ class MoveRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True, strict=True)
 
-    source_identity_id: str = Field(alias="sourceIdentityId", max_length=512)
-    target_region: str = Field(alias="targetRegion", max_length=64)
-    target_resource_group: str | None = Field(default=None, alias="targetResourceGroup", max_length=90)
-    target_name: str | None = Field(default=None, alias="targetName", max_length=128)
+    source_identity_id: str = Field(
+        alias="sourceIdentityId", max_length=512, json_schema_extra={"pattern": IDENTITY_ID_PATTERN}
+    )
+    target_region: str = Field(
+        alias="targetRegion", max_length=64, json_schema_extra={"enum": sorted(KNOWN_REGIONS)}
+    )
+    target_resource_group: str | None = Field(
+        default=None,
+        alias="targetResourceGroup",
+        max_length=90,
+        json_schema_extra={"pattern": RG_NAME_RE.pattern},
+    )
+    target_name: str | None = Field(
+        default=None,
+        alias="targetName",
+        max_length=128,
+        json_schema_extra={"pattern": IDENTITY_NAME_RE.pattern},
+    )
     isolation_scope: Literal["Inherit", "None", "Regional"] = Field(default="Inherit", alias="isolationScope")
     resource_map: dict[str, str] = Field(
-        default_factory=dict, alias="resourceMap", max_length=MAX_RESOURCE_MAP
+        default_factory=dict,
+        alias="resourceMap",
+        max_length=MAX_RESOURCE_MAP,
+        json_schema_extra={
+            "propertyNames": {"pattern": RESOURCE_ID_PATTERN, "maxLength": 1024},
+            "additionalProperties": {"type": "string", "pattern": RESOURCE_ID_PATTERN, "maxLength": 1024},
+        },
     )
     dry_run: bool = Field(default=False, alias="dryRun")
     auto_commit: bool = Field(default=False, alias="autoCommit")
