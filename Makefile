@@ -48,11 +48,15 @@ typecheck: install
 unit: install
 	.venv/bin/pytest -q
 
+# The suite runs on parallel workers (pytest-xdist), each with its own Azurite and emulator; the
+# tests are I/O-bound, so more workers than the 2 cores of CI pay off. worksteal evens out long tests.
+TEST_WORKERS ?= 4
+
 test: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/pytest -q -p no:cacheprovider
+	.venv/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 demo: install-app
 	.venv/bin/idmove demo
