@@ -17,7 +17,8 @@ Specs: ``arm-specs/Microsoft.Authorization/2022-04-01/authorization-RoleAssignme
 - Lists for subscription / resource group / resource / any scope with ``$filter``: none (at, above,
   below), ``atScope()`` (at or above), ``principalId eq '{id}'`` (at, above, below), ``assignedTo('{id}')``
   (the principal and the groups it is a member of), ``atScope() and ...``; paged with nextLink.
-- ``principalType`` defaults to ``User``; responses carry condition, conditionVersion, description,
+- ``principalType`` omitted: the principal is looked up and its real type recorded (``PrincipalNotFound``
+  while it is unknown or replicating), as recorded Azure traffic shows; responses carry condition, conditionVersion, description,
   createdOn/updatedOn/createdBy/updatedBy, delegatedManagedIdentityResourceId. ``roleDefinitionId`` is
   returned subscription-qualified for scopes inside a subscription, as ARM returns it.
 - Deleting a principal leaves its assignments in place; deleting a scope removes those at/below it.
@@ -229,12 +230,16 @@ def _in_subscription(assignment: dict[str, Any], subscription_key: str) -> bool:
     return s == subscription_key or s.startswith(subscription_key + "/")
 
 
-def _check_principal(state: State, principal_id: str, principal_type: str) -> None:
+def _check_principal(state: State, principal_id: str, principal_type: str | None) -> str:
+    """The principal type to record. Omitted in the request, ARM looks the principal up and records its
+    real type (recorded traffic: a service principal assigned without ``principalType`` comes back as
+    ``ServicePrincipal``, tests/conformance/recordings/role-assignments); a principal it cannot find then
+    is ``PrincipalNotFound``."""
     if not is_guid(principal_id):
         raise ArmError(
             400, "InvalidPrincipalId", f"The principal ID '{principal_id}' is not valid. It must be a GUID."
         )
-    if principal_type not in PRINCIPAL_TYPES:
+    if principal_type is not None and principal_type not in PRINCIPAL_TYPES:
         raise ArmError(
             400,
             "InvalidPrincipalType",
@@ -243,7 +248,7 @@ def _check_principal(state: State, principal_id: str, principal_type: str) -> No
     obj = state.visible_object(principal_id)
     if obj is None:
         if principal_type == "ServicePrincipal":
-            return  # ARM cannot validate it yet and accepts it, as Azure does
+            return principal_type  # ARM cannot validate it yet and accepts it, as Azure does
         raise ArmError(
             400,
             "PrincipalNotFound",
@@ -253,6 +258,8 @@ def _check_principal(state: State, principal_id: str, principal_type: str) -> No
             "property to a value, such as ServicePrincipal, User, or Group.  See https://aka.ms/docs-principaltype",
         )
     actual = _GRAPH_KIND.get(obj.get("@odata.type", ""), "")
+    if principal_type is None:
+        return actual or "User"
     if actual and actual != principal_type:
         raise ArmError(
             400,
@@ -260,6 +267,23 @@ def _check_principal(state: State, principal_id: str, principal_type: str) -> No
             f"The PrincipalId '{principal_id.replace('-', '')}' has type '{actual}' , which is different from specified "
             f"PrincipalType '{principal_type}'.",
         )
+    return principal_type
+
+
+_CONDITION_KEYS = ("condition", "conditionVersion", "delegatedManagedIdentityResourceId", "description")
+
+
+def _shown(req: Request, body: dict[str, Any]) -> dict[str, Any]:
+    """Role assignments as the requested api-version shows them: before 2020-04-01-preview (conditions came
+    then) Azure sends no condition, conditionVersion, delegatedManagedIdentityResourceId or description
+    (recorded traffic at 2018-01-01-preview and 2018-09-01-preview, tests/conformance/recordings)."""
+    if req.query.get("api-version", "")[:10] >= "2020-04-01":
+        return body
+    shown = copy.deepcopy(body)
+    for item in shown.get("value", [shown]):
+        for name in _CONDITION_KEYS:
+            item["properties"].pop(name, None)
+    return shown
 
 
 def put_assignment(state: State, req: Request, scope: str, name: str) -> Response:
@@ -284,7 +308,7 @@ def put_assignment(state: State, req: Request, scope: str, name: str) -> Respons
         )
     role_guid = rd_match.group(2).lower()
     principal_id = str(props.get("principalId", "")).lower()
-    principal_type = props.get("principalType") or "User"
+    principal_type: str | None = props.get("principalType") or None
     condition = props.get("condition")
     condition_version = props.get("conditionVersion")
     if condition is not None and condition_version != "2.0":
@@ -332,8 +356,8 @@ def put_assignment(state: State, req: Request, scope: str, name: str) -> Respons
             if changed:
                 updated["properties"]["updatedOn"] = now_iso()
             state.role_assignments[key(rid)] = updated
-            return Response(200, copy.deepcopy(updated))
-        _check_principal(state, principal_id, principal_type)
+            return Response(200, _shown(req, copy.deepcopy(updated)))
+        principal_type = _check_principal(state, principal_id, principal_type)
         for other in state.role_assignments.values():
             o = other["properties"]
             if (
@@ -369,7 +393,7 @@ def put_assignment(state: State, req: Request, scope: str, name: str) -> Respons
             "name": name.lower(),
         }
         state.role_assignments[key(rid)] = created
-        return Response(201, copy.deepcopy(created))
+        return Response(201, _shown(req, copy.deepcopy(created)))
 
 
 def _check_limit(state: State, scope: str) -> None:
@@ -397,14 +421,14 @@ def get_assignment(state: State, req: Request, scope: str, name: str) -> Respons
         found = state.role_assignments.get(key(assignment_id(scopes.normalize(scope), name)))
         if found is None:
             raise ArmError(404, "RoleAssignmentNotFound", f"The role assignment '{name}' is not found.")
-        return Response(200, copy.deepcopy(found))
+        return Response(200, _shown(req, copy.deepcopy(found)))
 
 
 def delete_assignment(state: State, req: Request, scope: str, name: str) -> Response:
     check_api_version(req)
     with state.lock:
         removed = state.role_assignments.pop(key(assignment_id(scopes.normalize(scope), name)), None)
-    return Response(200, removed) if removed is not None else Response(204)
+    return Response(200, _shown(req, removed)) if removed is not None else Response(204)
 
 
 _PRINCIPAL = re.compile(r"^principalId\s+eq\s+'([^']*)'$", re.IGNORECASE)
@@ -454,7 +478,9 @@ def list_assignments(state: State, req: Request, scope: str) -> Response:
                 not at_scope and scopes.below(state, p["scope"], scope)
             ):
                 items.append(copy.deepcopy(a))
-    return Response(200, page(req, items, int(state.config["pageSize"]), token_name="$skipToken"))
+    return Response(
+        200, _shown(req, page(req, items, int(state.config["pageSize"]), token_name="$skipToken"))
+    )
 
 
 # --- permissions of the caller -------------------------------------------------------------

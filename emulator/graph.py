@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
+import struct
 import uuid
 from typing import Any
 
@@ -89,10 +90,36 @@ def _service_principal(
     return body
 
 
-def _plain(obj: dict[str, Any]) -> dict[str, Any]:
+# Properties Graph returns for a user only when $select names them: recorded answers (POST /users, group
+# members) show the default view without them (tests/conformance/recordings/graph).
+_USER_SELECT_ONLY = ("accountEnabled", "mailNickname")
+
+
+def _view(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the object as Graph's default view shows it (``@odata.type`` kept)."""
     out = copy.deepcopy(obj)
+    if out.get("@odata.type") == "#microsoft.graph.user":
+        for name in _USER_SELECT_ONLY:
+            out.pop(name, None)
+    return out
+
+
+def _plain(obj: dict[str, Any]) -> dict[str, Any]:
+    out = _view(obj)
     out.pop("@odata.type", None)
     return out
+
+
+def _created_at(object_id: str, kind: str) -> dict[str, str]:
+    """Graph's Location for a created directory object (as recorded: the v2 directoryObjects URL)."""
+    return {
+        "Location": f"https://graph.microsoft.com/v2/{TENANT_ID}/directoryObjects/{object_id}/Microsoft.DirectoryServices.{kind}"
+    }
+
+
+def _security_identifier(object_id: str) -> str:
+    """Entra ID's SID of a cloud object: S-1-12-1- and the GUID's bytes as four little-endian integers."""
+    return "S-1-12-1-" + "-".join(str(n) for n in struct.unpack("<4I", uuid.UUID(object_id).bytes_le))
 
 
 def _kind(obj: dict[str, Any]) -> str:
@@ -224,7 +251,7 @@ def handle(state: State, req: Request, segs: list[str]) -> Response:
             return _get_by_ids(state, req)
         if n == 2 and m == "GET":
             with state.lock:
-                return Response(200, copy.deepcopy(_require(state, segs[1])))
+                return Response(200, _view(_require(state, segs[1])))
     raise ArmError(400, "BadRequest", f"Resource not found for the segment '{segs[0] if segs else ''}'.")
 
 
@@ -405,32 +432,57 @@ def _create_group(state: State, req: Request) -> Response:
     missing = [f for f in ("displayName", "mailEnabled", "mailNickname", "securityEnabled") if f not in body]
     if missing:
         raise graph_bad_request(f"Invalid value specified for property '{missing[0]}' of resource 'Group'.")
+    group_id = new_guid()
+    created = now_iso()[:19] + "Z"
+    # every property of Graph's default view, as the recorded answers carry them
     group = {
         "@odata.type": "#microsoft.graph.group",
-        "id": new_guid(),
+        "id": group_id,
         "deletedDateTime": None,
-        "createdDateTime": now_iso()[:19] + "Z",
+        "classification": body.get("classification"),
+        "createdDateTime": created,
+        "creationOptions": [],
         "description": body.get("description"),
         "displayName": body["displayName"],
+        "expirationDateTime": None,
         "groupTypes": list(body.get("groupTypes") or []),
+        "isAssignableToRole": body.get("isAssignableToRole"),
         "mail": None,
         "mailEnabled": bool(body["mailEnabled"]),
         "mailNickname": body["mailNickname"],
+        "membershipRule": None,
+        "membershipRuleProcessingState": None,
+        "onPremisesDomainName": None,
+        "onPremisesLastSyncDateTime": None,
+        "onPremisesNetBiosName": None,
+        "onPremisesSamAccountName": None,
+        "onPremisesSecurityIdentifier": None,
+        "onPremisesSyncEnabled": None,
+        "preferredDataLocation": None,
+        "preferredLanguage": None,
+        "proxyAddresses": [],
+        "renewedDateTime": created,
+        "resourceBehaviorOptions": [],
+        "resourceProvisioningOptions": [],
         "securityEnabled": bool(body["securityEnabled"]),
-        "isAssignableToRole": body.get("isAssignableToRole"),
+        "securityIdentifier": _security_identifier(group_id),
+        "theme": None,
         "visibility": body.get("visibility"),
+        "onPremisesProvisioningErrors": [],
     }
     with state.lock:
         state.add_directory_object(group)
         state.group_members[group["id"]] = []
-    return Response(201, {"@odata.context": f"{META}#groups/$entity", **_plain(group)})
+    return Response(
+        201, {"@odata.context": f"{META}#groups/$entity", **_plain(group)}, _created_at(group_id, "Group")
+    )
 
 
 def _members(state: State, req: Request, group_id: str) -> Response:
     with state.lock:
         group = _require(state, group_id, "group")
         items = [
-            copy.deepcopy(state.directory[m])
+            _view(state.directory[m])
             for m in state.group_members.get(group["id"], [])
             if m in state.directory
         ]
@@ -477,15 +529,24 @@ def _create_user(state: State, req: Request) -> Response:
     user = {
         "@odata.type": "#microsoft.graph.user",
         "id": new_guid(),
+        "businessPhones": list(body.get("businessPhones") or []),
         "displayName": body["displayName"],
-        "userPrincipalName": body["userPrincipalName"],
-        "mailNickname": body.get("mailNickname"),
-        "accountEnabled": bool(body.get("accountEnabled", True)),
+        "givenName": body.get("givenName"),
+        "jobTitle": body.get("jobTitle"),
         "mail": None,
+        "mobilePhone": body.get("mobilePhone"),
+        "officeLocation": body.get("officeLocation"),
+        "preferredLanguage": body.get("preferredLanguage"),
+        "surname": body.get("surname"),
+        "userPrincipalName": body["userPrincipalName"],
+        "mailNickname": body.get("mailNickname"),  # $select only (_USER_SELECT_ONLY)
+        "accountEnabled": bool(body.get("accountEnabled", True)),  # $select only
     }
     with state.lock:
         state.add_directory_object(user)
-    return Response(201, {"@odata.context": f"{META}#users/$entity", **_plain(user)})
+    return Response(
+        201, {"@odata.context": f"{META}#users/$entity", **_plain(user)}, _created_at(user["id"], "User")
+    )
 
 
 def _get_by_ids(state: State, req: Request) -> Response:
@@ -494,5 +555,5 @@ def _get_by_ids(state: State, req: Request) -> Response:
     if not isinstance(ids, list):
         raise graph_bad_request("The 'ids' property is required.")
     with state.lock:
-        items = [copy.deepcopy(o) for i in ids if (o := state.visible_object(str(i))) is not None]
+        items = [_view(o) for i in ids if (o := state.visible_object(str(i))) is not None]
     return Response(200, {"@odata.context": f"{META}#directoryObjects", "value": items})

@@ -1,6 +1,7 @@
 """The subset of Kusto Query Language that Azure Resource Graph callers here use.
 
-Supported (DESIGN.md "Discovery query"): a table (``Resources``, ``ResourceContainers``) piped into
+Supported (DESIGN.md "Discovery query"): a table (``Resources``, ``ResourceContainers``; a query that
+starts with an operator runs against ``Resources``, as Resource Graph does) piped into
 ``where`` (``and``/``or``/``not()``; ``==``, ``!=``, ``=~``, ``!~``, ``contains``, ``!contains``,
 ``contains_cs``, ``has``, ``!has``, ``startswith``, ``endswith``, ``in``, ``in~``, ``!in``, ``!in~``,
 ``<``, ``>``, ``<=``, ``>=``), ``project`` (``col``, ``name = expr``, dotted paths), ``project-away``,
@@ -147,6 +148,9 @@ _COMPARISONS = {"==", "!=", "=~", "!~", "<", ">", "<=", ">=", "contains", "!cont
 _IN = {"in", "in~", "!in", "!in~"}
 
 
+_OPERATORS = ("where", "project", "project-away", "extend", "order", "sort", "limit", "take", "count")
+
+
 class Parser:
     def __init__(self, text: str, tables: dict[str, list[str]]) -> None:
         self.tokens = tokenize(text)
@@ -179,11 +183,21 @@ class Parser:
 
     # query
     def parse(self) -> Callable[[dict[str, list[Row]]], tuple[list[str], list[Row]]]:
-        tok = self.take()
-        if tok.kind != "word" or tok.text.lower() not in self.tables:
-            raise KqlError("UnknownTable", f"Unknown table '{tok.text}'", tok.pos, tok.text)
-        table, self.columns = self.tables[tok.text.lower()]
         stages: list[Callable[[list[Row]], list[Row]]] = []
+        if (
+            self.at_word(*_OPERATORS)
+            and self.peek().text.lower() not in self.tables
+            and "resources" in self.tables
+        ):
+            # Resource Graph runs a query that starts with an operator against Resources (recorded Azure
+            # traffic: "project id", "project id, tags, properties | limit 2"; tests/conformance/recordings)
+            table, self.columns = self.tables["resources"]
+            stages.append(self.operator())
+        else:
+            tok = self.take()
+            if tok.kind != "word" or tok.text.lower() not in self.tables:
+                raise KqlError("UnknownTable", f"Unknown table '{tok.text}'", tok.pos, tok.text)
+            table, self.columns = self.tables[tok.text.lower()]
         while self.peek().text == "|":
             self.take()
             stages.append(self.operator())

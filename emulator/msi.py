@@ -212,7 +212,8 @@ def put_identity(state: State, req: Request, subscription_id: str, group: str, n
             },
             replicates=True,
         )
-        return Response(201, render(created, api))
+        # Azure answers a create with Location: the new identity's id (recorded traffic, tests/conformance/recordings)
+        return Response(201, render(created, api), {"Location": rid})
 
 
 def patch_identity(state: State, req: Request, subscription_id: str, group: str, name: str) -> Response:
@@ -354,7 +355,10 @@ def put_fic(
                 )
             stored = _fic_body(identity, existing["name"] if existing else fic_name, props)
             fics[fic_name.lower()] = stored
-            return Response(200 if existing else 201, copy.deepcopy(stored))
+            if existing:
+                return Response(200, copy.deepcopy(stored))
+            # a create carries Location: the credential's id (recorded traffic, tests/conformance/recordings)
+            return Response(201, copy.deepcopy(stored), {"Location": stored["id"]})
 
 
 @contextmanager

@@ -90,16 +90,31 @@ def _invalid(exc: kql.KqlError) -> ArmError:
     )  # fmt: skip
 
 
-def _token(offset: int) -> str:
-    return base64.b64encode(json.dumps({"$skip": offset}).encode()).decode()
+def _token(offset: int, top: int) -> str:
+    # like Azure's token (MaxRows, RowsToSkip), it carries the page size: a request with only the token
+    # continues with the same size (recorded traffic, tests/conformance/recordings/resource-graph)
+    return base64.b64encode(json.dumps({"$skip": offset, "$top": top}).encode()).decode()
 
 
-def _offset(token: str) -> int:
+def _offset(token: str) -> tuple[int, int | None]:
     try:
-        return int(json.loads(base64.b64decode(token))["$skip"])
+        decoded = json.loads(base64.b64decode(token))
+        return int(decoded["$skip"]), (int(decoded["$top"]) if "$top" in decoded else None)
     except (ValueError, KeyError, TypeError) as exc:
         raise ArmError(400, "BadRequest", "The $skipToken is not valid.", details=[{"code": "InvalidSkipToken",
                        "message": "The skip token is not valid."}]) from exc  # fmt: skip
+
+
+def _column_type(rows: list[dict[str, Any]], column: str) -> str:
+    """A table column's type as Resource Graph names it, from the first value that is not null."""
+    value = next((r.get(column) for r in rows if r.get(column) is not None), None)
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string" if isinstance(value, str) else "object"
 
 
 def query(state: State, req: Request) -> Response:
@@ -142,8 +157,12 @@ def query(state: State, req: Request) -> Response:
         containers = [r for r in containers if str(r["subscriptionId"]).lower() in wanted]
     resources.sort(key=lambda r: r["id"].lower())
     _, rows = run({"Resources": resources, "ResourceContainers": containers})
-    top = min(int(options.get("$top") or 100), 1000)
-    offset = _offset(options["$skipToken"]) if options.get("$skipToken") else int(options.get("$skip") or 0)
+    offset, token_top = (
+        _offset(options["$skipToken"])
+        if options.get("$skipToken")
+        else (int(options.get("$skip") or 0), None)
+    )
+    top = min(int(options.get("$top") or token_top or 100), 1000)
     window = rows[offset : offset + top]
     result: dict[str, Any] = {
         "totalRecords": len(rows),
@@ -152,11 +171,12 @@ def query(state: State, req: Request) -> Response:
         "facets": [],
     }
     if offset + top < len(rows):
-        result["$skipToken"] = _token(offset + top)
-    if options.get("resultFormat") == "table":
+        result["$skipToken"] = _token(offset + top, top)
+    # before 2021-03-01 the default result format was a table (recorded traffic at 2019-04-01)
+    if options.get("resultFormat", "table" if version[:10] < "2021-03-01" else "objectArray") == "table":
         columns = list(window[0].keys()) if window else []
         result["data"] = {
-            "columns": [{"name": c, "type": "object"} for c in columns],
+            "columns": [{"name": c, "type": _column_type(window, c)} for c in columns],
             "rows": [[r.get(c) for c in columns] for r in window],
         }
     else:

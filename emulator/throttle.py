@@ -7,7 +7,11 @@ calls); over budget it is 429 ``SubscriptionRequestsThrottled`` (``TenantRequest
 ``Retry-After`` and "Please try again after 'n' seconds", the code and wording ARM's own throttling
 uses (public MicrosoftDocs/azure-docs threads #105248, #51431); ``TooManyRequests`` is what some
 resource providers answer for their own limits, not ARM's buckets. ``timeScale`` multiplies
-the refill rate so tests need not wait real seconds.
+the refill rate so tests need not wait real seconds. Subscription-level answers also carry the second
+generation, ``x-ms-ratelimit-remaining-subscription-global-{reads|writes|deletes}``: the budget of all
+principals together, 15 times the per-principal one (recorded Azure traffic of 2025,
+``tests/conformance/recordings/role-assignments/test_role_assignment_at_scope.yaml``: 2999 and 199
+after one write, 3749 after one read).
 
 Resource Graph (FACTS.md): about 15 queries per 5 s per user, reported in
 ``x-ms-user-quota-remaining`` / ``x-ms-user-quota-resets-after`` (``hh:mm:ss``).
@@ -29,6 +33,9 @@ def kind_of(method: str) -> str:
     if method == "DELETE":
         return "deletes"
     return "writes"
+
+
+GLOBAL_FACTOR = 15  # the global budget is 15x the per-principal one (FACTS.md)
 
 
 @dataclass
@@ -55,8 +62,11 @@ class Throttle:
         spec = cfg[kind]
         capacity = float(spec["capacity"])
         rate = float(spec["refillPerSecond"]) * float(cfg["timeScale"])
+        extra: dict[str, str] = {}
+        if scope != "tenant":
+            extra = self._take_global(cfg, scope, kind, capacity * GLOBAL_FACTOR, rate * GLOBAL_FACTOR)
         if not cfg["enabled"]:
-            return {header: str(int(capacity) - 1)}
+            return {header: str(int(capacity) - 1), **extra}
         now = time.monotonic()
         bucket = self.buckets.get((scope, kind))
         if bucket is None:
@@ -81,6 +91,21 @@ class Throttle:
                 },
             )
         bucket.tokens -= 1.0
+        return {header: str(int(bucket.tokens)), **extra}
+
+    def _take_global(
+        self, cfg: dict[str, Any], scope: str, kind: str, capacity: float, rate: float
+    ) -> dict[str, str]:
+        """Spend one token of the all-principals bucket; only reported (the per-principal one runs out first)."""
+        header = f"x-ms-ratelimit-remaining-subscription-global-{kind}"
+        if not cfg["enabled"]:
+            return {header: str(int(capacity) - 1)}
+        now = time.monotonic()
+        bucket = self.buckets.get((scope, f"global-{kind}"))
+        if bucket is None:
+            bucket = self.buckets[(scope, f"global-{kind}")] = Bucket(capacity, now)
+        bucket.tokens = max(0.0, min(capacity, bucket.tokens + (now - bucket.stamp) * rate) - 1.0)
+        bucket.stamp = now
         return {header: str(int(bucket.tokens))}
 
     def take_graph_query(self, cfg: dict[str, Any], caller: str) -> dict[str, str]:
@@ -113,4 +138,6 @@ class Throttle:
         return {
             "x-ms-user-quota-remaining": str(max(0, capacity - used)),
             "x-ms-user-quota-resets-after": hhmmss,
+            # recorded Resource Graph answers (2020, 2021) carry it too, with the same figure
+            "x-ms-ratelimit-remaining-tenant-resource-requests": str(max(0, capacity - used)),
         }
