@@ -359,6 +359,9 @@ class Parser:
             self.expect(")")
             fn = _FUNCTIONS[lowered]
             return lambda r: fn(*(a(r) for a in args))
+        if tok.text.lower() in _OPERATORS and tok.text not in self.columns:
+            # a query operator where a value is expected: Kusto's parser fails (recorded: "where where")
+            raise KqlError("ParserFailure", "ParserFailure", tok.pos, tok.text)
         if tok.text not in self.columns:
             raise KqlError(
                 "UnknownColumn", f"Failed to resolve scalar expression named '{tok.text}'", tok.pos, tok.text

@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import re
 from typing import Any
 
 from emulator import kql, rbac_enforce, resource_types
@@ -85,9 +86,18 @@ def _invalid(exc: kql.KqlError) -> ArmError:
             {"code": "InvalidQuery", "message": "Query is invalid. Please refer to the documentation for the Azure "
              "Resource Graph service and fix the error before retrying."},
             {"code": exc.code, "message": exc.message, "line": 1, "characterPositionInLine": exc.position,
-             "token": exc.token},
+             "token": exc.token, **_expected(exc)},
         ],
     )  # fmt: skip
+
+
+def _expected(exc: kql.KqlError) -> dict[str, str]:
+    """A parser failure names the token Kusto expected (recorded: ``expectedToken``); the emulator knows it
+    when its message says "Expected '…'", else leaves it empty."""
+    if exc.code != "ParserFailure":
+        return {}
+    match = re.match(r"Expected '([^']*)'", exc.message)
+    return {"expectedToken": match.group(1) if match else ""}
 
 
 def _token(offset: int, top: int) -> str:
@@ -136,13 +146,17 @@ def query(state: State, req: Request) -> Response:
         )
     options = body.get("options") or {}
     subscriptions = body.get("subscriptions")
+    caller = req.headers.get("authorization", "")
+    with state.lock:
+        # an invalid query spends quota too, and its 400 reports it (recorded traffic, test_query_error.yaml)
+        quota = state.throttle.take_graph_query(state.config["throttling"], caller)
     try:
         run = kql.compile_query(text, {"Resources": COLUMNS, "ResourceContainers": COLUMNS})
     except kql.KqlError as exc:
-        raise _invalid(exc) from exc
-    caller = req.headers.get("authorization", "")
+        error = _invalid(exc)
+        error.headers.update(quota)
+        raise error from exc
     with state.lock:
-        quota = state.throttle.take_graph_query(state.config["throttling"], caller)
         wanted = (
             {s.lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
         )
