@@ -22,6 +22,7 @@ from shared.errors import MoveConflict
 from shared.outbox import CLAIM_LEASE_SECONDS
 from shared.service import LOCK_ORPHAN_SECONDS, MoveService
 from shared.settings import Settings
+from shared.work_queue import WorkMessage
 from tests.plugins.emulator import SUBSCRIPTION, configure, identity_path, put_identity
 from tests.plugins.engine import drain, poller_for
 from tests.test_engine_moves import move_body
@@ -183,9 +184,19 @@ def test_a_crash_between_the_first_message_and_the_record_frees_the_identity_in_
     with pytest.raises(MoveConflict) as conflict:
         service.start(body)  # the orphaned lock names the move that never came
     assert conflict.value.code == "MoveInProgress" and conflict.value.location
+    orphan = conflict.value.location.rsplit("/", 1)[-1]
+    # the orphan's message waits for its record (bounded re-sends), writing nothing meanwhile
+    (message,) = service.queue.client.receive_messages()
+    assert WorkMessage.from_json(message.content).move_id == orphan
+    service.handle_message(message.content)
+    service.queue.client.delete_message(message)
+    (again,) = service.queue.client.peek_messages()
+    assert WorkMessage.from_json(again.content).waits == 1 and service.store.get_move(orphan) is None
+    service.queue.client.clear_messages()  # rather than sit out the rest of its bounded waits
+
     clock.advance(LOCK_ORPHAN_SECONDS)
     move_id = service.start(body)["id"]
-    drain(service)  # the orphan's message waited for a record that never came, then was dropped
+    drain(service)
     assert service.get(move_id)["status"] == "Planned"
 
 
