@@ -33,6 +33,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from activities import preflight
 from activities._azure import (
     classify,
     get_resource,
@@ -72,6 +73,25 @@ class SnapshotResult:
 
 
 def run(ctx: PhaseContext) -> SnapshotResult:
+    """A read Azure refuses (403, even of the identity itself) ends as a plan with a ``MissingPermission``
+    blocker, not a failed step; the permission preflight runs after the plan (``activities/preflight.py``)."""
+    result: SnapshotResult = preflight.guarded(_run, _refused)(ctx)
+    return result
+
+
+def _refused(ctx: PhaseContext, blocker: dict[str, Any]) -> SnapshotResult:
+    ref = ctx.request.identity
+    source = {
+        "id": ref.id,
+        "name": ref.name,
+        "resourceGroup": ref.resource_group,
+        "subscriptionId": ref.subscription_id,
+    }
+    plan = {"blocking": [blocker], "warnings": [], "actionsRequired": []}
+    return SnapshotResult({"identity": source}, source, {}, plan)
+
+
+def _run(ctx: PhaseContext) -> SnapshotResult:
     clients, request = ctx.clients, ctx.request
     ref = request.identity
     try:
@@ -100,7 +120,8 @@ def run(ctx: PhaseContext) -> SnapshotResult:
         candidates = _query(clients, subs, _candidates_query(source))
         attachments = _attachments(clients, rows, source)
         found = Found(source, subs, rows=candidates, attachments=attachments)
-        discovered = {kind.key: kind.discover(ctx, found) for kind in KINDS}
+        refused: list[dict[str, Any]] = []  # reads Azure refused: plan blockers, not a crash
+        discovered = {kind.key: preflight.discover(ctx, kind, found, refused) for kind in KINDS}
         found.target = _target(ctx, source, attachments)
         actions = [a for kind in KINDS for a in kind.actions(ctx, discovered[kind.key], found)]
     except (HttpResponseError, GraphError) as exc:
@@ -114,6 +135,9 @@ def run(ctx: PhaseContext) -> SnapshotResult:
     target = found.target
     snapshot["target"] = target
     plan = _plan(ctx, snapshot, target)
+    missing, unchecked = preflight.check(ctx, snapshot, target)
+    plan["blocking"] = preflight.dedupe([*refused, *plan["blocking"], *missing])
+    plan["warnings"] += unchecked
     plan["actionsRequired"] = actions
     plan["discovery"] = dict(sorted(found.counts.items()))
     return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)
@@ -283,7 +307,8 @@ def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -
                 block(
                     "SubscriptionNotAllowed", f"{touched} is outside the allow-list ({kind.title})", touched
                 )
-    _check_headroom(ctx, snapshot["roleAssignments"], block)
+    # a refused count (no read at a management group) is a blocker; the rest of the plan still shows
+    preflight.reading(block, _check_headroom, ctx, snapshot["roleAssignments"], block)
     return {"blocking": blocking, "warnings": warnings}
 
 

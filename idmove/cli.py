@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--replication-delay", type=float, default=2.0, help="emulator replication delay (s) [2]"
     )
     demo.add_argument("--timeout", type=float, default=300.0)
+    permissions = sub.add_parser(
+        "permissions", help="what the mover needs in Azure and Microsoft Graph (shared/permissions.py)"
+    )
+    permissions.add_argument("--output", "-o", choices=("text", "json"), default="text")
 
     plan = sub.add_parser(
         "plan",
@@ -483,13 +487,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(run(replication_delay=args.replication_delay, timeout=args.timeout))
 
 
+def cmd_permissions(args: argparse.Namespace) -> int:
+    """The one list the infra and the plan's preflight are checked against (no API needed)."""
+    from shared import permissions
+
+    if args.output == "json":
+        print(json.dumps(permissions.as_json(), indent=2))
+    else:
+        print(permissions.markdown(), end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         if args.command in CLIENT_COMMANDS:
             return run_client(args)
-        handlers = {"up": cmd_up, "emulator": cmd_emulator, "host": cmd_host, "demo": cmd_demo}
+        handlers = {
+            "up": cmd_up,
+            "emulator": cmd_emulator,
+            "host": cmd_host,
+            "demo": cmd_demo,
+            "permissions": cmd_permissions,
+        }
         return handlers[args.command](args)
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -59,7 +59,6 @@ ROLE_VARIABLES = {
     "storageTableDataContributorRoleId": "Storage Table Data Contributor",
     "monitoringMetricsPublisherRoleId": "Monitoring Metrics Publisher",
     "eventGridDataSenderRoleId": "EventGrid Data Sender",
-    "readerRoleId": "Reader",
     "managedIdentityContributorRoleId": "Managed Identity Contributor",
     "managedIdentityOperatorRoleId": "Managed Identity Operator",
     "rbacAdministratorRoleId": "Role Based Access Control Administrator",
@@ -421,7 +420,6 @@ def test_managed_scopes_get_identity_roles_and_the_conditioned_rbac_administrato
 ) -> None:
     rbac = bicep["app/rbac.bicep"]
     assert variable(rbac, "managedScopeRoleIds") == [
-        "readerRoleId",
         "managedIdentityContributorRoleId",
         "managedIdentityOperatorRoleId",
     ]
@@ -438,10 +436,12 @@ def test_managed_scopes_get_identity_roles_and_the_conditioned_rbac_administrato
             "roleIds": "managedScopeRoleIds",
             "rbacAdministratorRoleId": "rbacAdministratorRoleId",
             "rbacAdministratorCondition": "rbacAdministratorCondition",
+            "rebindRoleName": "rebindRoleName",
+            "rebindRoleActions": "rebindRoleActions",
         }
     for file in ("app/rbac-subscription.bicep", "app/rbac-managementgroup.bicep"):
         resources = bicep[file]["resources"]
-        assert set(resources) == {"unconditioned", "rbacAdministrator"}
+        assert set(resources) == {"unconditioned", "rbacAdministrator", "rebindRole", "rebinder"}
         unconditioned = body(resources["unconditioned"])["properties"]
         assert "condition" not in unconditioned and "conditionVersion" not in unconditioned
         admin = body(resources["rbacAdministrator"])["properties"]

@@ -7,15 +7,21 @@
 //  own storage account        Storage Table Data Contributor         move state and outbox tables
 //  own App Insights           Monitoring Metrics Publisher           telemetry with Entra auth (local auth disabled)
 //  own outgoing topic         EventGrid Data Sender                  publish IdentityMover.Move.* events (local auth disabled)
-//  managed scopes             Reader                                 snapshot: read resources, role assignments, Resource Graph
 //  managed scopes             Managed Identity Contributor           create / update / delete user-assigned identities (+ federated credentials)
 //  managed scopes             Managed Identity Operator              assign the new identity to resources (…/assign/action, rebind)
 //  managed scopes             Role Based Access Control Administrator   grant + cleanup, CONDITIONED: service principals only, never
-//                                                                    Owner / User Access Administrator / RBAC Administrator
+//                                                                    Owner / User Access Administrator / RBAC Administrator;
+//                                                                    its */read is what snapshot and verify read with
+//  managed scopes             Identity Mover rebinder (custom)       rebind: write the resource types the mover supports, their
+//                                                                    settings, Key Vault access policies, Cosmos DB data-plane role
+//                                                                    assignments, PostgreSQL flexible-server administrators
 //
-// Not granted here: Storage Queue Data Message Processor / Sender (their data actions are a subset of Queue
-// Data Contributor, which the host needs anyway to create the poison queue). Rebinding also writes each resource
-// that uses an identity, which needs that resource type's write action: grant it per workload (see infra/README.md).
+// What the app needs, scope by scope and why, is ONE list: shared/permissions.py (`idmove permissions`); the
+// custom role's actions below are exactly its custom_role_actions(), and tests/test_infra_permissions.py runs a
+// full move in the emulator with exactly these roles and proves that removing any one of them blocks the plan.
+// Not granted here: Reader (the RBAC Administrator role already holds */read; nothing is lost without it), and
+// Storage Queue Data Message Processor / Sender (their data actions are a subset of Queue Data Contributor, which
+// the host needs anyway to create the poison queue).
 // Microsoft Graph application permissions cannot be granted by Bicep: infra/scripts/grant-graph-permissions.sh.
 param principalId string
 param storageAccountName string
@@ -32,7 +38,6 @@ var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88' /
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3' // Storage Table Data Contributor
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb' // Monitoring Metrics Publisher
 var eventGridDataSenderRoleId = 'd5a91429-5739-47e2-a06b-3470a27159e7' // EventGrid Data Sender
-var readerRoleId = 'acdd72a7-3385-48ef-bd42-f606fba81ae7' // Reader
 var managedIdentityContributorRoleId = 'e40ec5ca-96e0-45a2-b4ff-59039f2c2b59' // Managed Identity Contributor
 var managedIdentityOperatorRoleId = 'f1a07417-d97a-45cb-824c-7a7467783830' // Managed Identity Operator
 var rbacAdministratorRoleId = 'f58310d9-a9f6-439a-9e8d-f62e7b41a168' // Role Based Access Control Administrator
@@ -50,9 +55,36 @@ var rbacAdministratorCondition = '((!(ActionMatches{\'Microsoft.Authorization/ro
 
 // Roles at each managed scope that need no condition.
 var managedScopeRoleIds = [
-  readerRoleId
   managedIdentityContributorRoleId
   managedIdentityOperatorRoleId
+]
+
+// The custom role for rebinding, defined at each managed scope (its name carries the scope: role names are
+// unique per tenant). Only write actions of the types the mover rewrites and of the grants it copies; nothing
+// broad. Equal to shared/permissions.py custom_role_actions() (tests/test_infra_permissions.py).
+var rebindRoleName = 'Identity Mover rebinder'
+var rebindRoleActions = [
+  'Microsoft.App/containerApps/write'
+  'Microsoft.Compute/virtualMachines/write'
+  'Microsoft.Compute/virtualMachineScaleSets/write'
+  'Microsoft.ContainerInstance/containerGroups/write'
+  'Microsoft.ContainerService/managedClusters/write'
+  'Microsoft.DBforMySQL/flexibleServers/write'
+  'Microsoft.DBforPostgreSQL/flexibleServers/administrators/delete'
+  'Microsoft.DBforPostgreSQL/flexibleServers/administrators/write'
+  'Microsoft.DBforPostgreSQL/flexibleServers/write'
+  'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/delete'
+  'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/write'
+  'Microsoft.DocumentDB/databaseAccounts/write'
+  'Microsoft.KeyVault/vaults/accessPolicies/write'
+  'Microsoft.Sql/servers/write'
+  'Microsoft.Storage/storageAccounts/write'
+  'Microsoft.Web/sites/config/list/action'
+  'Microsoft.Web/sites/config/write'
+  'Microsoft.Web/sites/slots/config/list/action'
+  'Microsoft.Web/sites/slots/config/write'
+  'Microsoft.Web/sites/slots/write'
+  'Microsoft.Web/sites/write'
 ]
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -127,6 +159,8 @@ module managedSubscriptionRoles 'rbac-subscription.bicep' = [for subscriptionId 
     roleIds: managedScopeRoleIds
     rbacAdministratorRoleId: rbacAdministratorRoleId
     rbacAdministratorCondition: rbacAdministratorCondition
+    rebindRoleName: rebindRoleName
+    rebindRoleActions: rebindRoleActions
   }
 }]
 
@@ -138,5 +172,7 @@ module managedManagementGroupRoles 'rbac-managementgroup.bicep' = if (!empty(man
     roleIds: managedScopeRoleIds
     rbacAdministratorRoleId: rbacAdministratorRoleId
     rbacAdministratorCondition: rbacAdministratorCondition
+    rebindRoleName: rebindRoleName
+    rebindRoleActions: rebindRoleActions
   }
 }

@@ -6,12 +6,18 @@
 #   infra/scripts/grant-graph-permissions.sh <principal id of the app identity>
 #   (azd: infra/scripts/grant-graph-permissions.sh "$(azd env get-value IDMOVE_IDENTITY_PRINCIPAL_ID)")
 #
-# The permissions, least privilege for what a move does in Entra ID:
-#   GroupMember.ReadWrite.All       read the source identity's group memberships (memberOf) and add the new
-#                                   identity to / remove the old one from those groups. Narrower than
-#                                   Group.ReadWrite.All: it cannot create, delete or rename groups.
-#   Application.Read.All            read service principals (the identities' own, and the resource apps whose
-#                                   app roles they hold: appRoles, ids). Read-only.
+# The permissions, least privilege for what a move does in Entra ID (the one list: shared/permissions.py,
+# `idmove permissions`; tests/test_infra_permissions.py keeps this line equal to its GRAPH_GRANTED):
+#   GroupMember.ReadWrite.All       add the new identity to the source identity's groups and remove the old one.
+#                                   Narrower than Group.ReadWrite.All: it cannot create, delete or rename groups.
+#   Application.ReadWrite.All       Microsoft Graph requires it, next to GroupMember.ReadWrite.All, to add a
+#                                   SERVICE PRINCIPAL to a group (add members: "servicePrincipal:
+#                                   GroupMember.ReadWrite.All and Application.ReadWrite.All"); the only other way
+#                                   is Directory.ReadWrite.All. It also covers reading service principals
+#                                   (memberOf, app role assignments), so Application.Read.All is not granted.
+#                                   It is powerful: it can add credentials to any application. Skip it (edit
+#                                   `permissions` below, grant Application.Read.All instead) if no identity you
+#                                   move is in a group: the plan then blocks only moves that have memberships.
 #   AppRoleAssignment.ReadWrite.All read the source identity's app role assignments and grant the same app
 #                                   roles to the new identity (POST /servicePrincipals/{id}/appRoleAssignments),
 #                                   remove them from the old one at cleanup. This is a powerful permission (it can
@@ -21,7 +27,7 @@
 set -eu
 
 principal_id="${1:?usage: $0 <principal id of the Identity Mover identity>}"
-permissions="GroupMember.ReadWrite.All Application.Read.All AppRoleAssignment.ReadWrite.All"
+permissions="GroupMember.ReadWrite.All Application.ReadWrite.All AppRoleAssignment.ReadWrite.All"
 graph_app_id="00000003-0000-0000-c000-000000000000" # Microsoft Graph's appId, the same in every tenant
 
 # Microsoft Graph of the cloud az is signed in to (graph.microsoft.com, graph.microsoft.us, ...).
