@@ -16,10 +16,12 @@ Example::
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
 
+from activities import snapshot
 from activities._azure import (
     classify,
     get_resource,
@@ -30,9 +32,11 @@ from activities._azure import (
 from activities.access import KINDS, by_remove_kind
 from activities.rebind import resource_key
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
+from shared.errors import SourceChanged
 
 
 def items(ctx: PhaseContext) -> list[ItemSpec]:
+    reconcile(ctx)
     snap = ctx.snapshot
     specs = [
         ItemSpec("detach", f"detach-{resource_key(a['id'])}", a) for a in snap["attachments"] if a["attached"]
@@ -40,6 +44,45 @@ def items(ctx: PhaseContext) -> list[ItemSpec]:
     specs += [spec for kind in KINDS for spec in kind.remove_items(ctx)]
     specs.append(ItemSpec("identity", "identity", {"id": snap["identity"]["id"], "_final": True}))
     return specs
+
+
+def reconcile(ctx: PhaseContext) -> None:
+    """Nothing is deleted that was not copied: re-read the source's access (every kind the move
+    copies, and the resources it is attached to) and compare with the snapshot. Access granted since
+    (hours may pass before a commit) raises ``SourceChanged`` with the widened snapshot, and the
+    engine runs grant, rebind and verify again before cleanup starts over. An entry whose content
+    changed under the same item key (e.g. another app setting naming the identity) is new too: its
+    copy item runs again (``redo``)."""
+    old, fresh = ctx.snapshot, snapshot.discover(ctx)
+    merged = dict(old)
+    added: list[str] = []
+    redo: list[tuple[str, str]] = []
+    for kind in KINDS:
+        if not kind.copy_kind:
+            continue
+        before = {kind.copy_key(ctx, e): e for e in old.get(kind.key) or []}
+        entries = list(old.get(kind.key) or [])
+        for entry in fresh.get(kind.key) or []:
+            key = kind.copy_key(ctx, entry)
+            if key not in before:
+                entries.append(entry)
+                added.append(f"{kind.title} {key}")
+            elif _differs(before[key], entry):
+                entries[entries.index(before[key])] = entry
+                added.append(f"{kind.title} {key} (changed)")
+                redo.append((kind.copy_phase, key))
+        merged[kind.key] = entries
+    known = {str(a["id"]).lower() for a in old.get("attachments") or []}
+    new_attachments = [a for a in fresh.get("attachments") or [] if str(a["id"]).lower() not in known]
+    if new_attachments:
+        merged["attachments"] = [*(old.get("attachments") or []), *new_attachments]
+        added += [f"attachment to {a['id']}" for a in new_attachments]
+    if added:
+        raise SourceChanged(merged, added, redo)
+
+
+def _differs(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return json.dumps(old, sort_keys=True, default=str) != json.dumps(new, sort_keys=True, default=str)
 
 
 def run_item(item: ItemInput) -> ItemResult:

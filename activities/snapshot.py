@@ -426,3 +426,9 @@ def _count_group(ctx: PhaseContext, group: str) -> tuple[int, bool]:
     auth = ctx.clients.authorization(ctx.request.identity.subscription_id)
     listed = auth.role_assignments.list_for_scope(group, filter="atScope()")
     return sum(1 for ra in listed if same_id(ra.scope, group)), True
+
+
+def discover(ctx: PhaseContext) -> dict[str, Any]:
+    """The source's access as it is now, in the snapshot's shape (cleanup re-reads it before it
+    deletes anything: ``activities/cleanup.py`` ``reconcile``). Reads only."""
+    return _run(ctx).snapshot

@@ -19,6 +19,7 @@ point                       between
 ``{p}:after-send-next``     the next phase's message and the move record saying so
 ``{p}:before-save``         everything of a step and saving the move record + its events
 ``discard:after-resource``  restoring one resource and the next
+``cleanup:after-snapshot``  cleanup found new source access: the widened snapshot, back to grant
 ==========================  ==============================================================
 """
 
@@ -57,7 +58,12 @@ def for_discard() -> list[str]:
     ]
 
 
-ALL: frozenset[str] = frozenset([*for_move(), *for_discard()])
+def for_source_changed() -> list[str]:
+    """Cleanup found access granted to the source after the snapshot: back to grant first."""
+    return ["cleanup:after-snapshot", "cleanup:after-send-next"]
+
+
+ALL: frozenset[str] = frozenset([*for_move(), *for_discard(), *for_source_changed()])
 
 
 def is_declared(name: str) -> bool:

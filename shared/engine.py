@@ -31,7 +31,7 @@ from typing import Any
 
 from shared.azure_clients import AzureClients
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
-from shared.errors import PermanentError, PhaseError, TransientError
+from shared.errors import PermanentError, PhaseError, SourceChanged, TransientError
 from shared.models import MoveRequest
 from shared.outbox import new_event
 from shared.phases import BY_NAME, Phase, next_phase
@@ -156,7 +156,11 @@ class Engine:
         return self.clock() - datetime.fromisoformat(started) > timedelta(seconds=phase.timeout_seconds)
 
     def _context(self, move: MoveRecord) -> PhaseContext:
-        snapshot = self.store.load_snapshot(move.id, move.snapshot_chunks) if move.snapshot_chunks else {}
+        snapshot = (
+            self.store.load_snapshot(move.id, move.snapshot_chunks, move.snapshot_generation)
+            if move.snapshot_chunks
+            else {}
+        )
         return PhaseContext(
             clients=self._clients(),
             settings=self.settings,
@@ -227,7 +231,9 @@ class Engine:
         unacknowledged = (move.plan or {}).get("actionsRequired") and not move.request.get(
             "acknowledgeActionsRequired"
         )
-        if move.auto_commit and not unacknowledged:
+        if move.committed:  # verifying again what cleanup found added to the source: on to cleanup
+            self._complete_phase(move, "verify")
+        elif move.auto_commit and not unacknowledged:
             move.committed = True
             self._complete_phase(move, "verify")
         else:
@@ -238,7 +244,11 @@ class Engine:
 
     # ---- fanned-out phases ---------------------------------------------------------------
     def _fan_out(self, move: MoveRecord, phase: Phase, ctx: PhaseContext) -> None:
-        specs: list[ItemSpec] = phase.items_function()(ctx)
+        try:
+            specs: list[ItemSpec] = phase.items_function()(ctx)
+        except SourceChanged as exc:
+            self._copy_first(move, exc)
+            return
         self.store.add_items(
             [
                 Item(move.id, phase.name, spec.key, spec.kind, {**spec.data, "_serial": spec.serial})
@@ -374,6 +384,32 @@ class Engine:
             self._complete_phase(move, phase_name)
 
     # ---- transitions ---------------------------------------------------------------------
+    def _copy_first(self, move: MoveRecord, exc: SourceChanged) -> None:
+        """Cleanup found access granted to the source after the snapshot: nothing is deleted until it
+        is copied and verified too. The widened snapshot is saved, and the move goes back to grant
+        (its done items stay done, the new ones run), rebind and verify, then on to cleanup again,
+        still committed."""
+        log.info("%s: %s", move.id, exc.message)
+        generation = move.snapshot_generation + 1  # beside the old one until the record names it
+        move.snapshot_chunks = self.store.save_snapshot(move.id, exc.snapshot, generation)
+        move.snapshot_generation = generation
+        for phase_name, key in exc.redo:  # re-created from the widened snapshot at the next fan-out
+            self.store.delete_item(move.id, phase_name, key)
+        self.crashpoint("cleanup:after-snapshot")
+        now = self.now()
+        for name in ("grant", "rebind", "verify", "cleanup"):
+            entry = move.phase_entry(name)
+            entry.pop("step", None)
+            entry.update(status="NotStarted", startedAt=None, completedAt=None)
+        move.phase_entry("grant").update(status="Running", startedAt=now)
+        plan = dict(move.plan or {})
+        warning = {"code": "SourceChangedBeforeCleanup", "message": exc.message, "target": exc.target}
+        plan["warnings"] = [*(plan.get("warnings") or []), warning]
+        move.plan, move.phase, move.verified = plan, "grant", False
+        self.queue.send(WorkMessage(move.id, "grant", after=move.version + 1))
+        self.crashpoint("cleanup:after-send-next")
+        self._save(move, [], step="cleanup")
+
     def _complete_phase(
         self, move: MoveRecord, name: str, *, rest: Status | None = None, fail_with: PhaseError | None = None
     ) -> None:

@@ -10,7 +10,8 @@
     PhaseError(code, message, target)                      raised inside phases (activities/)
      +-- TransientError          retry with backoff (429 after azure-core gave up, 5xx, replication lag)
      +-- PermanentError          stop the move: status Failed with error.code/message/target
-          +-- BlockedError       needs a person (plan blockers): error.code PlanBlocked
+     |    +-- BlockedError       needs a person (plan blockers): error.code PlanBlocked
+     +-- SourceChanged           cleanup found access the snapshot lacks: copy and verify it first
 
 Phases raise ``PhaseError`` subclasses; the engine decides what each means for the move.
 """
@@ -94,3 +95,22 @@ class BlockedError(PermanentError):
 
     def __init__(self, message: str, target: str | None = None) -> None:
         super().__init__("PlanBlocked", message, target)
+
+
+class SourceChanged(PhaseError):
+    """Before cleanup deletes anything, the source was found to hold access the snapshot does not
+    (granted while the move awaited commit). ``snapshot`` = the stored one plus what was added;
+    ``added`` names each addition; ``redo`` the copy items whose entry changed. The engine saves it
+    and runs grant, rebind and verify again."""
+
+    def __init__(
+        self, snapshot: dict[str, Any], added: list[str], redo: list[tuple[str, str]] | None = None
+    ) -> None:
+        super().__init__(
+            "SourceChanged",
+            f"{len(added)} grant(s) added to the source after the snapshot: {'; '.join(added)}",
+            added[0] if added else None,
+        )
+        self.snapshot = snapshot
+        self.added = added
+        self.redo = redo or []  # (phase, item key) of copies to run again: their entry changed

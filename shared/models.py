@@ -89,7 +89,7 @@ class MoveRequest(BaseModel):
         alias="sourceIdentityId", max_length=512, json_schema_extra={"pattern": IDENTITY_ID_PATTERN}
     )
     target_region: str = Field(
-        alias="targetRegion", max_length=64, json_schema_extra={"enum": sorted(KNOWN_REGIONS)}
+        alias="targetRegion", max_length=64, json_schema_extra={"enum": list[Any](sorted(KNOWN_REGIONS))}
     )
     target_resource_group: str | None = Field(
         default=None,

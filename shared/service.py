@@ -204,7 +204,7 @@ class MoveService:
         record = self._load(move_id)
         body = view(record, self._live_counts(move_id))
         if expand_inventory and body.get("plan") is not None and record.snapshot_chunks:
-            snapshot = self.store.load_snapshot(move_id, record.snapshot_chunks)
+            snapshot = self.store.load_snapshot(move_id, record.snapshot_chunks, record.snapshot_generation)
             body["plan"] = {**body["plan"], "inventory": inventory(snapshot)}
         return body
 

@@ -89,6 +89,7 @@ class MoveRecord:
     error: dict[str, Any] | None = None
     event_seq: int = 0
     snapshot_chunks: int = 0
+    snapshot_generation: int = 0  # a widened snapshot is written beside the old one, then named here
     committed: bool = False
     verified: bool = False
     attempt: int = 0
@@ -133,6 +134,7 @@ class MoveRecord:
             "UpdatedAt": self.updated_at,
             "EventSeq": self.event_seq,
             "SnapshotChunks": self.snapshot_chunks,
+            "SnapshotGeneration": self.snapshot_generation,
             "Committed": self.committed,
             "Verified": self.verified,
             "Attempt": self.attempt,
@@ -155,6 +157,7 @@ class MoveRecord:
             error=json.loads(entity["Error"]),
             event_seq=int(entity["EventSeq"]),
             snapshot_chunks=int(entity["SnapshotChunks"]),
+            snapshot_generation=int(entity.get("SnapshotGeneration", 0)),
             committed=bool(entity["Committed"]),
             verified=bool(entity["Verified"]),
             attempt=int(entity["Attempt"]),
@@ -416,14 +419,21 @@ class StateStore:
             raise
         item.etag = meta.get("etag")
 
+    def delete_item(self, move_id: str, phase: str, key: str) -> None:
+        """Forget an item (it is created afresh from the snapshot at its phase's next fan-out)."""
+        self.stats.add("table.delete")
+        self.moves.delete_entity(move_id, f"item|{phase}|{key}")  # absent: no error
+
     # ---- snapshot ------------------------------------------------------------------------
-    def save_snapshot(self, move_id: str, snapshot: dict[str, Any]) -> int:
+    def save_snapshot(self, move_id: str, snapshot: dict[str, Any], generation: int = 0) -> int:
+        """Write the snapshot's chunks; a later ``generation`` goes beside the earlier ones, so the
+        record keeps reading the old one until it is saved naming the new one."""
         text = _dumps(snapshot)
         chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
         ops: list[Any] = [
             (
                 "upsert",
-                {"PartitionKey": move_id, "RowKey": f"snap|{n:04d}", "Data": chunk},
+                {"PartitionKey": move_id, "RowKey": _snapshot_row(generation, n), "Data": chunk},
                 {"mode": UpdateMode.REPLACE},
             )
             for n, chunk in enumerate(chunks)
@@ -432,11 +442,11 @@ class StateStore:
             self._transact(ops[start : start + 100])
         return len(chunks)
 
-    def load_snapshot(self, move_id: str, chunks: int) -> dict[str, Any]:
+    def load_snapshot(self, move_id: str, chunks: int, generation: int = 0) -> dict[str, Any]:
         parts = []
         for n in range(chunks):
             self.stats.add("table.get")
-            parts.append(self.moves.get_entity(move_id, f"snap|{n:04d}")["Data"])
+            parts.append(self.moves.get_entity(move_id, _snapshot_row(generation, n))["Data"])
         loaded: dict[str, Any] = json.loads("".join(parts))
         return loaded
 
@@ -622,3 +632,7 @@ class SharedCache:
     def put(self, key: str, value: Any) -> None:
         with contextlib.suppress(HttpResponseError):
             self.store.put_cached(key, value, self.clock().isoformat())
+
+
+def _snapshot_row(generation: int, n: int) -> str:
+    return f"snap|{n:04d}" if not generation else f"snap{generation}|{n:04d}"
