@@ -43,6 +43,13 @@ DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
 LOCK_ORPHAN_SECONDS = 60  # a lock naming a move that was never written is free after this
 
 
+COMMAND_TRIES = 3  # a command that loses an ETag race to a worker reads the move again this often
+
+
+class _Raced(MoveConflict):
+    """The move changed between a command's read and its save (``MoveService._decide`` retries)."""
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -269,16 +276,43 @@ class MoveService:
         self._publish_quietly()
         return {"id": record.id, "status": record.status.value, "links": self.links(record.id)}
 
-    def _save(self, record: MoveRecord, events: builtins.list[Event]) -> None:
+    def _save(self, record: MoveRecord, events: builtins.list[Event], items: Any = ()) -> None:
         record.updated_at = self._now()
         try:
-            self.store.save_move(record, events)
+            self.store.save_move(record, events, items)
         except Conflict:
-            raise MoveConflict(
+            raise _Raced(
                 "InvalidMoveState", "the move changed meanwhile; read it and try again", "status"
             ) from None
 
+    def _decide(self, command: Callable[[str], dict[str, Any]], move_id: str) -> dict[str, Any]:
+        """Run a command; if a worker's write (a step claim, a phase ending) lands between the
+        command's read and its save, read the move again and decide again (the new status may not
+        allow the command: 409 then). A person's click is not refused for a race they cannot see."""
+        for attempt in range(COMMAND_TRIES):
+            try:
+                return command(move_id)
+            except _Raced:
+                if attempt == COMMAND_TRIES - 1:
+                    raise
+        raise AssertionError("unreachable")
+
     def commit(self, move_id: str) -> dict[str, Any]:
+        return self._decide(self._commit, move_id)
+
+    def cancel(self, move_id: str) -> dict[str, Any]:
+        """Stop at the next step boundary; what exists in Azure is left as it is (discard undoes it)."""
+        return self._decide(self._cancel, move_id)
+
+    def retry(self, move_id: str) -> dict[str, Any]:
+        """Resume the phase the move stopped in: its failed items go back to Pending."""
+        return self._decide(self._retry, move_id)
+
+    def discard(self, move_id: str) -> dict[str, Any]:
+        """Undo what the move created; the source is left exactly as it was."""
+        return self._decide(self._discard, move_id)
+
+    def _commit(self, move_id: str) -> dict[str, Any]:
         record = self._command(move_id, "commit")
         now = self._now()
         record.committed, record.status, record.phase = True, Status.RUNNING, "cleanup"
@@ -287,16 +321,14 @@ class MoveService:
         self._save(record, [])
         return self._accepted(record)
 
-    def cancel(self, move_id: str) -> dict[str, Any]:
-        """Stop at the next step boundary; what exists in Azure is left as it is (discard undoes it)."""
+    def _cancel(self, move_id: str) -> dict[str, Any]:
         record = self._command(move_id, "cancel")
         record.status = Status.CANCELED
         self._save(record, [new_event(record, "Canceled", self._now(), phase=record.phase)])
         self.store.release_lock(record.source_id, record.id)
         return self._accepted(record)
 
-    def retry(self, move_id: str) -> dict[str, Any]:
-        """Resume the phase the move stopped in: its failed items go back to Pending."""
+    def _retry(self, move_id: str) -> dict[str, Any]:
         record = self._command(move_id, "retry")
         self._claim_lock(record.source_id, record.id)
         now = self._now()
@@ -308,11 +340,10 @@ class MoveService:
         entry.update(status="Running", startedAt=now, completedAt=None)
         entry.pop("step", None)  # the phase's step may be claimed afresh
         self.queue.send(WorkMessage(move_id, record.phase, after=record.version + 1))
-        self.store.save_move(record, [], items)
+        self._save(record, [], items)
         return self._accepted(record)
 
-    def discard(self, move_id: str) -> dict[str, Any]:
-        """Undo what the move created; the source is left exactly as it was."""
+    def _discard(self, move_id: str) -> dict[str, Any]:
         record = self._command(move_id, "discard")
         if record.phase == "cleanup" and record.phase_entry("cleanup").get("startedAt"):
             raise MoveConflict(

@@ -43,3 +43,30 @@ def test_a_message_for_an_older_state_is_still_stale(emulated_service: MoveServi
     service.handle_message(WorkMessage(record.id, "cleanup", after=record.version).to_json(), 1)
     drain(service, timeout=10)
     assert service.get(record.id)["status"] == "AwaitingCommit"
+
+
+def test_a_command_that_loses_a_race_to_a_worker_reads_again_instead_of_refusing(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    """A worker's write (a step claim, a phase ending) between a command's read and its save: the
+    command decides again on the fresh record; the person does not get a 409 for it."""
+    service = emulated_service
+    status = run(service, move_body(estate))
+    assert status["status"] == "AwaitingCommit"
+    original = service.queue.send
+    raced: list[int] = []
+
+    def send_then_race(message: WorkMessage, delay_seconds: float = 0) -> None:
+        original(message, delay_seconds)
+        if not raced:  # the command has read the move and is about to save it: a worker writes first
+            record = service.store.get_move(status["id"])
+            assert record is not None
+            service.store.save_move(record)
+            raced.append(record.version)
+
+    service.queue.send = send_then_race  # type: ignore[method-assign]
+    accepted = service.commit(status["id"])
+    service.queue.send = original  # type: ignore[method-assign]
+    assert raced and accepted["status"] == "Running"
+    drain(service)
+    assert service.get(status["id"])["status"] == "Completed"
