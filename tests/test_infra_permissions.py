@@ -26,7 +26,16 @@ from azure.mgmt.resource.resources.models import ResourceGroup
 
 from activities import preflight
 from idmove.cli import main as idmove
-from idmove.estate import ESTATE_OWNER_TOKEN, MG, REGION, TARGET_REGION, Estate, clients_for, seed
+from idmove.estate import (
+    ESTATE_OWNER_TOKEN,
+    MG,
+    REGION,
+    TARGET_REGION,
+    Estate,
+    clients_for,
+    seed,
+    seed_data_plane,
+)
 from shared import permissions
 from shared.service import MoveService
 from tests.plugins.engine import drain, make_settings
@@ -228,7 +237,14 @@ def run_move(stage: Stage, **extra: Any) -> tuple[dict[str, Any], list[dict[str,
     return stage.service.get(move_id), log(stage.http)[before:]
 
 
-def test_a_full_move_completes_with_exactly_the_infra_roles(stage: Stage, bicep: dict[str, Any]) -> None:  # noqa: F811
+@pytest.mark.parametrize("data_plane", [False, True], ids=["estate", "estate+data-plane"])
+def test_a_full_move_completes_with_exactly_the_infra_roles(
+    stage: Stage,
+    bicep: dict[str, Any],  # noqa: F811
+    data_plane: bool,
+) -> None:
+    if data_plane:  # Key Vault policies, Cosmos DB, PostgreSQL/SQL administrators, AKS, settings and a slot
+        seed_data_plane(clients_for(str(stage.http.base_url).rstrip("/")), stage.estate)
     grant(stage.http, stage.principal, infra_roles(bicep), graph_script_permissions(), MG_SCOPE)
     enforce(stage.http)
     start = len(log(stage.http))
@@ -335,4 +351,25 @@ def test_a_privileged_role_the_condition_refuses_is_a_blocker(stage: Stage, bice
         "Microsoft.Authorization/roleAssignments/write",
         "Microsoft.Authorization/roleAssignments/delete",
     }
+    assert writes(seen) == []
+
+
+def test_without_the_rebinding_role_every_data_plane_grant_is_named(
+    stage: Stage,
+    bicep: dict[str, Any],  # noqa: F811
+) -> None:
+    data = seed_data_plane(clients_for(str(stage.http.base_url).rstrip("/")), stage.estate)
+    roles = [r for r in infra_roles(bicep) if r.name != permissions.REBINDER]
+    grant(stage.http, stage.principal, roles, graph_script_permissions(), MG_SCOPE)
+    enforce(stage.http)
+    status, seen = run_move(stage, dryRun=True)
+    assert status["status"] == "Planned"
+    text = "\n".join(b["message"] for b in status["plan"]["blocking"]).lower()
+    for action, scope in (
+        ("Microsoft.KeyVault/vaults/accessPolicies/write", stage.estate.resources["vault"]),
+        ("Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/write", data.cosmos),
+        ("Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments/delete", data.cosmos),
+        ("Microsoft.DBforPostgreSQL/flexibleServers/administrators/write", data.postgres),
+    ):
+        assert f"'{action}' over '{scope}'".lower() in text, (action, text)
     assert writes(seen) == []
