@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     commit_mode = move.add_mutually_exclusive_group()
     commit_mode.add_argument("--commit", action="store_true", help="commit when AwaitingCommit, then follow")
     commit_mode.add_argument("--auto-commit", action="store_true", help="ask the engine to commit on its own")
+    move.add_argument(
+        "--acknowledge-actions",
+        action="store_true",
+        help="let --auto-commit commit although the plan lists actions required (you will do them)",
+    )
     move.add_argument("--no-follow", action="store_true", help="print the accepted move and return")
 
     status = sub.add_parser("status", parents=[common], help="show a move")
@@ -220,6 +225,8 @@ def _request_body(args: argparse.Namespace, dry_run: bool) -> dict[str, Any]:
         body["dryRun"] = True
     if getattr(args, "auto_commit", False):
         body["autoCommit"] = True
+    if getattr(args, "acknowledge_actions", False):
+        body["acknowledgeActionsRequired"] = True
     return body
 
 

@@ -126,6 +126,8 @@ def move_view(move: dict[str, Any], now: datetime | None = None) -> RenderableTy
     plan = move.get("plan") or {}
     for item in plan.get("blocking") or []:
         parts.append(Text(f"blocking: {_describe(item)}", style="red"))
+    for item in plan.get("actionsRequired") or []:
+        parts.append(Text(f"action required: {item.get('code')}: {item.get('message')}", style="magenta"))
     return Panel(Group(*parts), border_style=STATUS_STYLE.get(str(move.get("status")), "cyan"), expand=False)
 
 

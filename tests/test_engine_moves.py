@@ -41,6 +41,11 @@ def requests(emu: str) -> list[dict[str, Any]]:
 
 
 def move_body(estate: Estate, **extra: Any) -> dict[str, Any]:
+    """A move of the seeded identity. Its GitHub and AKS federated credentials put steps in
+    ``plan.actionsRequired``, which hold autoCommit: a test asking for autoCommit acknowledges them
+    (``tests/test_engine_dataplane.py`` tests the wait itself)."""
+    if extra.get("autoCommit") is True:
+        extra.setdefault("acknowledgeActionsRequired", True)
     return {"sourceIdentityId": estate.identity_id, "targetRegion": TARGET_REGION, **extra}
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 
 from activities._azure import classify, same_id
-from activities.access.base import NEW_CLIENT_ID, Access, Found, Missing, action
+from activities.access.base import NEW_CLIENT_ID, Access, Found, Missing, action, short_key
 from shared.context import ItemResult, PhaseContext
 
 PG_API = "2024-08-01"
@@ -93,7 +93,7 @@ class FlexibleServerAdmins(Access):
         return [s for s in super().remove_items(ctx) if not s.data.get("reportOnly")]
 
     def copy_key(self, ctx: PhaseContext, entry: dict[str, Any]) -> str:
-        return f"pgadmin-{_name(entry['server'])}"[:200]
+        return f"pgadmin-{short_key(entry['server'])}"
 
     def copy(self, ctx: PhaseContext, entry: dict[str, Any]) -> ItemResult:
         target = ctx.target
@@ -123,7 +123,7 @@ class FlexibleServerAdmins(Access):
         ]
 
     def remove_key(self, ctx: PhaseContext, entry: dict[str, Any]) -> str:
-        return f"unpgadmin-{_name(entry['server'])}"[:200]
+        return f"unpgadmin-{short_key(entry['server'])}"
 
     def _delete(self, ctx: PhaseContext, server: str, principal_id: str) -> bool:
         path = f"{server}/administrators/{principal_id}"
