@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from idmove.estate import (
 from idmove.render import plan_report
 from shared.azure_clients import AzureClients
 from shared.service import MoveService
+from shared.settings import Settings
 from shared.work_queue import WorkMessage
 from tests.plugins.engine import drain
 
@@ -357,24 +359,35 @@ def raw_data_plane(clients: AzureClients, dp: DataPlane) -> dict[str, list[str]]
 
 @pytest.mark.parametrize("phase", ["grant", "rebind", "cleanup"])
 def test_a_crash_right_after_a_data_plane_write_converges_without_duplicates(
-    emulated_service: MoveService,
-    estate: tuple[Estate, DataPlane],
-    clients: AzureClients,
-    emu: str,
-    phase: str,
+    emulated_settings: Settings, estate: tuple[Estate, DataPlane], clients: AzureClients, emu: str, phase: str
 ) -> None:
-    """The worker dies at ``{phase}:item-done`` right after the first data-plane write of that phase (the
-    item is written in Azure but not marked Done); the redelivered item runs again and converges."""
+    """The worker dies at ``{phase}:item-done`` right after an item that wrote to a data-plane API (the
+    grant is in Azure, the item not marked Done); the redelivered item runs again and converges.
+
+    One free batch per phase (``max_parallel_items=1``), so the item a thread marks done is the one whose
+    writes that thread's data-plane count saw (the serial batches write no data plane in grant and
+    cleanup; in rebind each site's serial batch writes only its own settings)."""
     e, dp = estate
+    emulated_service = MoveService(emulated_settings.with_(max_parallel_items=1))
     crashed: list[str] = []
+    baseline: list[int] = []
+    seen = threading.local()
+
+    def data_plane_writes() -> list[dict[str, Any]]:
+        return [r for r in requests(emu) if r["method"] in WRITES and DATA_PLANE_PATH.search(r["path"])]
 
     def crash_after_data_plane_write(name: str) -> None:
-        if name != f"{phase}:item-done" or crashed:
+        if crashed:
             return
-        last_write = next(r for r in reversed(requests(emu)) if r["method"] in WRITES)
-        if DATA_PLANE_PATH.search(last_write["path"]):
-            crashed.append(last_write["path"])
-            raise Crash(f"worker died after {last_write['method']} {last_write['path']}")
+        if name == f"{phase}:after-items" and not baseline:
+            baseline.append(len(data_plane_writes()))
+        if name != f"{phase}:item-done" or not baseline:
+            return
+        writes = data_plane_writes()
+        before, seen.count = getattr(seen, "count", baseline[0]), len(writes)
+        if len(writes) > before:
+            crashed.append(writes[-1]["path"])
+            raise Crash(f"worker died after {writes[-1]['method']} {writes[-1]['path']}")
 
     emulated_service.crashpoint = crash_after_data_plane_write
     move_id = emulated_service.start(body(e, autoCommit=True, acknowledgeActionsRequired=True))["id"]
