@@ -35,7 +35,11 @@ KINDS = (
     ("groups", "Group memberships"),
     ("appRoles", "App role assignments"),
     ("attachments", "Attached resources"),
+    ("accessPolicies", "Key Vault access policies"),
+    ("appSettings", "App settings naming the identity"),
 )
+KV_API = "2023-07-01"
+WEB_API = "2023-12-01"
 
 
 class Inventory:
@@ -152,7 +156,57 @@ class Inventory:
             if identity_id.lower() in names:
                 attached[(resource_id.lower(),)] = f"{resource.get('type', '')}/{resource.get('name', '')}"
         result.items["attachments"] = attached
+        result.items["accessPolicies"] = self._access_policies(principal, subscriptions)
+        result.items["appSettings"] = self._app_settings(identity, resources)
         return result
+
+    def _access_policies(self, principal: str, subscriptions: list[str]) -> dict[tuple[str, ...], str]:
+        """Access-policy entries of ``principal`` (vaults found by Resource Graph, read by a GET)."""
+        query = (
+            "Resources | where type =~ 'microsoft.keyvault/vaults' and tostring(properties.accessPolicies) "
+            f"contains '{principal}' | project id | order by id asc"
+        )
+        response = self.arm.post(
+            "/providers/Microsoft.ResourceGraph/resources",
+            params={"api-version": ARG_API},
+            json={"subscriptions": subscriptions, "query": query},
+        )
+        response.raise_for_status()
+        found: dict[tuple[str, ...], str] = {}
+        for row in response.json().get("data") or []:
+            vault = self._get(str(row["id"]), **{"api-version": KV_API})
+            properties = vault.get("properties") or {}
+            if properties.get("enableRbacAuthorization"):
+                continue
+            for entry in properties.get("accessPolicies") or []:
+                if str(entry.get("objectId")).lower() != principal.lower():
+                    continue
+                granted = entry.get("permissions") or {}
+                perms = "; ".join(f"{k} {', '.join(sorted(v))}" for k, v in sorted(granted.items()) if v)
+                found[(str(row["id"]).lower(), perms)] = f"{vault.get('name')}: {perms}"
+        return found
+
+    def _app_settings(self, identity: dict[str, Any], resources: list[str]) -> dict[tuple[str, ...], str]:
+        """Names of app settings (sites and slots among ``resources``) whose value is the identity's
+        clientId or resource id; values come only from ``POST …/config/appsettings/list``."""
+        needles = {
+            str(identity.get("id", "")).lower(),
+            str((identity.get("properties") or {}).get("clientId", "")).lower(),
+        }
+        found: dict[tuple[str, ...], str] = {}
+        for resource_id in resources:
+            if "/microsoft.web/sites/" not in resource_id.lower():
+                continue
+            response = self.arm.post(
+                f"{resource_id}/config/appsettings/list", params={"api-version": WEB_API}
+            )
+            if response.status_code == 404:
+                continue
+            response.raise_for_status()
+            for name, value in (response.json().get("properties") or {}).items():
+                if str(value or "").lower() in needles:
+                    found[(resource_id.lower(), name)] = f"{resource_id.rsplit('/', 1)[-1]}: {name}"
+        return found
 
 
 def _short(scope: str) -> str:

@@ -28,3 +28,12 @@ def test_an_unknown_app_role_or_resource_falls_back_to_the_id(emulator_url: str)
         assert reader.app_role_value(graph_sp["id"], "11111111-1111-1111-1111-111111111111") == (
             "11111111-1111-1111-1111-111111111111"
         )
+
+
+def test_access_policies_and_app_settings_are_read_like_azure_serves_them(emulator_url: str) -> None:
+    estate = seed(clients_for(emulator_url))
+    with Inventory(emulator_url) as reader:
+        found = reader.read(estate.identity_id, estate.attached_ids, [estate.subscription_id])
+    assert sorted(found.items["accessPolicies"].values()) == ["kv-payments01: secrets get, list"]
+    # the values come from POST .../config/appsettings/list: a GET of the site carries none
+    assert sorted(found.items["appSettings"].values()) == ["web-payments01: AZURE_CLIENT_ID"]
