@@ -43,7 +43,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
-from activities._azure import counterpart_of, error_code, error_message
+from activities._azure import classify, counterpart_of, error_code, error_message
 from activities.access import KINDS, Access, Found
 from activities.role_conditions import Unreadable, allows
 from shared import permissions as perms
@@ -378,11 +378,11 @@ def check(
             *graph_missing(ctx, snapshot, me),
         ]
         found += rights.refused
-    except HttpResponseError as exc:
+    except (HttpResponseError, GraphError) as exc:
         refused = refused_read(exc)
         if refused is None:
-            raise
-        found = [refused]
+            raise classify(exc, "permissions") from exc  # throttled / transient: the step is retried
+        found = [*rights.refused, refused]
     return dedupe(found), []
 
 

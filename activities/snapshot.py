@@ -76,6 +76,10 @@ def run(ctx: PhaseContext) -> SnapshotResult:
     """A read Azure refuses (403, even of the identity itself) ends as a plan with a ``MissingPermission``
     blocker, not a failed step; the permission preflight runs after the plan (``activities/preflight.py``)."""
     result: SnapshotResult = preflight.guarded(_run, _refused)(ctx)
+    if result.target:  # discovery went through: may the mover do what the plan says? (not in ``discover``)
+        missing, unchecked = preflight.check(ctx, result.snapshot, result.target)
+        result.plan["blocking"] = preflight.dedupe([*result.plan["blocking"], *missing])
+        result.plan["warnings"] += unchecked
     return result
 
 
@@ -135,9 +139,7 @@ def _run(ctx: PhaseContext) -> SnapshotResult:
     target = found.target
     snapshot["target"] = target
     plan = _plan(ctx, snapshot, target)
-    missing, unchecked = preflight.check(ctx, snapshot, target)
-    plan["blocking"] = preflight.dedupe([*refused, *plan["blocking"], *missing])
-    plan["warnings"] += unchecked
+    plan["blocking"] = preflight.dedupe([*refused, *plan["blocking"]])
     plan["actionsRequired"] = actions
     plan["discovery"] = dict(sorted(found.counts.items()))
     return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)

@@ -251,11 +251,19 @@ def test_a_full_move_completes_with_exactly_the_infra_roles(
     status, _ = run_move(stage)
     assert status["status"] == "AwaitingCommit", (status.get("error"), status["plan"]["blocking"])
     assert status["plan"]["blocking"] == []
+    planned = log(stage.http)[start:]
+    asked = [
+        e["path"].lower()
+        for e in planned
+        if e["path"].lower().endswith("/microsoft.authorization/permissions")
+    ]
+    assert asked and len(asked) == len(set(asked)), asked  # one permissions call per distinct scope
     stage.service.commit(status["id"])
     drain(stage.service)
     status = stage.service.get(status["id"])
     assert status["status"] == "Completed", status.get("error")
-    refused = [e for e in log(stage.http)[start:] if e["status"] in (401, 403)]
+    seen = log(stage.http)[start:]
+    refused = [e for e in seen if e["status"] in (401, 403)]
     assert refused == [], refused[:5]
     owner = clients_for(str(stage.http.base_url).rstrip("/"))
     names = {
@@ -372,4 +380,14 @@ def test_without_the_rebinding_role_every_data_plane_grant_is_named(
         ("Microsoft.DBforPostgreSQL/flexibleServers/administrators/write", data.postgres),
     ):
         assert f"'{action}' over '{scope}'".lower() in text, (action, text)
+    assert writes(seen) == []
+
+
+def test_a_mover_that_may_not_read_the_identity_gets_a_blocker_not_a_crash(stage: Stage) -> None:
+    enforce(stage.http)  # no role at all
+    status, seen = run_move(stage, dryRun=True)
+    assert status["status"] == "Planned", status.get("error")
+    [blocked] = status["plan"]["blocking"]
+    assert blocked["code"] == "MissingPermission"
+    assert f"'{permissions.MI}/read' over '{stage.estate.identity_id}'".lower() in blocked["message"].lower()
     assert writes(seen) == []
