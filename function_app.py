@@ -11,6 +11,7 @@ function                    trigger                                      calls
 ``move_poison``             queue ``%IDMOVE_QUEUE_NAME%-poison``         ``service.handle_poison``
 ``outbox_publisher``        timer, every minute                          ``service.publish_outbox``
 ``stalled_moves``           timer, every 5 minutes                       ``service.resume_stalled``
+``commit_deadlines``        timer, every minute                          ``service.enforce_commit_deadlines``
 ``region_decommissioning``  Event Grid (``IdentityMover.RegionDe...``)   ``service.start_region_decommission``
 ==========================  ===========================================  ================================
 
@@ -85,6 +86,15 @@ def stalled_moves(timer: func.TimerRequest) -> None:
         log.warning("re-sent the step of %d stalled moves", resent)
 
 
+@app.function_name("commit_deadlines")
+@app.timer_trigger(schedule="30 */1 * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+def commit_deadlines(timer: func.TimerRequest) -> None:
+    """Discards or commits moves left in AwaitingCommit past their commitPolicy's deadline."""
+    acted = service().enforce_commit_deadlines()
+    if acted:
+        log.warning("the commit policy acted on %d moves past their deadline", acted)
+
+
 @app.function_name("region_decommissioning")
 @app.event_grid_trigger(arg_name="event")
 def region_decommissioning(event: func.EventGridEvent) -> None:
@@ -101,7 +111,8 @@ def region_decommissioning(event: func.EventGridEvent) -> None:
     from shared.errors import ApiError
 
     try:
-        result = service().start_region_decommission(event.id, event.get_json())
+        topic = getattr(event, "topic", None) or getattr(event, "source", None)
+        result = service().start_region_decommission(event.id, event.get_json(), topic)
     except ApiError as exc:
         if exc.status >= 500:
             raise

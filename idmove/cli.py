@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--source-region")
     listing.add_argument("--top", type=int, default=None, help="page size")
     listing.add_argument("--all", action="store_true", help="follow nextLink to the end")
+    report = sub.add_parser(
+        "report", parents=[common], help="what a move did, by whom and when (GET /api/moves/{id}/report)"
+    )
+    report.add_argument("move_id", metavar="MOVE_ID")
+    report.add_argument("--format", choices=("markdown", "json"), default="markdown", help="[markdown]")
+    report.add_argument("--out", type=Path, default=None, metavar="FILE", help="write it here, not stdout")
     for name, text in (
         ("commit", "commit a move that is AwaitingCommit (cleans up the source)"),
         ("cancel", "cancel a move in flight"),
@@ -315,6 +321,16 @@ def cmd_list(api: MoveClient, out: Output, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_report(api: MoveClient, out: Output, args: argparse.Namespace) -> int:
+    text = api.report(args.move_id, args.format)
+    if args.out is not None:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"report of move {args.move_id} written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return EXIT_OK
+
+
 def cmd_command(api: MoveClient, out: Output, args: argparse.Namespace) -> int:
     accepted = api.command(args.move_id, args.command)
     if not args.wait:
@@ -365,6 +381,7 @@ CLIENT_COMMANDS: dict[str, Callable[[MoveClient, Output, argparse.Namespace], in
     "move": cmd_move,
     "status": cmd_status,
     "list": cmd_list,
+    "report": cmd_report,
     "commit": cmd_command,
     "cancel": cmd_command,
     "retry": cmd_command,

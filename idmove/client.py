@@ -130,6 +130,10 @@ class MoveClient:
         result: dict[str, Any] = self._request("GET", move_path(move_id), params=params).json()
         return result
 
+    def report(self, move_id: str, fmt: str = "markdown") -> str:
+        """The move's report as the API renders it (Markdown, or JSON text)."""
+        return self._request("GET", move_path(move_id, "report"), params={"format": fmt}).text
+
     def command(self, move_id: str, command: str) -> dict[str, Any]:
         result: dict[str, Any] = self._request("POST", move_path(move_id, command)).json()
         return result

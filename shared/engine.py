@@ -227,6 +227,7 @@ class Engine:
 
     def _apply_verify(self, move: MoveRecord, result: Any) -> None:
         move.verified = True
+        move.phase_entry("verify")["checked"] = dict(getattr(result, "checked", {}) or {})  # the report's
         # steps a person must take (plan.actionsRequired) hold autoCommit unless the request acknowledged them
         unacknowledged = (move.plan or {}).get("actionsRequired") and not move.request.get(
             "acknowledgeActionsRequired"

@@ -26,6 +26,7 @@ from __future__ import annotations
 import builtins
 import json
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import Annotated, Any, Protocol
@@ -33,13 +34,14 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from shared.errors import ApiError
 from shared.models import MoveRequest
+from shared.report import to_markdown
 from shared.statuses import Status
 
 __all__ = ["MAX_BODY_BYTES", "RETRY_AFTER_SECONDS", "MoveServiceApi", "create_app"]
@@ -59,8 +61,9 @@ BUSY = frozenset({Status.PENDING.value, Status.RUNNING.value})
 class MoveServiceApi(Protocol):
     """The part of ``shared.service.MoveService`` the HTTP API calls."""
 
-    def start(self, body: dict[str, Any]) -> dict[str, Any]: ...
+    def start(self, body: dict[str, Any], by: str | None = None) -> dict[str, Any]: ...
     def get(self, move_id: str, expand_inventory: bool = False) -> dict[str, Any]: ...
+    def report(self, move_id: str) -> dict[str, Any]: ...
     def list(
         self,
         status: str | None = None,
@@ -68,10 +71,23 @@ class MoveServiceApi(Protocol):
         top: int = 50,
         skip_token: str | None = None,
     ) -> tuple[builtins.list[dict[str, Any]], str | None]: ...
-    def commit(self, move_id: str) -> dict[str, Any]: ...
-    def cancel(self, move_id: str) -> dict[str, Any]: ...
-    def retry(self, move_id: str) -> dict[str, Any]: ...
-    def discard(self, move_id: str) -> dict[str, Any]: ...
+    def commit(self, move_id: str, by: str | None = None) -> dict[str, Any]: ...
+    def cancel(self, move_id: str, by: str | None = None) -> dict[str, Any]: ...
+    def retry(self, move_id: str, by: str | None = None) -> dict[str, Any]: ...
+    def discard(self, move_id: str, by: str | None = None) -> dict[str, Any]: ...
+
+
+def actor(request: Request) -> str:
+    """Who sent a command, for the move's audit (the report): in Azure the App Service
+    authentication headers' principal when present (Easy Auth sets them and drops a client's own),
+    else "function key"; on the local host (no ``WEBSITE_INSTANCE_ID``) always "local"."""
+    if not os.environ.get("WEBSITE_INSTANCE_ID"):
+        return "local"
+    name = request.headers.get("x-ms-client-principal-name", "").strip()[:256]
+    principal_id = request.headers.get("x-ms-client-principal-id", "").strip()[:64]
+    if name and principal_id:
+        return f"{name} ({principal_id})"
+    return name or principal_id or "function key"
 
 
 def error_response(
@@ -240,16 +256,130 @@ _ERROR_DETAIL = {
 }
 
 
+_WHO = {
+    "type": "object",
+    "description": "who asked and when: by = the signed-in principal (App Service authentication), "
+    "'function key', 'local', 'Event Grid event <id>' (with eventId, topic) or 'commit policy' (with reason)",
+    "properties": {
+        "command": {"type": "string"},
+        "by": _NULLABLE_STRING,
+        "at": _NULLABLE_STRING,
+        "eventId": _NULLABLE_STRING,
+        "topic": _NULLABLE_STRING,
+        "reason": _NULLABLE_STRING,
+        "outcome": _NULLABLE_STRING,
+    },
+    "required": ["by", "at"],
+}
+_REPORT_ITEM = {
+    "type": "object",
+    "properties": {
+        "kind": {"type": "string"},
+        "what": {"type": "string"},
+        "from": _NULLABLE_STRING,
+        "to": _NULLABLE_STRING,
+        "status": {"type": "string"},
+        "outcome": _NULLABLE_STRING,
+        "at": {**_NULLABLE_STRING, "description": "when the item was last written"},
+        "error": {"type": "object"},
+    },
+    "required": ["kind", "what", "status", "outcome", "at"],
+}
+_COMMIT_FIELDS: dict[str, Any] = {
+    "commitDeadline": {
+        "type": "string",
+        "format": "date-time",
+        "description": "with a commitPolicy, once AwaitingCommit: when the timer discards or commits",
+    },
+    "commitTimeout": {
+        "type": "object",
+        "description": "what the commit policy's timer did at the deadline",
+        "properties": {
+            "outcome": {"type": "string", "enum": ["discard", "commit", "waitingForActionsRequired"]},
+            "at": _NULLABLE_STRING,
+            "reason": _NULLABLE_STRING,
+        },
+        "required": ["outcome"],
+    },
+}
+
+
+def _report_schema() -> dict[str, Any]:
+    keys = ("id", "name", "resourceGroup", "location", "principalId", "clientId")
+    party = {"type": "object", "properties": {key: _NULLABLE_STRING for key in keys}}
+    return {
+        "type": "object",
+        "description": "what a move did, by whom and when",
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": [status.value for status in Status]},
+            "dryRun": {"type": "boolean"},
+            "source": party,
+            "target": party,
+            "started": _WHO,
+            "commands": {"type": "array", "items": _WHO},
+            "phases": {"type": "array", "items": {"type": "object"}},
+            "copied": {"type": "array", "items": _REPORT_ITEM},
+            "rebound": {"type": "array", "items": _REPORT_ITEM},
+            "deleted": {"type": "array", "items": _REPORT_ITEM},
+            "verified": {
+                "type": "object",
+                "properties": {
+                    "status": _NULLABLE_STRING,
+                    "completedAt": _NULLABLE_STRING,
+                    "checked": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+            },
+            "actionsRequired": {"type": "array", "items": {"type": "object"}},
+            "events": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "id": {"type": "string"},
+                        "type": {"type": "string"},
+                        "time": {"type": "string"},
+                        "sent": {"type": "boolean"},
+                        "data": {"type": "object"},
+                    },
+                    "required": ["id", "type", "time", "sent"],
+                },
+            },
+            "error": _ERROR_DETAIL,
+            "createdAt": {"type": "string"},
+            "updatedAt": {"type": "string"},
+        },
+        "required": [
+            "id",
+            "status",
+            "source",
+            "target",
+            "started",
+            "commands",
+            "copied",
+            "rebound",
+            "deleted",
+            "verified",
+            "actionsRequired",
+            "events",
+        ],
+    }
+
+
 def _schemas() -> dict[str, Any]:
     statuses = [status.value for status in Status]
+    request = MoveRequest.model_json_schema(by_alias=True, ref_template=_REF + "{model}")
+    nested = request.pop("$defs", {})  # CommitPolicy: a component of its own, where the $ref points
     return {
+        **nested,
+        "Report": _report_schema(),
         "ErrorResponse": {
             "type": "object",
             "description": "ARM's error shape. A 4xx means nothing was written.",
             "properties": {"error": _ERROR_DETAIL},
             "required": ["error"],
         },
-        "MoveRequest": MoveRequest.model_json_schema(by_alias=True, ref_template=_REF + "{model}"),
+        "MoveRequest": request,
         "Accepted": {
             "type": "object",
             "properties": {
@@ -343,6 +473,7 @@ def _schemas() -> dict[str, Any]:
                 "dryRun": {"type": "boolean"},
                 "autoCommit": {"type": "boolean"},
                 "request": {"$ref": _REF + "MoveRequest"},
+                **_COMMIT_FIELDS,
             },
             "required": ["id", "status", "phases", "source", "plan"],
         },
@@ -408,8 +539,8 @@ _LIST_PARAMETERS = [
         "name": "status",
         "in": "query",
         "required": False,
-        "description": "only moves in this status (case-insensitive)",
-        "schema": {"type": "string", "enum": [status.value for status in Status]},
+        "description": "only moves in this status (case-insensitive; empty = any)",
+        "schema": {"type": "string", "enum": ["", *(status.value for status in Status)]},
     },
     {
         "name": "sourceRegion",
@@ -466,6 +597,10 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        # no 307 to the path without its trailing slash: in Azure the Functions ASGI adapter drops a
+        # path's ';params' (urlparse), so '/api/moves/;x' arrives as '/api/moves/' and must be a 404,
+        # not a redirect to the list
+        redirect_slashes=False,
         # Documents the function key (checked by the Functions front end, not here).
         dependencies=[
             Security(APIKeyHeader(name="x-functions-key", scheme_name="functionKey", auto_error=False)),
@@ -489,7 +624,8 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
     )
     async def start_move(request: Request) -> JSONResponse:
         body = await read_json_object(request)
-        result = await run_in_threadpool(lambda: service_factory().start(body))
+        who = actor(request)
+        result = await run_in_threadpool(lambda: service_factory().start(body, by=who))
         return _accepted(request, result)
 
     @app.get(
@@ -550,10 +686,41 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
             return JSONResponse(move, status_code=202, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
         return JSONResponse(move)
 
+    @app.get(
+        f"{API_PREFIX}/moves/{{move_id}}/report",
+        summary="What the move did, by whom and when (JSON, or Markdown with format=markdown)",
+        responses={
+            **_responses(200, 400, 404, body="Report", description={200: "The move's report."}),
+            200: {
+                "description": "The move's report.",
+                "content": {
+                    "application/json": {"schema": {"$ref": _REF + "Report"}},
+                    "text/markdown": {"schema": {"type": "string"}},
+                },
+            },
+        },
+    )
+    async def move_report(
+        move_id: str,
+        request: Request,
+        format: Annotated[
+            str | None,
+            Query(description="json (default) or markdown", json_schema_extra={"enum": ["json", "markdown"]}),
+        ] = None,
+    ) -> Response:
+        _check_move_id(move_id)
+        if format not in (None, "json", "markdown"):
+            raise ApiError(400, "InvalidQueryParameter", "format must be json or markdown", "format")
+        body = await run_in_threadpool(lambda: service_factory().report(move_id))
+        if format == "markdown":
+            return PlainTextResponse(to_markdown(body), media_type="text/markdown")
+        return JSONResponse(body)
+
     def add_command(command: str, summary: str) -> None:
         async def run_command(move_id: str, request: Request) -> JSONResponse:
             _check_move_id(move_id)
-            result = await run_in_threadpool(lambda: getattr(service_factory(), command)(move_id))
+            who = actor(request)
+            result = await run_in_threadpool(lambda: getattr(service_factory(), command)(move_id, by=who))
             return _accepted(request, {"id": move_id, **result})
 
         app.add_api_route(

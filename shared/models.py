@@ -15,15 +15,30 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import InvalidRequest
 from shared.regions import KNOWN_REGIONS, normalize_region
 from shared.statuses import Status
 
-__all__ = ["IdentityRef", "MoveRequest", "RegionDecommissionRequest", "Status", "parse_identity_id"]
+__all__ = [
+    "CommitPolicy",
+    "IdentityRef",
+    "MoveRequest",
+    "RegionDecommissionRequest",
+    "Status",
+    "parse_identity_id",
+]
 
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 RG_NAME = r"[-\w._()]{0,89}[-\w_()]"  # Azure: 1-90 characters, not ending in '.'
@@ -80,6 +95,43 @@ def parse_identity_id(value: str) -> IdentityRef | None:
     return IdentityRef(match["sub"].lower(), match["rg"], match["name"])
 
 
+def _integral(value: Any) -> Any:
+    """JSON has one number type: ``5.0`` is an integer to JSON Schema, so accept it as 5 (``5.5``
+    and ``"5"`` still fail the strict int check)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+
+
+class CommitPolicy(BaseModel):
+    """What happens to a move left in AwaitingCommit (``shared/commit_policy.py``)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
+
+    timeout_minutes: JsonInt = Field(
+        alias="timeoutMinutes",
+        ge=1,
+        le=525_600,
+        description="minutes after the move reached AwaitingCommit (verify completed)",
+    )
+    on_timeout: Literal["discard", "commit"] = Field(
+        alias="onTimeout",
+        description="discard: remove what the move created; commit: clean up the source (still waits "
+        "while actionsRequired is not empty and not acknowledged)",
+    )
+
+    @field_validator("timeout_minutes", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """1739.0 is an integer to JSON Schema (and to the OpenAPI document): take it as 1739."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
+
+
 class MoveRequest(BaseModel):
     """``POST /api/moves`` body (camelCase on the wire)."""
 
@@ -121,6 +173,11 @@ class MoveRequest(BaseModel):
         alias="acknowledgeActionsRequired",
         description="autoCommit commits although plan.actionsRequired is not empty (the steps are done "
         "or will be); without it such a move waits in AwaitingCommit",
+    )
+    commit_policy: CommitPolicy | None = Field(
+        default=None,
+        alias="commitPolicy",
+        description="discard or commit a move still AwaitingCommit this long after verify; default: wait",
     )
 
     @field_validator("source_identity_id")
@@ -197,6 +254,7 @@ class RegionDecommissionRequest(BaseModel):
     target_resource_group: str | None = Field(default=None, alias="targetResourceGroup", max_length=90)
     auto_commit: bool = Field(default=False, alias="autoCommit")
     acknowledge_actions_required: bool = Field(default=False, alias="acknowledgeActionsRequired")
+    commit_policy: CommitPolicy | None = Field(default=None, alias="commitPolicy")
 
     @field_validator("source_region", "target_region")
     @classmethod

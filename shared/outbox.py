@@ -26,6 +26,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 from azure.core.messaging import CloudEvent
 
+from shared import commit_policy
 from shared.azure_clients import AzureClients
 from shared.store import Event, MoveRecord, StateStore
 
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 def new_event(record: MoveRecord, kind: str, now: str, **data: Any) -> Event:
     record.event_seq += 1
     body = {"moveId": record.id, "status": record.status.value, "sourceIdentityId": record.source_id, **data}
+    body.update(commit_policy.status_fields(record))  # commitDeadline, and the timer's outcome
     return Event(record.id, record.event_seq, PREFIX + kind, now, body)
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -24,7 +25,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError
 
-from shared import outbox
+from shared import commit_policy, outbox, report
 from shared.azure_clients import AzureClients
 from shared.context import no_crash
 from shared.engine import Engine
@@ -41,6 +42,7 @@ Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
 DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
 LOCK_ORPHAN_SECONDS = 60  # a lock naming a move that was never written is free after this
+UNKNOWN_ACTOR = "unknown"  # a command through the service without a caller named (tests, scripts)
 
 
 COMMAND_TRIES = 3  # a command that loses an ETag race to a worker reads the move again this often
@@ -97,8 +99,11 @@ class MoveService:
         return self.clock().isoformat()
 
     # ---- start -----------------------------------------------------------------------------
-    def start(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Validate, claim the identity's lock, write the move (Pending + Started event), enqueue."""
+    def start(self, body: dict[str, Any], by: str | None = None) -> dict[str, Any]:
+        """Validate, claim the identity's lock, write the move (Pending + Started event), enqueue.
+
+        ``by`` names who asked (the HTTP layer: the signed-in principal, "function key" or "local");
+        it is recorded in the move's ``audit`` with every command, for the report."""
         request = MoveRequest.parse(body)  # 400 before anything is written
         sub = request.identity.subscription_id
         if not self.settings.subscription_allowed(sub):
@@ -110,9 +115,9 @@ class MoveService:
                 raise InvalidRequest(
                     "SubscriptionNotAllowed", f"{resource_id} is outside the allow-list", "resourceMap"
                 )
-        return self._start(request, self.new_id())
+        return self._start(request, self.new_id(), {"by": by or UNKNOWN_ACTOR})
 
-    def _start(self, request: MoveRequest, move_id: str) -> dict[str, Any]:
+    def _start(self, request: MoveRequest, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         """Lock, first message, then the record: a crash never leaves a Pending move without its message.
 
         The message names version 1 (the record as created), so a worker that gets it before the
@@ -141,6 +146,7 @@ class MoveService:
                 "subscriptionId": ref.subscription_id,
             },
             version=1,
+            audit=[{"command": "start", "at": now, **who}],
         )
         record.phase_entry(ORDER[0]).update(status="Running", startedAt=now)
         self.queue.send(WorkMessage(move_id, ORDER[0], after=record.version))
@@ -231,6 +237,18 @@ class MoveService:
         self.stats.add("table.query")
         return counts
 
+    def report(self, move_id: str) -> dict[str, Any]:
+        """What the move did, by whom and when (``shared/report.py``): its partition only, no Azure call."""
+        record = self._load(move_id)
+        items = list(
+            self.store.moves.query_entities(
+                "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+                parameters={"pk": move_id, "lo": "item|", "hi": "item}"},
+            )
+        )
+        self.stats.add("table.query")
+        return report.build(record, items, self.store.events(move_id))
+
     def list(
         self,
         status: str | None = None,
@@ -297,23 +315,27 @@ class MoveService:
                     raise
         raise AssertionError("unreachable")
 
-    def commit(self, move_id: str) -> dict[str, Any]:
-        return self._decide(self._commit, move_id)
+    def commit(self, move_id: str, by: str | None = None) -> dict[str, Any]:
+        return self._decide(lambda m: self._commit(m, {"by": by or UNKNOWN_ACTOR}), move_id)
 
-    def cancel(self, move_id: str) -> dict[str, Any]:
+    def cancel(self, move_id: str, by: str | None = None) -> dict[str, Any]:
         """Stop at the next step boundary; what exists in Azure is left as it is (discard undoes it)."""
-        return self._decide(self._cancel, move_id)
+        return self._decide(lambda m: self._cancel(m, {"by": by or UNKNOWN_ACTOR}), move_id)
 
-    def retry(self, move_id: str) -> dict[str, Any]:
+    def retry(self, move_id: str, by: str | None = None) -> dict[str, Any]:
         """Resume the phase the move stopped in: its failed items go back to Pending."""
-        return self._decide(self._retry, move_id)
+        return self._decide(lambda m: self._retry(m, {"by": by or UNKNOWN_ACTOR}), move_id)
 
-    def discard(self, move_id: str) -> dict[str, Any]:
+    def discard(self, move_id: str, by: str | None = None) -> dict[str, Any]:
         """Undo what the move created; the source is left exactly as it was."""
-        return self._decide(self._discard, move_id)
+        return self._decide(lambda m: self._discard(m, {"by": by or UNKNOWN_ACTOR}), move_id)
 
-    def _commit(self, move_id: str) -> dict[str, Any]:
+    def _audit(self, record: MoveRecord, command: str, who: dict[str, Any]) -> None:
+        record.audit = [*record.audit, {"command": command, "at": self._now(), **who}]
+
+    def _commit(self, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         record = self._command(move_id, "commit")
+        self._audit(record, "commit", who)
         now = self._now()
         record.committed, record.status, record.phase = True, Status.RUNNING, "cleanup"
         record.phase_entry("cleanup").update(status="Running", startedAt=now)
@@ -321,15 +343,17 @@ class MoveService:
         self._save(record, [])
         return self._accepted(record)
 
-    def _cancel(self, move_id: str) -> dict[str, Any]:
+    def _cancel(self, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         record = self._command(move_id, "cancel")
+        self._audit(record, "cancel", who)
         record.status = Status.CANCELED
         self._save(record, [new_event(record, "Canceled", self._now(), phase=record.phase)])
         self.store.release_lock(record.source_id, record.id)
         return self._accepted(record)
 
-    def _retry(self, move_id: str) -> dict[str, Any]:
+    def _retry(self, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         record = self._command(move_id, "retry")
+        self._audit(record, "retry", who)
         self._claim_lock(record.source_id, record.id)
         now = self._now()
         items = [i for i in self.store.list_items(move_id, record.phase) if i.status == "Failed"]
@@ -343,12 +367,13 @@ class MoveService:
         self._save(record, [], items)
         return self._accepted(record)
 
-    def _discard(self, move_id: str) -> dict[str, Any]:
+    def _discard(self, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         record = self._command(move_id, "discard")
         if record.phase == "cleanup" and record.phase_entry("cleanup").get("startedAt"):
             raise MoveConflict(
                 "InvalidMoveState", "cleanup has begun: the source is partly removed", "status"
             )
+        self._audit(record, "discard", who)
         now = self._now()
         if record.status == Status.PLANNED or (
             not record.target.get("principalId") and record.phase in ("snapshot",)
@@ -430,7 +455,45 @@ class MoveService:
                     break
         return resent
 
-    def start_region_decommission(self, event_id: str, data: dict[str, Any]) -> dict[str, Any]:
+    def enforce_commit_deadlines(self) -> int:
+        """Timer trigger: AwaitingCommit moves past their commit policy's deadline are discarded or
+        committed (``shared/commit_policy.py``); returns how many it acted on. A crash anywhere here
+        leaves the move AwaitingCommit (the command's save is its only write that counts), so the
+        next run decides again; a person's command that got there first wins (409, skipped)."""
+        self.store.ensure_tables()
+        acted = 0
+        token: str | None = None
+        while True:
+            records, token = self.store.list_moves(Status.AWAITING_COMMIT.value, None, 100, token)
+            for record in records:
+                deadline = commit_policy.commit_deadline(record)
+                if deadline is None or self.clock() < deadline:
+                    continue
+                rule = commit_policy.policy(record) or {}
+                reason = f"commit deadline {deadline.isoformat()} passed"
+                who = {"by": commit_policy.POLICY_ACTOR, "reason": reason, "outcome": rule.get("onTimeout")}
+                try:
+                    if rule.get("onTimeout") == "discard":
+                        self._decide(functools.partial(self._discard, who=who), record.id)
+                    elif not commit_policy.unacknowledged_actions(record):
+                        self._decide(functools.partial(self._commit, who=who), record.id)
+                    elif commit_policy.outcome(record) is None:  # say once why it waits
+                        who["outcome"] = commit_policy.WAITING
+                        self._audit(record, "commit", who)
+                        self._save(record, [])
+                        continue
+                    else:
+                        continue
+                except MoveConflict:  # a person's command (or another timer) got there first
+                    continue
+                acted += 1
+            if token is None:
+                break
+        return acted
+
+    def start_region_decommission(
+        self, event_id: str, data: dict[str, Any], topic: str | None = None
+    ) -> dict[str, Any]:
         """One move per user-assigned identity in ``sourceRegion``; a redelivered event starts nothing new.
 
         Move ids are uuid5(namespace, event id + lower-case identity id), so a redelivery (Event Grid
@@ -464,8 +527,11 @@ class MoveService:
                 }
                 if request.target_resource_group:
                     body["targetResourceGroup"] = request.target_resource_group
+                if request.commit_policy is not None:
+                    body["commitPolicy"] = request.commit_policy.model_dump(by_alias=True)
                 try:
-                    accepted = self._start(MoveRequest.parse(body), move_id)
+                    who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": topic}
+                    accepted = self._start(MoveRequest.parse(body), move_id, who)
                 except ApiError as exc:
                     skipped.append(
                         {
@@ -548,6 +614,7 @@ def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any
     }
     if record.error:
         body["error"] = record.error
+    body.update(commit_policy.status_fields(record))
     return body
 
 

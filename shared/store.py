@@ -94,6 +94,9 @@ class MoveRecord:
     verified: bool = False
     attempt: int = 0
     version: int = 0  # +1 on every save: a work message names the version it was sent for
+    # who asked for what, when: [{"command", "by", "at", ...}] (start, commit, cancel, ..., the
+    # commit policy's timer); saved with the command's own state change (the report reads it)
+    audit: list[dict[str, Any]] = field(default_factory=list)
     etag: str | None = None
 
     @property
@@ -139,6 +142,7 @@ class MoveRecord:
             "Verified": self.verified,
             "Attempt": self.attempt,
             "Version": self.version,
+            "Audit": _dumps(self.audit),
         }
 
     @classmethod
@@ -162,6 +166,7 @@ class MoveRecord:
             verified=bool(entity["Verified"]),
             attempt=int(entity["Attempt"]),
             version=int(entity.get("Version", 0)),
+            audit=json.loads(entity.get("Audit") or "[]"),
             etag=entity.metadata.get("etag"),
         )
 

@@ -171,6 +171,7 @@ FUNCTIONS = {
     "move_poison": "queueTrigger",
     "outbox_publisher": "timerTrigger",
     "stalled_moves": "timerTrigger",
+    "commit_deadlines": "timerTrigger",
     "region_decommissioning": "eventGridTrigger",
 }
 
@@ -216,7 +217,11 @@ def test_queue_triggers_bind_to_the_queue_name_setting_and_its_poison_queue(
 
 
 def test_timer_and_event_grid_triggers(indexed: dict[str, list[dict[str, Any]]]) -> None:
-    for name, schedule in (("outbox_publisher", "0 */1 * * * *"), ("stalled_moves", "0 */5 * * * *")):
+    for name, schedule in (
+        ("outbox_publisher", "0 */1 * * * *"),
+        ("stalled_moves", "0 */5 * * * *"),
+        ("commit_deadlines", "30 */1 * * * *"),
+    ):
         timer = _trigger(indexed[name])
         assert (timer["type"], timer["name"], timer["schedule"]) == ("timerTrigger", "timer", schedule)
         assert timer["runOnStartup"] is False and timer["useMonitor"] is False
