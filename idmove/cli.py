@@ -156,6 +156,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--replication-delay", type=float, default=2.0, help="emulator replication delay (s) [2]"
     )
     demo.add_argument("--timeout", type=float, default=300.0)
+    seeding = sub.add_parser("seed", help="put the demo's sample estate into the running emulator")
+    seeding.add_argument(
+        "--emulator",
+        default=os.environ.get("IDMOVE_EMULATOR", "http://127.0.0.1:7070"),
+        help="emulator URL (env IDMOVE_EMULATOR) [http://127.0.0.1:7070]",
+    )
+    seeding.add_argument("--data-plane", action="store_true", help="add Key Vault, Cosmos DB, SQL, settings")
+    seeding.add_argument("--output", "-o", choices=("text", "json"), default="text")
     permissions = sub.add_parser(
         "permissions", help="what the mover needs in Azure and Microsoft Graph (shared/permissions.py)"
     )
@@ -511,6 +519,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(run(replication_delay=args.replication_delay, timeout=args.timeout))
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    from azure.core.exceptions import AzureError
+
+    from idmove.seed import run
+
+    try:
+        run(args.emulator, data_plane=args.data_plane, output=args.output)
+    except AzureError as exc:
+        print(f"cannot seed {args.emulator}: {exc} — is the stack up (`idmove up`)?", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    return EXIT_OK
+
+
 def cmd_permissions(args: argparse.Namespace) -> int:
     """The one list the infra and the plan's preflight are checked against (no API needed)."""
     from shared import permissions
@@ -534,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "host": cmd_host,
             "demo": cmd_demo,
             "permissions": cmd_permissions,
+            "seed": cmd_seed,
         }
         return handlers[args.command](args)
     except KeyboardInterrupt:
