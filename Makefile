@@ -8,7 +8,7 @@ TOOLS_STAMP := .venv-tools/.installed
 CHECKOV_VERSION := 3.3.30
 PYCEP_PARSER_VERSION := 0.5.1
 
-.PHONY: help install install-app test lint typecheck unit demo up bench clean
+.PHONY: help install install-app chromium test lint typecheck unit demo up bench clean
 
 help:
 	@echo "make demo   - start the local stack and run one complete move (the first thing to run)"
@@ -52,7 +52,12 @@ unit: install
 # tests are I/O-bound, so more workers than the 2 cores of CI pay off. worksteal evens out long tests.
 TEST_WORKERS ?= 4
 
-test: install
+# The dashboard's browser tests drive Debian's chromium through Playwright (never `playwright install`,
+# which downloads a browser of its own). Checked on every run (cheap), installed only when missing.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install chromium
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy

@@ -34,11 +34,12 @@ from urllib.parse import urlencode
 
 from fastapi import FastAPI, Query, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.security import APIKeyHeader, APIKeyQuery
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from shared.dashboard import page
 from shared.errors import ApiError
 from shared.models import MoveRequest
 from shared.report import to_markdown
@@ -715,6 +716,30 @@ def create_app(service_factory: Callable[[], MoveServiceApi]) -> FastAPI:
         if format == "markdown":
             return PlainTextResponse(to_markdown(body), media_type="text/markdown")
         return JSONResponse(body)
+
+    @app.get(
+        f"{API_PREFIX}/dashboard",
+        summary="The operator's web page: moves, phase timelines, commands (same auth as the API)",
+        response_class=HTMLResponse,
+        responses={
+            200: {
+                "description": "The page (HTML with its style and script inline; its API calls carry "
+                "the ?code= key it was opened with).",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+            401: {"description": _DESCRIBED[401]},
+            500: _responses(500)[500],
+        },
+    )
+    async def dashboard() -> HTMLResponse:
+        html, csp = page(API_PREFIX)
+        headers = {
+            "Content-Security-Policy": csp,
+            "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "no-referrer",  # the page's URL may carry ?code=
+        }
+        return HTMLResponse(html, headers=headers)
 
     def add_command(command: str, summary: str) -> None:
         async def run_command(move_id: str, request: Request) -> JSONResponse:
