@@ -432,5 +432,10 @@ def _count_group(ctx: PhaseContext, group: str) -> tuple[int, bool]:
 
 def discover(ctx: PhaseContext) -> dict[str, Any]:
     """The source's access as it is now, in the snapshot's shape (cleanup re-reads it before it
-    deletes anything: ``activities/cleanup.py`` ``reconcile``). Reads only."""
-    return _run(ctx).snapshot
+    deletes anything: ``activities/cleanup.py`` ``reconcile``). Reads only. A read Azure refused is an
+    error here, not an empty kind: reconcile must not take "could not read" for "nothing new"."""
+    result = _run(ctx)
+    refused = [b for b in result.plan["blocking"] if b["code"] == preflight.CODE]
+    if refused:
+        raise PermanentError(preflight.CODE, refused[0]["message"], refused[0]["target"])
+    return result.snapshot

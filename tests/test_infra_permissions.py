@@ -391,3 +391,39 @@ def test_a_mover_that_may_not_read_the_identity_gets_a_blocker_not_a_crash(stage
     assert blocked["code"] == "MissingPermission"
     assert f"'{permissions.MI}/read' over '{stage.estate.identity_id}'".lower() in blocked["message"].lower()
     assert writes(seen) == []
+
+
+def test_a_read_refused_at_commit_stops_cleanup_before_it_deletes_anything(
+    stage: Stage,
+    bicep: dict[str, Any],  # noqa: F811
+) -> None:
+    """Cleanup re-reads the source's access first (``cleanup.reconcile``); a read Azure now refuses is not
+    taken for "nothing new": the move fails with ``MissingPermission`` and nothing is deleted."""
+    grant(stage.http, stage.principal, infra_roles(bicep), graph_script_permissions(), MG_SCOPE)
+    enforce(stage.http)
+    status, _ = run_move(stage)
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    mine = stage.http.get(
+        f"{MG_SCOPE}/providers/Microsoft.Authorization/roleAssignments",
+        params={**RBAC_API, "$filter": f"principalId eq '{stage.principal}'"},
+    ).json()["value"]
+    rebinder = str(
+        uuid.uuid5(uuid.NAMESPACE_URL, f"{MG_SCOPE}|{permissions.REBINDER}")
+    )  # as grant() names it
+    custom = [a for a in mine if a["properties"]["roleDefinitionId"].lower().endswith(rebinder)]
+    assert len(custom) == 1
+    stage.http.delete(custom[0]["id"], params=RBAC_API).raise_for_status()  # the rebinding role goes
+    before = len(log(stage.http))
+    stage.service.commit(status["id"])
+    poisoned = 0
+    for _ in range(10):  # the refused step is redelivered until it lands in the poison queue (bounded)
+        poller = drain(stage.service)
+        for message in poller.poison.receive_messages():  # the host's move_poison trigger
+            stage.service.handle_poison(message.content)
+            poller.poison.delete_message(message)
+            poisoned += 1
+        status = stage.service.get(status["id"])
+        if status["status"] not in ("Pending", "Running"):
+            break
+    assert status["status"] == "Failed" and poisoned, status.get("error")
+    assert [e for e in log(stage.http)[before:] if e["method"] == "DELETE"] == []
