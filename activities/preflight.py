@@ -333,13 +333,19 @@ def refused_by_condition(rights: Rights, snapshot: dict[str, Any]) -> Iterator[d
             )
 
 
-def graph_missing(ctx: PhaseContext, snapshot: dict[str, Any], me: str) -> Iterator[dict[str, Any]]:
+def graph_missing(
+    ctx: PhaseContext, snapshot: dict[str, Any], me: str, warnings: list[dict[str, Any]]
+) -> Iterator[dict[str, Any]]:
     """Graph application permissions the move needs that the mover's service principal does not hold."""
     needed = perms.graph_needed(snapshot)
     try:
         assignments = ctx.clients.graph.list(f"/servicePrincipals/{me}/appRoleAssignments")
     except GraphError as exc:
         if exc.status == 404:  # no service principal behind the token (the emulator's default mover)
+            note = (
+                f"the mover ({me}) has no service principal in Microsoft Graph: Graph permissions not checked"
+            )
+            warnings.append({"code": "PermissionsUnchecked", "message": note, "target": "graph"})
             return
         if exc.status != 403:
             raise
@@ -370,12 +376,12 @@ def check(
     if not me:
         note = "the mover's token names no principal (oid): its permissions were not checked"
         return [], [{"code": "PermissionsUnchecked", "message": note, "target": None}]
-    rights = Rights(ctx, me)
+    rights, warnings = Rights(ctx, me), list[dict[str, Any]]()
     try:
         found = [
             *missing_actions(rights, needs(ctx, snapshot, target)),
             *refused_by_condition(rights, snapshot),
-            *graph_missing(ctx, snapshot, me),
+            *graph_missing(ctx, snapshot, me, warnings),
         ]
         found += rights.refused
     except (HttpResponseError, GraphError) as exc:
@@ -383,7 +389,7 @@ def check(
         if refused is None:
             raise classify(exc, "permissions") from exc  # throttled / transient: the step is retried
         found = [*rights.refused, refused]
-    return dedupe(found), []
+    return dedupe(found), warnings
 
 
 def dedupe(blockers: list[dict[str, Any]]) -> list[dict[str, Any]]:

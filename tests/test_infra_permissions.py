@@ -427,3 +427,15 @@ def test_a_read_refused_at_commit_stops_cleanup_before_it_deletes_anything(
             break
     assert status["status"] == "Failed" and poisoned, status.get("error")
     assert [e for e in log(stage.http)[before:] if e["method"] == "DELETE"] == []
+
+
+def test_with_enforcement_off_the_default_mover_passes_and_says_graph_was_not_checked(
+    emulated_service: MoveService, emu: str
+) -> None:
+    estate = seed(clients_for(emu))
+    body = {"sourceIdentityId": estate.identity_id, "targetRegion": TARGET_REGION, "dryRun": True}
+    move_id = emulated_service.start(body)["id"]
+    drain(emulated_service)
+    plan = emulated_service.get(move_id)["plan"]
+    assert plan["blocking"] == []
+    assert [w["code"] for w in plan["warnings"]] == ["PermissionsUnchecked"]  # no service principal behind it
