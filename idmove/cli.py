@@ -324,8 +324,11 @@ def cmd_list(api: MoveClient, out: Output, args: argparse.Namespace) -> int:
         moves.extend(page)
         if not args.all:
             break
-    out.data({"value": moves})
+    more = None if args.all else api.next_link
+    out.data({"value": moves, **({"nextLink": more} if more else {})})
     out.show(render.moves_table(moves) if moves else "no moves")
+    if more:
+        out.show("more moves on further pages: `idmove list --all` (or a larger --top) shows them")
     return EXIT_OK
 
 

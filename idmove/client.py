@@ -100,6 +100,7 @@ class MoveClient:
         self.api = api.rstrip("/")
         headers = {"x-functions-key": key} if key else {}
         self.http = httpx.Client(base_url=self.api, headers=headers, timeout=timeout, transport=transport)
+        self.next_link: str | None = None  # set by ``pages``: the page after the one last yielded
 
     def __enter__(self) -> MoveClient:
         return self
@@ -145,6 +146,7 @@ class MoveClient:
         url: str | None = "/api/moves"
         while url:
             body = self._request("GET", url, params=params).json()
+            self.next_link = body.get("nextLink")  # what follows the page just yielded, if anything
             yield list(body.get("value") or [])
             url, params = body.get("nextLink"), {}
 

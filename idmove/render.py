@@ -168,10 +168,16 @@ def _clock(value: str | None) -> str:
     return moment.strftime("%H:%M:%S.%f")[:-3] if moment else ""
 
 
+def _date_time(value: str | None) -> str:
+    moment = _time(value)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else ""
+
+
 def moves_table(moves: list[dict[str, Any]]) -> Table:
+    """Newest first, as the API lists them; ids in full (a move id is what every command takes)."""
     table = Table(header_style="bold")
-    for column in ("id", "status", "phase", "source", "target region", "created"):
-        table.add_column(column)
+    for column in ("id", "status", "phase", "source", "target region", "created (UTC)", "updated (UTC)"):
+        table.add_column(column, overflow="fold")
     for move in moves:
         source = move.get("source") or {}
         request = move.get("request") or {}
@@ -181,7 +187,8 @@ def moves_table(moves: list[dict[str, Any]]) -> Table:
             str(move.get("phase") or ""),
             str(source.get("name") or source.get("id") or ""),
             str(request.get("targetRegion") or (move.get("target") or {}).get("location") or ""),
-            _clock(move.get("createdAt")) if move.get("createdAt") else "",
+            _date_time(move.get("createdAt")),
+            _date_time(move.get("updatedAt")),
         )
     return table
 

@@ -151,6 +151,7 @@ class MoveService:
         record.phase_entry(ORDER[0]).update(status="Running", startedAt=now)
         self.queue.send(WorkMessage(move_id, ORDER[0], after=record.version))
         self.crashpoint("start:after-send")
+        self.store.index_move(record)  # newest-first listing (``list``); harmless without the record
         self.store.create_move(record, [new_event(record, "Started", now)])
         self.crashpoint("start:after-record")
         self._publish_quietly()
@@ -262,7 +263,7 @@ class MoveService:
             raise InvalidRequest("InvalidTop", "top must be 1..1000", "top")
         self.store.ensure_tables()
         try:
-            records, token = self.store.list_moves(status, source_region, top, skip_token)
+            records, token = self.store.list_recent(status, source_region, top, skip_token)
         except InvalidToken:
             raise InvalidRequest(
                 "InvalidQueryParameter",

@@ -48,6 +48,15 @@ from shared.storage import StorageAccess, as_access
 
 CHUNK = 30_000
 MOVE_ROW = "move"
+# newest first: one row per move in this partition of the moves table, RowKey = inverted creation
+# time (ms) + id, so a query reads moves in creation order, newest first, without a scan
+RECENT_PARTITION = "~recent"
+RECENT_READ_BUDGET = 10  # a filtered page reads at most this many index rows per move it may return
+
+
+def recent_row(created_at: str, move_id: str) -> str:
+    millis = int(datetime.fromisoformat(created_at).timestamp() * 1000)
+    return f"{10**14 - millis:014d}|{move_id}"
 
 
 class Conflict(Exception):
@@ -373,6 +382,56 @@ class StateStore:
         page = next(pages, None)
         records = [MoveRecord.from_entity(e) for e in page] if page is not None else []
         return records, encode_token(pages.continuation_token)  # type: ignore[attr-defined]
+
+    def index_move(self, record: MoveRecord) -> None:
+        """The move's row in the newest-first index (written before the record: a crash between
+        leaves an index row without a move, which ``list_recent`` skips; upsert, so idempotent)."""
+        entity = {"PartitionKey": RECENT_PARTITION, "RowKey": recent_row(record.created_at, record.id)}
+        self.stats.add("table.upsert")
+        self.moves.upsert_entity({**entity, "MoveId": record.id})
+
+    def list_recent(
+        self, status: str | None, source_region: str | None, top: int, token: str | None
+    ) -> tuple[list[MoveRecord], str | None]:
+        """Moves newest first, from the index: one query for up to ``RECENT_READ_BUDGET * top`` index
+        rows, then a point read per move until ``top`` match the filters. The token is the last
+        index row read, so a filtered page may come back short, with a token to go on."""
+        after = decode_token(token)
+        if after is not None and after.get("PartitionKey") != RECENT_PARTITION:
+            raise InvalidToken(str(token))
+        region = source_region.replace(" ", "").lower() if source_region else None
+        clauses, params = ["PartitionKey eq @pk"], {"pk": RECENT_PARTITION}
+        if after is not None:
+            clauses.append("RowKey gt @after")
+            params["after"] = str(after["RowKey"])
+        budget = RECENT_READ_BUDGET * top
+        rows = self.moves.query_entities(
+            " and ".join(clauses),
+            parameters=params,
+            select=["RowKey", "MoveId"],
+            results_per_page=min(budget, 1000),
+        )
+        self.stats.add("table.query")
+        records: list[MoveRecord] = []
+        last: str | None = None
+        more = False
+        for n, row in enumerate(rows):
+            if len(records) >= top or n >= budget:
+                more = True
+                break
+            last = str(row["RowKey"])
+            record = self.get_move(str(row["MoveId"]))
+            if record is None:  # its start died between the index row and the record
+                continue
+            if status and record.status.value != status:
+                continue
+            if region and str(record.source.get("location") or "").replace(" ", "").lower() != region:
+                continue
+            records.append(record)
+        token_out = (
+            encode_token({"PartitionKey": RECENT_PARTITION, "RowKey": last}) if more and last else None
+        )
+        return records, token_out
 
     # ---- items -------------------------------------------------------------------------
     def list_items(self, move_id: str, phase: str) -> list[Item]:
