@@ -155,3 +155,29 @@ def test_actor_is_the_app_service_principal_in_azure_else_function_key(
     assert actor(request()) == "function key"
     principal = {"X-MS-CLIENT-PRINCIPAL-NAME": "alice@contoso.com", "X-MS-CLIENT-PRINCIPAL-ID": "0000-1"}
     assert actor(request(**principal)) == "alice@contoso.com (0000-1)"
+
+
+def test_a_decommission_start_names_the_event_and_topic_and_carries_the_commit_policy(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    service = emulated_service
+    policy = {"timeoutMinutes": 90, "onTimeout": "discard"}
+    data = {
+        "sourceRegion": "westeurope",
+        "targetRegion": "northeurope",
+        "subscriptionIds": [estate.subscription_id],
+        "commitPolicy": policy,
+        "autoCommit": False,
+    }
+    topic = "/subscriptions/x/resourceGroups/ops/providers/Microsoft.EventGrid/topics/decommission"
+    service.start_region_decommission("evt-0001", data, topic)
+    drain(service)
+    moves = [m for m in service.list(top=200)[0] if m["source"]["id"].lower() == estate.identity_id.lower()]
+    assert len(moves) == 1
+    move = moves[0]
+    assert move["request"]["commitPolicy"] == policy
+    assert move["status"] == "AwaitingCommit", move.get("error")
+    assert "commitDeadline" in move
+    started = service.report(move["id"])["started"]
+    assert started["by"] == "Event Grid event evt-0001"
+    assert (started["eventId"], started["topic"]) == ("evt-0001", topic)
