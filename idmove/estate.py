@@ -305,7 +305,9 @@ def seed_data_plane(clients: AzureClients, e: Estate) -> DataPlane:
     cluster = rid(sub, "rg-app", "Microsoft.ContainerService/managedClusters", "aks-payments01")
     _, created = clients.arm("PUT", cluster, AKS_API, {"location": REGION, "properties": {
         "oidcIssuerProfile": {"enabled": True}}}, wait=True)  # fmt: skip
-    issuer = str(((created or {}).get("properties") or {}).get("oidcIssuerProfile", {}).get("issuerURL") or "")
+    issuer = str(
+        ((created or {}).get("properties") or {}).get("oidcIssuerProfile", {}).get("issuerURL") or ""
+    )
     if not issuer:
         _, got = clients.arm("GET", cluster, AKS_API)
         issuer = str(got["properties"]["oidcIssuerProfile"]["issuerURL"])
