@@ -93,7 +93,7 @@ class Engine:
         if not phase.items:
             self._run_single(move, phase, ctx, message)
         elif not message.batch:
-            self._fan_out(move, phase, ctx)
+            self._fan_out(move, phase, ctx, message)
         else:
             self._run_batch(move, phase, ctx, message)
 
@@ -244,11 +244,17 @@ class Engine:
         self._complete_phase(move, "discard", rest=Status.DISCARDED)
 
     # ---- fanned-out phases ---------------------------------------------------------------
-    def _fan_out(self, move: MoveRecord, phase: Phase, ctx: PhaseContext) -> None:
+    def _fan_out(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
         try:
             specs: list[ItemSpec] = phase.items_function()(ctx)
         except SourceChanged as exc:
             self._copy_first(move, exc)
+            return
+        except TransientError as exc:  # e.g. cleanup's re-read of the source was throttled
+            self._retry_later(move, phase, message, exc)
+            return
+        except PermanentError as exc:  # e.g. cleanup may no longer read the source: nothing deleted
+            self.fail(move, exc)
             return
         self.store.add_items(
             [
