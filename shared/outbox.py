@@ -16,7 +16,6 @@ Discarded}`` (subject ``moves/{id}``) and ``IdentityMover.RegionDecommissioning.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -82,7 +81,7 @@ def publish(
             CloudEvent(
                 source=SOURCE,
                 type=e["Type"],
-                data=json.loads(e["Data"]),
+                data=store.event_data(e),  # chunked rows too (a large decommission summary)
                 subject=subject_for(partition),
                 id=f"{partition}/{e['RowKey']}",
                 time=datetime.fromisoformat(e["Time"]),

@@ -14,7 +14,6 @@ Commands and the statuses that allow them: ``shared/statuses.py``.
 from __future__ import annotations
 
 import builtins
-import contextlib
 import functools
 import json
 import logging
@@ -28,8 +27,11 @@ from azure.core.exceptions import AzureError
 from shared import commit_policy, outbox, report
 from shared.azure_clients import AzureClients
 from shared.context import no_crash
+from shared.decommission import DECOMMISSION_NAMESPACE as DECOMMISSION_NAMESPACE  # re-exported
+from shared.decommission import Decommissions
+from shared.decommission import is_step as is_decommission_step
 from shared.engine import Engine
-from shared.errors import ApiError, InvalidRequest, MoveConflict, MoveNotFound, PermanentError
+from shared.errors import InvalidRequest, MoveConflict, MoveNotFound, PermanentError
 from shared.models import MoveRequest, RegionDecommissionRequest
 from shared.outbox import new_event
 from shared.phases import BY_NAME, DISCARD, ORDER
@@ -40,7 +42,6 @@ from shared.work_queue import WorkMessage, WorkQueue
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
-DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
 LOCK_ORPHAN_SECONDS = 60  # a lock naming a move that was never written is free after this
 UNKNOWN_ACTOR = "unknown"  # a command through the service without a caller named (tests, scripts)
 
@@ -82,6 +83,7 @@ class MoveService:
         self.queue = WorkQueue(settings.storage, settings.queue_name, self.stats)
         self._clients = clients
         self.engine = Engine(settings, self.store, self.queue, self.clients, clock, self._crash)
+        self.decommissions = Decommissions(self.store, self.queue, self.clients, settings, self._start, clock)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MoveService:
@@ -395,12 +397,19 @@ class MoveService:
     def handle_message(self, body: str, dequeue_count: int = 1) -> None:
         """Queue trigger. Returns = done (delete the message); raises = redeliver later."""
         self.store.ensure_tables()
-        message = WorkMessage.from_json(body)
-        self.engine.handle(message)
+        if is_decommission_step(body):
+            self.decommissions.handle(body)
+        else:
+            self.engine.handle(WorkMessage.from_json(body))
         self._publish_quietly()
 
     def handle_poison(self, body: str) -> None:
         """Poison-queue trigger: the step failed 5 deliveries in a row; the move is Failed with the reason."""
+        if is_decommission_step(body):  # an identity whose start kept failing: skipped, with the reason
+            self.store.ensure_tables()
+            self.decommissions.fail_step(body)
+            self._publish_quietly()
+            return
         try:
             message = WorkMessage.from_json(body)
         except (ValueError, KeyError):
@@ -497,61 +506,21 @@ class MoveService:
     ) -> dict[str, Any]:
         """One move per user-assigned identity in ``sourceRegion``; a redelivered event starts nothing new.
 
-        Move ids are uuid5(namespace, event id + lower-case identity id), so a redelivery (Event Grid
-        delivers again when the handler failed or died) finishes what an earlier delivery began: a
-        move already written counts as started, a lock already naming the derived id is taken as
-        ours. The summary ``IdentityMover.RegionDecommissioning.Started`` (every move of the event,
-        whichever delivery started it) is an outbox row created once (``Conflict`` = written before),
-        so a handler that dies after starting the moves still gets it written by the redelivery.
+        Answers in a few storage calls at any fleet size: records the event and sends one message;
+        the listing (one ARM page a message) and the per-identity starts run on the work queue
+        (``shared/decommission.py``). Move ids are uuid5(namespace, event id + lower-case identity
+        id), so a redelivery finishes what an earlier delivery began and starts nothing twice. The
+        summary ``IdentityMover.RegionDecommissioning.Started`` is written once, in chunks, when the
+        last start is done. Returns ``{eventId, decommissionId, status}`` (``Accepted`` or ``Done``).
         """
         request = RegionDecommissionRequest.parse(data)
         self.store.ensure_tables()
-        started: list[dict[str, Any]] = []
-        skipped: list[dict[str, Any]] = []
-        for sub in request.subscription_ids:
-            if not self.settings.subscription_allowed(sub):
-                skipped.append({"id": f"/subscriptions/{sub}", "reason": "SubscriptionNotAllowed"})
-                continue
-            for identity in self.clients().msi(sub).user_assigned_identities.list_by_subscription():
-                if (identity.location or "").replace(" ", "").lower() != request.source_region:
-                    continue
-                identity_id = str(identity.id)
-                move_id = str(uuid.uuid5(DECOMMISSION_NAMESPACE, f"{event_id}|{identity_id.lower()}"))
-                if self.store.get_move(move_id) is not None:  # an earlier delivery started it
-                    started.append({"id": identity_id, "moveId": move_id})
-                    continue
-                body: dict[str, Any] = {
-                    "sourceIdentityId": identity_id,
-                    "targetRegion": request.target_region,
-                    "autoCommit": request.auto_commit,
-                    "acknowledgeActionsRequired": request.acknowledge_actions_required,
-                }
-                if request.target_resource_group:
-                    body["targetResourceGroup"] = request.target_resource_group
-                if request.commit_policy is not None:
-                    body["commitPolicy"] = request.commit_policy.model_dump(by_alias=True)
-                try:
-                    who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": topic}
-                    accepted = self._start(MoveRequest.parse(body), move_id, who)
-                except ApiError as exc:
-                    skipped.append(
-                        {
-                            "id": identity_id,
-                            "reason": exc.code,
-                            "message": exc.message,
-                            "location": exc.location,
-                        }
-                    )
-                    continue
-                started.append({"id": identity_id, "moveId": accepted["id"]})
-        summary = {"eventId": event_id, "started": started, "skipped": skipped}
-        if started:
-            partition = f"decommission-{uuid.uuid5(DECOMMISSION_NAMESPACE, event_id)}"
-            event = Event(partition, 1, "IdentityMover.RegionDecommissioning.Started", self._now(), summary)
-            with contextlib.suppress(Conflict):
-                self.store.create_move_event(event)
-            self._publish_quietly()
-        return summary
+        return self.decommissions.accept(event_id, request, topic)
+
+    def decommission(self, event_id: str) -> dict[str, Any] | None:
+        """A decommission as stored: ``status`` (``Starting``/``Done``), ``started``, ``skipped`` so far."""
+        self.store.ensure_tables()
+        return self.decommissions.status(event_id)
 
 
 def holder_is_young(lock: Any, now: datetime) -> bool:

@@ -523,6 +523,43 @@ class StateStore:
         except ResourceExistsError as exc:
             raise Conflict(str(exc)) from exc
 
+    def create_chunked_event(self, event: Event) -> None:
+        """An event whose data may outgrow a property's 64 KB (e.g. the summary of a region's
+        decommission): the data in ``eventdata|{seq}|{nnnn}`` rows (<= ``CHUNK`` characters each,
+        upserted, so a second writer of the same data changes nothing), then the outbox row naming
+        how many (``DataChunks``); ``Conflict`` if that row exists. ``event_data`` reads it back."""
+        text = _dumps(event.data)
+        chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+        prefix = _event_data_prefix(event.row_key)
+        ops: list[Any] = [
+            (
+                "upsert",
+                {"PartitionKey": event.move_id, "RowKey": f"{prefix}{n:04d}", "Data": chunk},
+                {"mode": UpdateMode.REPLACE},
+            )
+            for n, chunk in enumerate(chunks)
+        ]
+        for start in range(0, len(ops), 50):  # 50 x 30,000 UTF-16 characters < 4 MiB per transaction
+            self._transact(ops[start : start + 50])
+        entity = {**event.to_entity(), "Data": "", "DataChunks": len(chunks)}
+        self.stats.add("table.create")
+        try:
+            self.moves.create_entity(entity)
+        except ResourceExistsError as exc:
+            raise Conflict(str(exc)) from exc
+
+    def event_data(self, entity: Any) -> Any:
+        """An outbox row's data, also when ``create_chunked_event`` wrote it in chunks."""
+        if not int(entity.get("DataChunks") or 0):
+            return json.loads(entity["Data"])
+        prefix = _event_data_prefix(entity["RowKey"])
+        self.stats.add("table.query")
+        rows = self.moves.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": entity["PartitionKey"], "lo": prefix, "hi": prefix[:-1] + "}"},
+        )
+        return json.loads("".join(row["Data"] for row in sorted(rows, key=lambda r: r["RowKey"])))
+
     def pending_events(self, limit: int = 500) -> Iterator[Any]:
         self.stats.add("table.query")
         query = "RowKey ge @lo and RowKey lt @hi and Published eq false"
@@ -700,3 +737,8 @@ class SharedCache:
 
 def _snapshot_row(generation: int, n: int) -> str:
     return f"snap|{n:04d}" if not generation else f"snap{generation}|{n:04d}"
+
+
+def _event_data_prefix(event_row: str) -> str:
+    """``event|00001`` -> ``eventdata|00001|`` (outside the ``event|`` range the outbox queries)."""
+    return f"eventdata|{event_row.removeprefix('event|')}|"

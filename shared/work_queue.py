@@ -87,6 +87,10 @@ class WorkQueue:
             self._created = True
 
     def send(self, message: WorkMessage, delay_seconds: float = 0) -> None:
+        self.send_text(message.to_json(), delay_seconds)
+
+    def send_text(self, text: str, delay_seconds: float = 0) -> None:
+        """Any JSON body on the work queue (e.g. a region decommission's steps, ``shared/decommission.py``)."""
         self.ensure()
         self.stats.add("queue.send")
-        self.client.send_message(message.to_json(), visibility_timeout=max(0, round(delay_seconds)) or None)
+        self.client.send_message(text, visibility_timeout=max(0, round(delay_seconds)) or None)

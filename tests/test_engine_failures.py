@@ -15,6 +15,7 @@ from shared.azure_clients import AzureClients
 from shared.service import MoveService
 from shared.work_queue import WorkMessage
 from tests.plugins.engine import drain
+from tests.test_decommission_fanout import decommission_steps_only
 from tests.test_engine_moves import (
     WRITE_METHODS,
     full_dump,
@@ -211,14 +212,23 @@ def test_region_decommission_is_idempotent_per_event(
         "targetRegion": "northeurope",
         "subscriptionIds": [estate.subscription_id],
     }
-    first = emulated_service.start_region_decommission("evt-1", data)
+    steps = decommission_steps_only(emulated_service)
+    assert emulated_service.start_region_decommission("evt-1", data)["status"] == "Accepted"
+    drain(emulated_service, handler=steps)
+    first = emulated_service.decommission("evt-1")
+    assert first is not None and first["status"] == "Done"
     assert len(first["started"]) == 2 and first["skipped"] == []
     again = emulated_service.start_region_decommission("evt-1", data)
-    assert again["started"] == []
-    assert {s["reason"] for s in again["skipped"]} == {"AlreadyStarted"}
-    assert {s["moveId"] for s in again["skipped"]} == {s["moveId"] for s in first["started"]}
-    other = emulated_service.start_region_decommission("evt-2", data)
-    assert other["started"] == [] and {s["reason"] for s in other["skipped"]} == {"MoveInProgress"}
+    assert again["status"] == "Done"  # a redelivery after the end starts nothing, sends nothing
+    assert emulated_service.queue.client.peek_messages() == []
+    emulated_service.start_region_decommission("evt-2", data)
+    drain(emulated_service, handler=steps)
+    other = emulated_service.decommission("evt-2")
+    assert other is not None and other["started"] == []
+    assert {s["reason"] for s in other["skipped"]} == {"MoveInProgress"}
+    assert {s["location"] for s in other["skipped"]} == {
+        f"/api/moves/{s['moveId']}" for s in first["started"]
+    }
     sent = httpx.get(f"{emu}/_emulator/events").json()
     flat = [e for batch in sent for e in (batch if isinstance(batch, list) else [batch])]
     summaries = [e for e in flat if e.get("type") == "IdentityMover.RegionDecommissioning.Started"]

@@ -1,0 +1,428 @@
+"""A region decommission, fanned out through the work queue (DESIGN.md "Region decommission").
+
+The Event Grid handler only records the event and sends one message, so it answers in a few storage
+calls at any fleet size (Event Grid gives a webhook 30 s). Workers do the rest, one step a message:
+
+=================  ==================================================================================
+step               does
+=================  ==================================================================================
+handler            creates the ``decommission`` row (event id, request); sends ``subscriptions``
+``subscriptions``  a ``pending|sub|{sub}`` row per allowed subscription (``done|sub|{sub}``, skipped,
+                   for the others); one ``page`` message per subscription
+``page``           ONE ARM list page of the subscription's identities; a ``pending|id|{hash}`` row per
+                   identity in the region, then a ``start`` message each; then the next page's
+                   message, or (last page) deletes ``pending|sub|{sub}`` and checks completion
+``start``          the move, id uuid5(event id | identity) (``MoveService._start``, idempotent by that
+                   id); then ``done|id|{hash}`` written and ``pending|id|{hash}`` deleted in one
+                   transaction; checks completion
+check              no ``pending|`` row left: the summary ``IdentityMover.RegionDecommissioning.Started``
+                   (``{eventId, started, skipped}``) from the ``done|`` rows, written once as a chunked
+                   outbox event (``StateStore.create_chunked_event``: no 64 KB property limit); the
+                   ``decommission`` row becomes ``Done``
+=================  ==================================================================================
+
+All rows live in partition ``decommission-{uuid5(event id)}`` of the moves table. Every step is
+idempotent and may run twice: rows are upserts, moves are named by the event, the summary's event
+row is created once (its content is a pure function of the ``done|`` rows, so two checks that both
+find nothing pending write the same chunks). The last writer of a ``done|`` row (or of the last
+page) sees no ``pending|`` row and writes the summary: a ``pending|`` row is always written before
+the message that will remove it is sent. A redelivered event re-sends ``subscriptions`` unless the
+decommission is ``Done``: the listing runs again, moves already written count as started.
+
+Example (what ``MoveService.start_region_decommission`` does)::
+
+    fanout = Decommissions(store, queue, clients, settings, start_move, clock)
+    fanout.accept("evt-1", request)   # 1 table write + 1 queue send
+    fanout.handle(body)               # queue trigger, for bodies where is_step(body)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from itertools import islice
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+
+from shared.azure_clients import AzureClients
+from shared.context import no_crash
+from shared.errors import ApiError
+from shared.models import MoveRequest, RegionDecommissionRequest
+from shared.settings import Settings
+from shared.store import Conflict, Event, StateStore
+from shared.work_queue import WorkQueue
+
+log = logging.getLogger(__name__)
+DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
+SUMMARY_TYPE = "IdentityMover.RegionDecommissioning.Started"
+RECORD_ROW = "decommission"
+BATCH = 100  # operations per entity-group transaction
+CLAIM_SECONDS = 120.0  # a start message's claim on its identity (``_claim``) may be taken over after this
+
+# MoveService._start: (request, move id, who asked -- recorded in the move's audit)
+StartMove = Callable[[MoveRequest, str, dict[str, Any]], dict[str, Any]]
+
+
+def partition_for(event_id: str) -> str:
+    return f"decommission-{uuid.uuid5(DECOMMISSION_NAMESPACE, event_id)}"
+
+
+def move_id_for(event_id: str, identity_id: str) -> str:
+    return str(uuid.uuid5(DECOMMISSION_NAMESPACE, f"{event_id}|{identity_id.lower()}"))
+
+
+def is_step(body: str) -> bool:
+    """A decommission step's message (else a move's ``WorkMessage``)."""
+    return body.lstrip().startswith('{"decommission"')
+
+
+def _hash(identity_id: str) -> str:
+    return hashlib.sha256(identity_id.lower().encode()).hexdigest()[:40]
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def move_template(request: RegionDecommissionRequest) -> dict[str, Any]:
+    """The start body of each move, less ``sourceIdentityId``."""
+    body: dict[str, Any] = {
+        "targetRegion": request.target_region,
+        "autoCommit": request.auto_commit,
+        "acknowledgeActionsRequired": request.acknowledge_actions_required,
+    }
+    if request.target_resource_group:
+        body["targetResourceGroup"] = request.target_resource_group
+    if request.commit_policy is not None:
+        body["commitPolicy"] = request.commit_policy.model_dump(by_alias=True)
+    return body
+
+
+class Decommissions:
+    def __init__(
+        self,
+        store: StateStore,
+        queue: WorkQueue,
+        clients: Callable[[], AzureClients],
+        settings: Settings,
+        start_move: StartMove,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.store = store
+        self.table = store.moves
+        self.stats = store.stats
+        self.queue = queue
+        self.clients = clients
+        self.settings = settings
+        self.start_move = start_move
+        self.clock = clock
+        self.crashpoint: Callable[[str], None] = no_crash
+
+    def _now(self) -> str:
+        return self.clock().isoformat()
+
+    def _send(self, pk: str, event_id: str, step: str, **fields: Any) -> None:
+        body = {"decommission": pk, "eventId": event_id, "step": step, **fields}
+        self.queue.send_text(json.dumps(body, separators=(",", ":")))
+
+    # ---- the handler ---------------------------------------------------------------------
+    def accept(
+        self, event_id: str, request: RegionDecommissionRequest, topic: str | None = None
+    ) -> dict[str, Any]:
+        """Record the event and send its first step: O(1) storage calls, no ARM call."""
+        pk = partition_for(event_id)
+        entity = {
+            "PartitionKey": pk,
+            "RowKey": RECORD_ROW,
+            "EventId": event_id,
+            "Topic": topic or "",
+            "Request": _dumps(request.model_dump(by_alias=True)),
+            "Status": "Starting",
+            "CreatedAt": self._now(),
+        }
+        self.stats.add("table.create")
+        try:
+            self.table.create_entity(entity)
+        except ResourceExistsError:
+            existing = self._record(pk)
+            if existing is not None and existing.get("Status") == "Done":
+                return {"eventId": event_id, "decommissionId": pk, "status": "Done"}
+        self.crashpoint("decommission:after-record")
+        self._send(pk, event_id, "subscriptions", topic=topic)
+        return {"eventId": event_id, "decommissionId": pk, "status": "Accepted"}
+
+    def _record(self, pk: str) -> Any:
+        self.stats.add("table.get")
+        try:
+            return self.table.get_entity(pk, RECORD_ROW)
+        except ResourceNotFoundError:
+            return None
+
+    # ---- the queue steps -------------------------------------------------------------------
+    def handle(self, body: str) -> None:
+        message = json.loads(body)
+        step = message["step"]
+        if step == "subscriptions":
+            self._subscriptions(message)
+        elif step == "page":
+            self._page(message)
+        elif step == "start":
+            self._start(message)
+        else:
+            log.warning("unknown decommission step %r: dropped", step)
+
+    def _subscriptions(self, message: dict[str, Any]) -> None:
+        pk, event_id = message["decommission"], message["eventId"]
+        record = self._record(pk)
+        if record is None or record.get("Status") == "Done":
+            return
+        request = RegionDecommissionRequest.parse(json.loads(record["Request"]))
+        allowed = [s for s in request.subscription_ids if self.settings.subscription_allowed(s)]
+        rows = [{"PartitionKey": pk, "RowKey": f"pending|sub|{s}", "Subscription": s} for s in allowed]
+        rows += [
+            {
+                "PartitionKey": pk,
+                "RowKey": f"done|sub|{s}",
+                "Identity": f"/subscriptions/{s}",
+                "Outcome": "Skipped",
+                "Reason": "SubscriptionNotAllowed",
+            }
+            for s in request.subscription_ids
+            if s not in allowed
+        ]
+        self._upsert(rows)
+        template = move_template(request)
+        topic = record.get("Topic") or None
+        for sub in allowed:
+            self._send(
+                pk,
+                event_id,
+                "page",
+                subscription=sub,
+                region=request.source_region,
+                move=template,
+                topic=topic,
+            )
+        if not allowed:
+            self._check(pk, event_id)
+
+    def _page(self, message: dict[str, Any]) -> None:
+        pk, event_id, sub = message["decommission"], message["eventId"], message["subscription"]
+        region, template, topic = message["region"], message["move"], message.get("topic")
+        listing = self.clients().msi(sub).user_assigned_identities.list_by_subscription()
+        pages = listing.by_page(continuation_token=message.get("next"))
+        try:
+            page = list(next(pages, []))
+        except HttpResponseError as exc:
+            if exc.status_code in (403, 404):  # the subscription is not ours to list: say so, go on
+                self._finish_subscription(pk, event_id, sub, exc.error.code if exc.error else "ListFailed")
+                return
+            raise
+        next_link = pages.continuation_token
+        found = [
+            str(identity.id)
+            for identity in page
+            if (identity.location or "").replace(" ", "").lower() == region
+        ]
+        pending = [{"PartitionKey": pk, "RowKey": f"pending|id|{_hash(i)}", "Identity": i} for i in found]
+        self._upsert(pending, UpdateMode.MERGE)  # MERGE: a start's claim on its row stays
+        self.crashpoint("decommission:after-pending")
+        for identity_id in found:
+            token = uuid.uuid4().hex[:16]  # the message's own: kept by its redeliveries
+            self._send(pk, event_id, "start", identity=identity_id, move=template, topic=topic, token=token)
+        if next_link:
+            more = {"region": region, "move": template, "topic": topic, "next": next_link}
+            self._send(pk, event_id, "page", subscription=sub, **more)
+        else:
+            self._finish_subscription(pk, event_id, sub, None)
+
+    def _finish_subscription(self, pk: str, event_id: str, sub: str, failed: str | None) -> None:
+        if failed:
+            self._upsert(
+                [
+                    {
+                        "PartitionKey": pk,
+                        "RowKey": f"done|sub|{sub}",
+                        "Identity": f"/subscriptions/{sub}",
+                        "Outcome": "Skipped",
+                        "Reason": failed,
+                    }
+                ]
+            )
+        self.stats.add("table.delete")
+        self.table.delete_entity(pk, f"pending|sub|{sub}")  # absent: no error
+        self._check(pk, event_id)
+
+    def _start(self, message: dict[str, Any]) -> None:
+        pk, event_id, identity_id = message["decommission"], message["eventId"], message["identity"]
+        move_id = move_id_for(event_id, identity_id)
+        done: dict[str, Any] = {"PartitionKey": pk, "RowKey": f"done|id|{_hash(identity_id)}"}
+        done.update(Identity=identity_id, MoveId=move_id, Outcome="Started")
+        claimed = self._claim(pk, identity_id, str(message.get("token") or ""))
+        if claimed is None:  # done already; the check again, in case a crash cut the last one short
+            self._check(pk, event_id)
+            return
+        if not claimed:
+            return  # another start message of this identity is running it
+        if self.store.get_move(move_id) is None:  # else an earlier delivery started it
+            who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": message.get("topic")}
+            try:
+                request = MoveRequest.parse({**message["move"], "sourceIdentityId": identity_id})
+                self.start_move(request, move_id, who)
+            except ApiError as exc:
+                done.update(
+                    Outcome="Skipped", Reason=exc.code, Message=exc.message, Location=exc.location or ""
+                )
+            except Conflict:  # a duplicate of this message wrote the move meanwhile: started
+                pass
+        self.crashpoint("decommission:after-start")
+        self._mark_done(done)
+        self._check(pk, event_id)
+
+    def _claim(self, pk: str, identity_id: str, token: str) -> bool | None:
+        """Make this start message the one that starts the identity's move (its ``pending|`` row's
+        ``Claim``, ETag-guarded). A listing run twice (a redelivered event) sends a second start
+        message for the same identity; without the claim both could run ``start_move`` at the same
+        instant. The claimant's own redelivery (it crashed) holds the same token and runs again; a
+        claim older than ``CLAIM_SECONDS`` may be taken over. False: claimed by another; None: done."""
+        key = f"pending|id|{_hash(identity_id)}"
+        self.stats.add("table.get")
+        try:
+            row = self.table.get_entity(pk, key)
+        except ResourceNotFoundError:
+            return None  # pending rows are deleted when done
+        claim, at = str(row.get("Claim") or ""), str(row.get("ClaimedAt") or "")
+        if token and claim == token:
+            return True
+        if claim and at and (self.clock() - datetime.fromisoformat(at)).total_seconds() < CLAIM_SECONDS:
+            return False
+        entity = {
+            "PartitionKey": pk,
+            "RowKey": key,
+            "Claim": token or uuid.uuid4().hex,
+            "ClaimedAt": self._now(),
+        }
+        self.stats.add("table.update")
+        try:
+            self.table.update_entity(
+                entity,
+                mode=UpdateMode.MERGE,
+                etag=row.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                return False
+            raise
+        return True
+
+    def _mark_done(self, done: dict[str, Any]) -> None:
+        """``done|…`` written and its ``pending|…`` deleted in one transaction (pending gone: upsert alone)."""
+        pending = {
+            "PartitionKey": done["PartitionKey"],
+            "RowKey": "pending|" + done["RowKey"].removeprefix("done|"),
+        }
+        self.stats.add("table.transaction")
+        try:
+            self.table.submit_transaction(
+                [("upsert", done, {"mode": UpdateMode.REPLACE}), ("delete", pending)]
+            )
+        except TableTransactionError as exc:
+            if exc.status_code != 404:
+                raise
+            self._upsert([done])
+
+    def fail_step(self, body: str) -> None:
+        """Poison trigger: a step that failed 5 deliveries; its identity (or subscription) is skipped."""
+        message = json.loads(body)
+        pk, event_id = message["decommission"], message["eventId"]
+        if message["step"] == "start":
+            identity_id = message["identity"]
+            done = {"PartitionKey": pk, "RowKey": f"done|id|{_hash(identity_id)}", "Identity": identity_id}
+            done.update(MoveId=move_id_for(event_id, identity_id), Outcome="Skipped", Reason="StartFailed")
+            self._mark_done(done)
+            self._check(pk, event_id)
+        elif message["step"] == "page":
+            self._finish_subscription(pk, event_id, message["subscription"], "ListFailed")
+
+    # ---- completion ------------------------------------------------------------------------
+    def _check(self, pk: str, event_id: str) -> None:
+        """Nothing pending: write the summary (once) and mark the decommission Done."""
+        self.stats.add("table.query")
+        pending = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": pk, "lo": "pending|", "hi": "pending}"},
+            results_per_page=1,
+            select=["RowKey"],
+        )
+        if any(True for _ in islice(pending, 1)):
+            return
+        summary = self.summary(pk, event_id)
+        if summary["started"]:
+            event = Event(pk, 1, SUMMARY_TYPE, self._now(), summary)
+            with contextlib.suppress(Conflict):  # an earlier check wrote it
+                self.store.create_chunked_event(event)
+        self.crashpoint("decommission:after-summary")
+        self.stats.add("table.update")
+        self.table.upsert_entity(
+            {
+                "PartitionKey": pk,
+                "RowKey": RECORD_ROW,
+                "Status": "Done",
+                "Started": len(summary["started"]),
+                "Skipped": len(summary["skipped"]),
+            },
+            mode=UpdateMode.MERGE,
+        )
+
+    def summary(self, pk: str, event_id: str) -> dict[str, Any]:
+        """``{eventId, started: [{id, moveId}], skipped: [{id, reason, ...}]}`` from the ``done|`` rows."""
+        self.stats.add("table.query")
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": pk, "lo": "done|", "hi": "done}"},
+        )
+        started: list[dict[str, Any]] = []
+        skipped: list[dict[str, Any]] = []
+        for row in rows:
+            if row["Outcome"] == "Started":
+                started.append({"id": row["Identity"], "moveId": row["MoveId"]})
+                continue
+            entry = {"id": row["Identity"], "reason": row["Reason"]}
+            if row.get("MoveId"):
+                entry["moveId"] = row["MoveId"]
+            if row.get("Message"):
+                entry["message"] = row["Message"]
+            if row.get("Location"):
+                entry["location"] = row["Location"]
+            skipped.append(entry)
+        return {"eventId": event_id, "started": started, "skipped": skipped}
+
+    def status(self, event_id: str) -> dict[str, Any] | None:
+        """The decommission as stored: its status and, so far, what started and what was skipped."""
+        pk = partition_for(event_id)
+        record = self._record(pk)
+        if record is None:
+            return None
+        return {"decommissionId": pk, "status": record.get("Status"), **self.summary(pk, event_id)}
+
+    def _upsert(self, rows: list[dict[str, Any]], mode: UpdateMode = UpdateMode.REPLACE) -> None:
+        for start in range(0, len(rows), BATCH):
+            self.stats.add("table.transaction")
+            ops: list[Any] = [("upsert", r, {"mode": mode}) for r in rows[start : start + BATCH]]
+            self.table.submit_transaction(ops)

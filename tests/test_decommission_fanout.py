@@ -1,0 +1,189 @@
+"""A region decommission is fanned out through the work queue (``shared/decommission.py``).
+
+Real Azurite and the emulator. The handler's own work is counted, not timed: ARM requests in the
+emulator's log and storage transactions in ``StoreStats`` while it runs. Only the decommission's
+steps are worked here (each move's own first message is acknowledged unworked): what is under test
+is that every move starts, once, and that the summary is stored and published once.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from shared.decommission import SUMMARY_TYPE, is_step, partition_for
+from shared.service import MoveService
+from shared.store import MOVE_ROW
+from tests.plugins.emulator import configure, identity_path, put_identity
+from tests.plugins.engine import drain
+from tests.test_engine_outbox import crash_once, delivered
+
+SOURCE, TARGET = "japaneast", "japanwest"
+OWNER = {"Authorization": "Bearer t"}
+
+
+def _identities(emu: str, subscription: str, count: int, location: str = SOURCE, pad: int = 0) -> set[str]:
+    """``count`` identities; ``pad`` lengthens names (a long id makes a big summary)."""
+    made = set()
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
+        for n in range(count):
+            tag = uuid.uuid4().hex[:8]
+            group = f"rg-{tag}".ljust(pad, "g") if pad else f"rg-{tag}"
+            name = f"id-{n:04d}-{tag}".ljust(pad, "x") if pad else f"id-{tag}"
+            put_identity(arm, group, name, location, subscription)
+            made.add(identity_path(group, name, subscription).lower())
+    return made
+
+
+def _arm_log(emu: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
+
+
+def decommission_steps_only(service: MoveService) -> Any:
+    """Work a decommission's steps; a move's own messages are acknowledged without running."""
+
+    def handle(body: str, dequeue_count: int) -> None:
+        if is_step(body):
+            service.handle_message(body, dequeue_count)
+
+    return handle
+
+
+def _moves(service: MoveService) -> list[Any]:
+    rows = service.store.moves.query_entities("RowKey eq @row", parameters={"row": MOVE_ROW})
+    return list(rows)
+
+
+def _summary_events(emu: str, event_id: str) -> list[dict[str, Any]]:
+    batches = httpx.get(f"{emu}/_emulator/events", timeout=30).json()
+    flat = [e for batch in batches for e in (batch if isinstance(batch, list) else [batch])]
+    return [e for e in flat if e.get("type") == SUMMARY_TYPE and e["data"].get("eventId") == event_id]
+
+
+def test_a_decommission_of_200_identities_is_answered_with_o1_work_and_every_move_starts(
+    emulated_service: MoveService, emu: str
+) -> None:
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0, pageSize=50)
+    subscription = str(uuid.uuid4())
+    sources = _identities(emu, subscription, 200, pad=80)
+    elsewhere = _identities(emu, subscription, 3, location="westeurope")
+    data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": [subscription]}
+    event_id = str(uuid.uuid4())
+
+    emulated_service.store.ensure_tables()
+    before_log, before_stats = len(_arm_log(emu)), Counter(emulated_service.stats.counts)
+    answer = emulated_service.start_region_decommission(event_id, data)
+    handler_arm = _arm_log(emu)[before_log:]
+    handler_storage = Counter(emulated_service.stats.counts) - before_stats
+
+    assert answer["status"] == "Accepted"
+    assert handler_arm == []  # the listing is the queue's work, not the handler's
+    assert handler_storage["queue.send"] == 1  # one message, whatever the fleet's size
+    assert handler_storage.total() <= 3, handler_storage  # + the decommission's row (+ queue create)
+
+    before_log = len(_arm_log(emu))
+    drain(emulated_service, timeout=300, handler=decommission_steps_only(emulated_service))
+    listing = [
+        r
+        for r in _arm_log(emu)[before_log:]
+        if r["method"] == "GET" and r["path"].lower().endswith("/userassignedidentities")
+    ]
+    assert len(listing) == 5  # one ARM call per page: 203 identities in the subscription, pages of 50
+
+    moves = _moves(emulated_service)
+    assert sorted(json.loads(m["Request"])["sourceIdentityId"].lower() for m in moves) == sorted(sources)
+    assert not {json.loads(m["Request"])["sourceIdentityId"].lower() for m in moves} & elsewhere
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and status["skipped"] == []
+    assert {s["moveId"] for s in status["started"]} == {m["PartitionKey"] for m in moves}
+
+    # the summary outgrows a Table Storage property (64 KB): stored in chunks, published once, whole
+    (summary,) = _summary_events(emu, event_id)
+    assert len(json.dumps(summary["data"]).encode()) > 64 * 1024
+    assert {s["id"].lower() for s in summary["data"]["started"]} == sources
+    assert summary["subject"] == f"decommissions/{partition_for(event_id).removeprefix('decommission-')}"
+    (row,) = emulated_service.store.events(partition_for(event_id))
+    assert row["Published"] and row["DataChunks"] >= 3
+    assert emulated_service.publish_outbox() == 0
+    assert emulated_service.start_region_decommission(event_id, data)["status"] == "Done"  # redelivered
+    assert len(_moves(emulated_service)) == 200
+
+
+@pytest.mark.parametrize(
+    "point", ["decommission:after-pending", "decommission:after-start", "decommission:after-summary"]
+)
+def test_a_redelivery_during_the_fan_out_and_a_crashed_step_converge(
+    emulated_service: MoveService, emu: str, point: str
+) -> None:
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0, pageSize=10)
+    subscription = str(uuid.uuid4())
+    sources = _identities(emu, subscription, 30)
+    data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": [subscription]}
+    event_id = str(uuid.uuid4())
+    emulated_service.decommissions.crashpoint, crashed = crash_once(point)
+    started: Counter[str] = Counter()
+    start_move = emulated_service.decommissions.start_move
+
+    def counting_start(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+        started[move_id] += 1
+        return start_move(request, move_id, who)
+
+    emulated_service.decommissions.start_move = counting_start
+    assert emulated_service.start_region_decommission(event_id, data)["status"] == "Accepted"
+
+    redelivered: list[dict[str, Any]] = []
+    lock = threading.Lock()
+    steps = decommission_steps_only(emulated_service)
+
+    def handle(body: str, dequeue_count: int) -> None:
+        steps(body, dequeue_count)
+        with lock:  # Event Grid delivers the event again while the first pages fan out
+            if json.loads(body).get("step") == "page" and not redelivered:
+                redelivered.append(emulated_service.start_region_decommission(event_id, data))
+
+    poller = drain(emulated_service, timeout=180, handler=handle)
+    assert crashed == [point] and poller.failures >= 1  # the crashed step came back and finished
+    assert redelivered and redelivered[0]["status"] == "Accepted"
+
+    moves = _moves(emulated_service)
+    assert sorted(json.loads(m["Request"])["sourceIdentityId"].lower() for m in moves) == sorted(sources)
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done"
+    assert {s["moveId"] for s in status["started"]} == {m["PartitionKey"] for m in moves}
+    # each move was started once: the second listing's start messages found the first's claim (or
+    # the move); a start that crashed after starting runs again but finds its move written
+    assert started == Counter({s["moveId"]: 1 for s in status["started"]}), started
+    assert delivered(emu, "decommissions/") == Counter({f"{partition_for(event_id)}/event|00001": 1})
+
+    again = emulated_service.start_region_decommission(event_id, data)  # after the end: nothing
+    assert again["status"] == "Done" and emulated_service.queue.client.peek_messages() == []
+    assert len(_moves(emulated_service)) == 30
+
+
+def test_a_poisoned_start_is_reported_as_skipped(emulated_service: MoveService, emu: str) -> None:
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    subscription = str(uuid.uuid4())
+    (source,) = _identities(emu, subscription, 1)
+    data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": [subscription]}
+    event_id = str(uuid.uuid4())
+    emulated_service.start_region_decommission(event_id, data)
+    poisoned: list[str] = []
+
+    def handle(body: str, dequeue_count: int) -> None:
+        if json.loads(body).get("step") == "start":  # as if it failed 5 times and was set aside
+            poisoned.append(body)
+            return
+        emulated_service.handle_message(body, dequeue_count)
+
+    drain(emulated_service, timeout=60, handler=handle)
+    assert emulated_service.decommission(event_id)["status"] == "Starting"  # type: ignore[index]
+    emulated_service.handle_poison(poisoned[0])
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and status["started"] == []
+    assert [(s["id"].lower(), s["reason"]) for s in status["skipped"]] == [(source, "StartFailed")]
