@@ -39,6 +39,7 @@ import httpx
 from bench import metrics
 from bench.instance import BenchClients, InstanceSpec, Observed, poller_options, serve
 from bench.seed import REGION, SUB, TARGET_REGION, SeedShape, seed_fanout
+from bench.sequential import run_sequential
 from idmove.azurite import Azurite, free_port, wait_for_port
 from shared.arm_pacing import WriteLimiter
 from shared.azure_clients import AzureClients, StaticTokenCredential
@@ -185,9 +186,10 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
         if cfg.throttling:
             configure(http, stack, {"throttling": {"enabled": True, "timeScale": args.time_scale}})
         drained = drain_buckets(http, stack) if cfg.drain_bucket else {}
+        configure(http, stack, {"latencyMs": latency_config(args)})  # after draining: that is not measured
         log_start = len(http.get(f"{stack.emulator}/_emulator/requests").json())
 
-        coordinator_observed = Observed()
+        coordinator_observed = Observed()  # the event handler: since issue 11 it only records and enqueues
         coordinator = MoveService(
             settings,
             clients=BenchClients(
@@ -197,7 +199,7 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
             ),
         )
         t0 = time.time()
-        summary = coordinator.start_region_decommission(
+        answer = coordinator.start_region_decommission(
             f"bench-{tag}",
             {
                 "sourceRegion": REGION,
@@ -210,8 +212,10 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
             },
         )
         started_seconds = time.time() - t0
-        say(f"[{cfg.name}] event started {len(summary['started'])} moves in {started_seconds:.1f}s")
-        moves, timed_out = watch(settings, len(summary["started"]), args.timeout, cfg.name)
+        handler_storage = coordinator.stats.total
+        say(f"[{cfg.name}] event answered ({answer['status']}) in {started_seconds:.2f}s")
+        moves, timed_out = watch(settings, len(identities), args.timeout, cfg.name)
+        summary = coordinator.decommission(f"bench-{tag}") or {"started": [], "skipped": []}
     finally:
         stop.set()
         for _ in procs:
@@ -240,6 +244,7 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
         extra={
             "seedSeconds": round(seed_seconds, 2),
             "eventHandlerSeconds": round(started_seconds, 2),
+            "eventHandlerStorageTransactions": handler_storage,
             "drained": drained,
         },
     )
@@ -320,9 +325,29 @@ def summarise(
         if m.get("error"):
             code = str(m["error"].get("code"))
             errors[code] = errors.get(code, 0) + 1
+    completed_n = len(completed)
+    per_move = {
+        kind: round(n / completed_n, 2) if completed_n else 0.0
+        for kind, n in {
+            "reads": accepted["reads"],
+            "writes": accepted["writes"],
+            "deletes": accepted["deletes"],
+            "resourceGraphQueries": arg_queries,
+            "graphCalls": int(traffic["graph"].get("accepted", 0)),
+            "storageTransactions": sum(engine_storage.values()),
+        }.items()
+    }
+    write_floor = max(floors["writes"], floors["deletes"])
     return {
         "name": cfg.name,
         "config": asdict(cfg),
+        # the contract's figures (CONTRACT.md "Benchmark results"), per run; the headline run's at the top
+        "ratio_to_lower_bound": round(wall / write_floor, 2) if write_floor else None,
+        "failed_moves": args.identities - completed_n,  # not Completed, or never started
+        "storage_transactions_per_move": per_move["storageTransactions"],
+        "write_429s": throttled["writes"] + throttled["deletes"],
+        "perMove": per_move,
+        "writeFloorSeconds": write_floor,
         "moves": {
             "started": len(summary["started"]),
             "skipped": len(summary["skipped"]),
@@ -396,6 +421,57 @@ def summarise(
     }
 
 
+def latency_config(args: argparse.Namespace) -> dict[str, float]:
+    read, write = args.latency
+    return {"read": read, "write": write}
+
+
+def sequential_baseline(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
+    """``bench/sequential.py`` on a fresh estate of ``--sequential`` identities, same budgets and latency."""
+    http = httpx.Client(timeout=60)
+    http.post(f"{stack.emulator}/_emulator/reset").raise_for_status()
+    configure(http, stack, {"throttling": {"enabled": False}})
+    tag = uuid.uuid4().hex[:8]
+    settings = Settings(
+        storage_connection_string=stack.storage,
+        arm_endpoint=stack.emulator,
+        graph_endpoint=f"{stack.emulator}/graph/v1.0",
+        credential="emulator",
+        queue_name=f"bench-{tag}",
+        table_prefix=f"b{tag}",
+    )
+    seed_clients = AzureClients(
+        settings,
+        credential=StaticTokenCredential("estate-owner"),
+        write_limiter=WriteLimiter(UNPACED, UNPACED),
+    )
+    identities = seed_fanout(seed_clients, args.sequential)
+    configure(http, stack, {"throttling": {"enabled": True, "timeScale": args.time_scale}})
+    configure(http, stack, {"latencyMs": latency_config(args)})
+    say(f"[sequential] {len(identities)} moves one at a time (latency {latency_config(args)} ms)")
+    result = run_sequential(settings, identities, args.identities, timeout=args.timeout)
+    http.close()
+    say(
+        f"[sequential] {result['meanMoveSeconds']:.1f} s per move; {args.identities} moves ~ {result['estimatedSeconds']:.0f} s"
+    )
+    return result
+
+
+def headline(runs: list[dict[str, Any]], sequential: dict[str, Any] | None) -> dict[str, Any]:
+    """CONTRACT.md "Benchmark results": the top-level figures, from the first (headline) run."""
+    head = runs[0]
+    wall = head["wallSeconds"]
+    estimate = (sequential or {}).get("estimatedSeconds")
+    return {
+        "headline_run": head["name"],
+        "ratio_to_lower_bound": head["ratio_to_lower_bound"],
+        "failed_moves": head["failed_moves"],
+        "speedup_vs_sequential": round(estimate / wall, 1) if estimate and wall else None,
+        "storage_transactions_per_move": head["storage_transactions_per_move"],
+        "write_429s": head["write_429s"],
+    }
+
+
 def _count(values: Iterator[str] | list[str] | Any) -> dict[str, int]:
     counts: dict[str, int] = {}
     for v in values:
@@ -449,10 +525,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compare", action="store_true", help="pacing on vs off, plus a throttling-off reference"
     )
     parser.add_argument("--quick", action="store_true", help="16 identities, 2 workers")
-    parser.add_argument("--timeout", type=float, default=900, help="seconds per run before giving up")
+    parser.add_argument(
+        "--latency",
+        type=lambda v: tuple(float(x) for x in v.split(",")),
+        default=(80.0, 300.0),
+        help="emulator latency in ms, READ,WRITE, during every measured run (default 80,300)",
+    )
+    parser.add_argument(
+        "--sequential",
+        type=int,
+        default=4,
+        help="moves timed one at a time for the sequential baseline (0: none; default 4)",
+    )
+    parser.add_argument("--timeout", type=float, default=300, help="seconds per run before giving up")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
-    args.identities = args.identities or (16 if args.quick else 40)
+    args.identities = args.identities or (16 if args.quick else 60)
     args.workers = args.workers or (2 if args.quick else 4)
     return args
 
@@ -465,11 +553,15 @@ def main(argv: list[str] | None = None) -> int:
         f"fan-out: {args.identities} identities, {args.workers} instances, runs: {', '.join(r.name for r in runs)}"
     )
     results = []
+    sequential: dict[str, Any] | None = None
     with local_stack() as stack:
         for cfg in runs:
             results.append(run_once(stack, cfg, args, log_dir))
+        if args.sequential:
+            sequential = sequential_baseline(stack, args)
     document = {
         "benchmark": "region-fanout",
+        **headline(results, sequential),
         "finishedAt": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "parameters": {
@@ -479,11 +571,14 @@ def main(argv: list[str] | None = None) -> int:
             "timeScale": args.time_scale,
             "drainBucket": args.drain_bucket,
             "compare": args.compare,
+            "latencyMs": latency_config(args),
+            "sequentialSample": args.sequential,
             "estatePerIdentity": asdict(SeedShape()),
             "poller": poller_options(),
         },
         "logs": str(log_dir),
         "runs": results,
+        "sequential": sequential,
     }
     path = write_results(document, args.results_dir)
     from bench.report import render

@@ -177,11 +177,22 @@ def serve(spec: InstanceSpec, ready: Any, stop: Any, results: Any) -> None:
         name=f"instance-{spec.index}",
         **(spec.poller or poller_options()),
     )
+    # the Functions host's move_poison trigger: a step that failed 5 deliveries fails its move
+    poison = QueuePoller(
+        settings.storage_connection_string,
+        settings.poison_queue_name,
+        lambda body, count: service.handle_poison(body),
+        workers=1,
+        poll_interval=1.0,
+        name=f"instance-{spec.index}-poison",
+    )
     service.store.ensure_tables()
     poller.start()
+    poison.start()
     ready.put(spec.index)
     stop.wait()
     poller.stop()
+    poison.stop()
     results.put(
         {
             "index": spec.index,

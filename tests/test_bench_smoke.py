@@ -15,7 +15,7 @@ from bench.fanout import main
 def test_fanout_benchmark_completes_and_writes_results(tmp_path: Path) -> None:
     code = main(
         ["--identities", "3", "--workers", "2", "--threads", "4", "--time-scale", "50", "--timeout", "120",
-         "--drain-bucket", "off", "--results-dir", str(tmp_path)]
+         "--drain-bucket", "off", "--latency", "0,0", "--sequential", "1", "--results-dir", str(tmp_path)]
     )  # fmt: skip
 
     assert code == 0
@@ -24,6 +24,13 @@ def test_fanout_benchmark_completes_and_writes_results(tmp_path: Path) -> None:
     assert len(stamped) == 1 and json.loads(stamped[0].read_text()) == latest
     assert latest["benchmark"] == "region-fanout"
     assert latest["parameters"]["identities"] == 3
+    # CONTRACT.md "Benchmark results": the headline run's figures at the top level
+    for key in ("ratio_to_lower_bound", "failed_moves", "speedup_vs_sequential",
+                "storage_transactions_per_move", "write_429s"):  # fmt: skip
+        assert key in latest, key
+    assert latest["failed_moves"] == 0 and latest["write_429s"] >= 0
+    assert latest["storage_transactions_per_move"] > 0 and latest["speedup_vs_sequential"] > 0
+    assert latest["sequential"]["sampleMoves"] == 1 and latest["sequential"]["byStatus"] == {"Completed": 1}
     (run,) = latest["runs"]
     assert run["moves"]["started"] == run["moves"]["completed"] == 3
     assert run["moves"]["byStatus"] == {"Completed": 3}
@@ -35,6 +42,8 @@ def test_fanout_benchmark_completes_and_writes_results(tmp_path: Path) -> None:
     assert set(run["latencySeconds"]) == {"p50", "p95", "max"}
     assert set(run["phaseSeconds"]) == {"snapshot", "create", "grant", "rebind", "verify", "cleanup"}
     assert run["floor"]["seconds"] >= 0
+    assert set(run["perMove"]) >= {"reads", "resourceGraphQueries", "graphCalls", "storageTransactions"}
+    assert run["ratio_to_lower_bound"] is None  # 3 moves stay inside the write bucket: no write floor
 
 
 def test_floor_and_path_templates() -> None:
