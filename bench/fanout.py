@@ -60,6 +60,7 @@ class RunConfig:
     writes_burst: float = 20.0
     drain_bucket: bool = False
     throttling: bool = True
+    shared_budget: bool = False  # IDMOVE_ARM_SHARED_BUDGET (shared/write_budget.py)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,10 @@ def plan_runs(args: argparse.Namespace) -> list[RunConfig]:
     ]
     if args.compare:
         runs.append(RunConfig("unthrottled", throttling=False))
+    if args.shared_budget:
+        runs += [
+            RunConfig(f"shared{'+drained' if d else ''}", shared_budget=True, drain_bucket=d) for d in buckets
+        ]
     return runs
 
 
@@ -152,6 +157,7 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
         table_prefix=f"b{tag}",
         arm_writes_per_second=cfg.writes_per_second,
         arm_writes_burst=cfg.writes_burst,
+        arm_shared_budget=cfg.shared_budget,
     )
     began = time.monotonic()
     seed_clients = AzureClients(  # the estate owner (a non-JWT token), not the mover's principal
@@ -525,6 +531,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compare", action="store_true", help="pacing on vs off, plus a throttling-off reference"
     )
     parser.add_argument("--quick", action="store_true", help="16 identities, 2 workers")
+    parser.add_argument(
+        "--shared-budget",
+        action="store_true",
+        help="also run with one ARM write budget per subscription shared by all instances",
+    )
     parser.add_argument(
         "--latency",
         type=lambda v: tuple(float(x) for x in v.split(",")),

@@ -33,6 +33,7 @@ from shared.azure_clients import AzureClients
 from shared.service import MoveService
 from shared.settings import Settings
 from shared.store import StoreStats
+from shared.write_budget import shared_write_limiter
 
 ENGINE_LOGGER = "shared.engine"
 
@@ -166,8 +167,13 @@ def serve(spec: InstanceSpec, ready: Any, stop: Any, results: Any) -> None:
     engine_log.setLevel(logging.INFO)
     engine_log.addHandler(EngineLog(observed))
     settings = spec.settings
-    limiter = WriteLimiter(settings.arm_writes_per_second, settings.arm_writes_burst)
-    service = MoveService(settings, clients=BenchClients(settings, observed, limiter))
+    stats = StoreStats()
+    limiter = (  # IDMOVE_ARM_SHARED_BUDGET: one budget per subscription for all instances
+        shared_write_limiter(settings, stats)
+        if settings.arm_shared_budget
+        else WriteLimiter(settings.arm_writes_per_second, settings.arm_writes_burst)
+    )
+    service = MoveService(settings, clients=BenchClients(settings, observed, limiter), stats=stats)
     poller = CountingPoller(
         settings.storage_connection_string,
         settings.queue_name,

@@ -39,6 +39,7 @@ from shared.settings import Settings
 from shared.statuses import IN_FLIGHT, Status, allows
 from shared.store import Conflict, Event, InvalidToken, MoveRecord, StateStore, StoreStats
 from shared.work_queue import WorkMessage, WorkQueue
+from shared.write_budget import shared_write_limiter
 
 Clock = Callable[[], datetime]
 log = logging.getLogger(__name__)
@@ -91,7 +92,10 @@ class MoveService:
 
     def clients(self) -> AzureClients:
         if self._clients is None:
-            self._clients = AzureClients(self.settings)
+            shared = (
+                shared_write_limiter(self.settings, self.stats) if self.settings.arm_shared_budget else None
+            )
+            self._clients = AzureClients(self.settings, write_limiter=shared)
         return self._clients
 
     def _crash(self, name: str) -> None:

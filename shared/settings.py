@@ -45,6 +45,8 @@ class Settings:
     arm_retry_total: int = 6
     arm_writes_per_second: float = 8.0
     arm_writes_burst: float = 20.0
+    # one ARM write budget per subscription for all instances (shared/write_budget.py)
+    arm_shared_budget: bool = False
     role_assignment_limit: int = 4000
     role_assignment_count_ttl: float = 120.0
     inline_retry_max_seconds: float = 2.0
@@ -88,6 +90,7 @@ class Settings:
             arm_retry_total=int(env.get("IDMOVE_ARM_RETRY_TOTAL", "6")),
             arm_writes_per_second=float(env.get("IDMOVE_ARM_WRITES_PER_SECOND", "8")),
             arm_writes_burst=float(env.get("IDMOVE_ARM_WRITES_BURST", "20")),
+            arm_shared_budget=env.get("IDMOVE_ARM_SHARED_BUDGET", "").strip().lower() in ("1", "true", "yes"),
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
             role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
             inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),

@@ -1,0 +1,202 @@
+"""One ARM write budget per subscription, shared by every instance through Table Storage.
+
+``WriteLimiter`` (``shared/arm_pacing.py``) paces one process; a scaled-out Function App runs many,
+and N processes each allowed 8 writes/s spend ARM's 10/s refill N-fold (the bench drew 196 write
+429s with 4 instances at 120 identities). ``SharedWriteLimiter`` keeps the per-process bucket as a
+small cache in front of ONE budget record per (subscription, kind) in table ``{prefix}budget``:
+
+* a process takes a *lease* of ``lease`` tokens at a time from the record (read, refill from its
+  ``Stamp`` at ``rate``, subtract, ETag-guarded replace; a lost race reads again), then spends them
+  locally; so the record costs 2 storage transactions per ``lease`` writes, not per write;
+* the record may go negative: a lease then waits ``-tokens / rate`` seconds before its first write,
+  so processes queue up fairly, whatever their number;
+* ``rate`` and ``burst`` sit below ARM's (10/s, 200): together all processes never write faster
+  than ARM refills, so none of their writes is refused (``write_429s`` = 0 with any number of
+  instances), as long as no one else writes to the subscription;
+* someone else writing (a pipeline, a person) shows in ARM's
+  ``x-ms-ratelimit-remaining-subscription-{writes|deletes}`` header: when it is low, ``observe``
+  lowers the shared record to match, so every process slows down, not only the one that saw it.
+
+A storage error never stops a write: the limiter falls back to its own per-process bucket.
+
+Example::
+
+    limiter = SharedWriteLimiter(table_client, stats, rate=9, burst=150, lease=5)
+    AzureClients(settings, write_limiter=limiter)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.arm_pacing import LOW_REMAINING, RESERVE, WriteLimiter
+from shared.settings import Settings
+from shared.store import StoreStats
+
+PARTITION = "budget"
+SHARED_RATE = 9.0  # writes/s for all instances together: below ARM's 10/s refill
+SHARED_BURST = 150.0  # below ARM's 200-token bucket: room for a person or a pipeline
+TRIES = 8  # ETag races before falling back to the local bucket for one lease
+
+
+class SharedBudget:
+    """The budget records: ``take(sub, kind, n)`` reserves n tokens and returns the seconds to wait."""
+
+    def __init__(
+        self,
+        table: TableClient,
+        stats: StoreStats,
+        rate: float,
+        burst: float,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.table = table
+        self.stats = stats
+        self.rate = max(0.01, float(rate))
+        self.burst = max(1.0, float(burst))
+        self.wall = wall  # the record's Stamp is compared across processes: wall-clock seconds
+        self._created = False
+
+    def _ensure(self) -> None:
+        if not self._created:
+            self.stats.add("table.create")
+            with contextlib.suppress(ResourceExistsError):
+                self.table.create_table()
+            self._created = True
+
+    def _read(self, key: str) -> Any:
+        self.stats.add("table.get")
+        try:
+            return self.table.get_entity(PARTITION, key)
+        except ResourceNotFoundError:
+            return None
+
+    def _write(self, key: str, tokens: float, now: float, found: Any) -> bool:
+        entity = {"PartitionKey": PARTITION, "RowKey": key, "Tokens": float(tokens), "Stamp": float(now)}
+        try:
+            if found is None:
+                self.stats.add("table.create")
+                self.table.create_entity(entity)
+            else:
+                self.stats.add("table.update")
+                self.table.update_entity(
+                    entity,
+                    mode=UpdateMode.REPLACE,
+                    etag=found.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+        except (ResourceExistsError, ResourceModifiedError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                return False
+            raise
+        return True
+
+    def _refilled(self, found: Any, now: float) -> float:
+        if found is None:
+            return self.burst
+        elapsed = max(0.0, now - float(found["Stamp"]))
+        return min(self.burst, float(found["Tokens"]) + elapsed * self.rate)
+
+    def take(self, subscription: str, kind: str, n: int) -> float | None:
+        """Reserve ``n`` tokens; the seconds until they are there (0: now). None: no agreement reached."""
+        self._ensure()
+        key = f"{subscription.lower()}|{kind}"
+        for _ in range(TRIES):
+            found, now = self._read(key), self.wall()
+            tokens = self._refilled(found, now) - n
+            if self._write(key, tokens, now, found):
+                return max(0.0, -tokens / self.rate)
+        return None
+
+    def lower(self, subscription: str, kind: str, at_most: float) -> None:
+        """ARM says little is left: no process may count on more than ``at_most`` tokens."""
+        self._ensure()
+        key = f"{subscription.lower()}|{kind}"
+        for _ in range(3):
+            found, now = self._read(key), self.wall()
+            if self._refilled(found, now) <= at_most:
+                return
+            if self._write(key, at_most, now, found):
+                return
+
+
+class SharedWriteLimiter(WriteLimiter):
+    """``WriteLimiter`` whose tokens are leased from a ``SharedBudget`` (see the module docstring)."""
+
+    def __init__(
+        self,
+        budget: SharedBudget,
+        lease: int = 5,
+        fallback_rate: float = 8.0,
+        fallback_burst: float = 20.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        super().__init__(fallback_rate, fallback_burst, sleep=sleep)
+        self.budget = budget
+        self.lease = max(1, int(lease))
+        self._leased: dict[tuple[str, str], int] = {}
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self.leases = 0
+
+    def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def acquire(self, subscription: str, kind: str = "writes") -> float:
+        key = (subscription.lower(), kind)
+        with self._key_lock(key):  # one lease at a time per key; the others wait for its tokens
+            if self._leased.get(key, 0) > 0:
+                self._leased[key] -= 1
+                with self._lock:
+                    self.acquired += 1
+                return 0.0
+            try:
+                wait = self.budget.take(key[0], kind, self.lease)
+            except AzureError:
+                wait = None
+            if wait is None:  # storage unreachable or too contended: pace this process alone
+                return super().acquire(subscription, kind)
+            with self._lock:
+                self.leases += 1
+                self.acquired += 1
+                self.waited += wait
+            if wait > 0:
+                self._sleep(wait)
+            self._leased[key] = self.lease - 1
+            return wait
+
+    def observe(self, subscription: str, kind: str, remaining: int) -> None:
+        if remaining >= LOW_REMAINING:
+            return
+        super().observe(subscription, kind, remaining)
+        key = (subscription.lower(), kind)
+        with self._lock:
+            self._leased[key] = 0  # what this process leased may not be there any more
+        with contextlib.suppress(AzureError):
+            self.budget.lower(key[0], kind, float(remaining - RESERVE))
+
+
+def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLimiter:
+    """The limiter a ``MoveService`` uses with ``IDMOVE_ARM_SHARED_BUDGET`` on: table ``{prefix}budget``."""
+    safe = "".join(ch for ch in settings.table_prefix if ch.isalnum())
+    table = settings.storage.table_service().get_table_client(f"{safe}budget")
+    budget = SharedBudget(table, stats, SHARED_RATE, SHARED_BURST)
+    return SharedWriteLimiter(
+        budget, fallback_rate=settings.arm_writes_per_second, fallback_burst=settings.arm_writes_burst
+    )

@@ -1,0 +1,73 @@
+"""Several instances share one ARM write budget per subscription (``shared/write_budget.py``).
+
+Real Azurite (the budget record) and the emulator with ARM's throttling on. What is asserted is a
+count, not a time: with the shared budget below ARM's (rate and burst), no write is refused however
+many instances write at once.
+"""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from azure.mgmt.resource.resources.models import ResourceGroup
+
+from shared.azure_clients import AzureClients
+from shared.storage import as_access
+from shared.store import StoreStats
+from shared.write_budget import SharedBudget, SharedWriteLimiter
+from tests.plugins.emulator import configure
+from tests.plugins.engine import make_settings
+
+TIME_SCALE = 5  # ARM's writes bucket: 200 tokens, refilled at 10/s x 5
+
+
+def test_four_instances_sharing_the_budget_draw_no_write_429s(
+    storage_connection_string: str, emu: str
+) -> None:
+    settings = make_settings(storage_connection_string, emu)
+    subscription = str(uuid.uuid4())
+    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    instances = []
+    for _ in range(4):  # each with its own clients, limiter and storage counters, like 4 processes
+        stats = StoreStats()
+        budget = SharedBudget(table, stats, rate=9 * TIME_SCALE, burst=150)
+        limiter = SharedWriteLimiter(budget, lease=5)
+        instances.append((AzureClients(settings, write_limiter=limiter), limiter, stats))
+    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": TIME_SCALE})
+    before = len(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
+
+    def write(job: tuple[int, int]) -> None:
+        index, n = job
+        clients = instances[index][0]
+        clients.resources(subscription).resource_groups.create_or_update(
+            f"rg-budget-{index}-{n}", ResourceGroup(location="westeurope")
+        )
+
+    jobs = [(i, n) for i in range(4) for n in range(100)]
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, jobs))
+
+    log = httpx.get(f"{emu}/_emulator/requests", timeout=30).json()[before:]
+    puts = [r for r in log if r["method"] == "PUT" and subscription in r["path"]]
+    assert [r for r in puts if r["status"] == 429] == []  # 400 writes at once: none refused
+    assert len(puts) == 400
+    leases = sum(limiter.leases for _, limiter, _ in instances)
+    assert 400 / 5 <= leases <= 400 / 5 + 4  # one lease per 5 writes (an instance may keep 4 unused)
+    storage = sum(stats.total for _, _, stats in instances)
+    assert storage <= 4 * leases, storage  # 2 per lease (read, ETag-guarded write), plus lost races
+
+
+def test_the_setting_puts_the_shared_budget_into_the_service_clients(storage_connection_string: str) -> None:
+    from shared.arm_pacing import WriteLimiter
+    from shared.service import MoveService
+    from shared.settings import Settings
+
+    settings = make_settings(storage_connection_string)
+    assert Settings.from_env({"IDMOVE_ARM_SHARED_BUDGET": "true"}).arm_shared_budget
+    assert isinstance(
+        MoveService(settings.with_(arm_shared_budget=True)).clients().write_limiter, SharedWriteLimiter
+    )
+    plain = MoveService(settings).clients().write_limiter
+    assert isinstance(plain, WriteLimiter) and not isinstance(plain, SharedWriteLimiter)
