@@ -430,12 +430,13 @@ def _count_group(ctx: PhaseContext, group: str) -> tuple[int, bool]:
     return sum(1 for ra in listed if same_id(ra.scope, group)), True
 
 
-def discover(ctx: PhaseContext) -> dict[str, Any]:
-    """The source's access as it is now, in the snapshot's shape (cleanup re-reads it before it
-    deletes anything: ``activities/cleanup.py`` ``reconcile``). Reads only. A read Azure refused is an
-    error here, not an empty kind: reconcile must not take "could not read" for "nothing new"."""
+def discover(ctx: PhaseContext) -> SnapshotResult:
+    """The source's access as it is now: the snapshot and the plan ``run`` would make of it (cleanup
+    re-reads it before it deletes anything: ``activities/cleanup.py`` ``reconcile``). Reads only. A
+    read Azure refused is an error here, not an empty kind: reconcile must not take "could not
+    read" for "nothing new"."""
     result = _run(ctx)
     refused = [b for b in result.plan["blocking"] if b["code"] == preflight.CODE]
     if refused:
         raise PermanentError(preflight.CODE, refused[0]["message"], refused[0]["target"])
-    return result.snapshot
+    return result

@@ -48,6 +48,7 @@ class PhaseContext:
     target: dict[str, Any] = field(default_factory=dict)
     crashpoint: Callable[[str], None] = no_crash
     cache: Cache = field(default_factory=NoCache)
+    plan: dict[str, Any] = field(default_factory=dict)  # the move's stored plan (cleanup compares with it)
 
 
 @dataclass(frozen=True)

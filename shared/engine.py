@@ -122,6 +122,9 @@ class Engine:
         """
         for _ in range(3):
             entry = move.phase_entry(move.phase)
+            if message.epoch < int(entry.get("epoch", 0)):
+                log.info("%s/%s: a message of an earlier round; acknowledged", move.id, move.phase)
+                return None
             step = entry.get("step") or {}
             if step.get("token") == message.token:
                 return move
@@ -133,8 +136,9 @@ class Engine:
                     message.attempt,
                 )
                 return None
-            entry["step"] = {"attempt": message.attempt, "token": message.token}
+            entry["step"] = {"attempt": message.attempt, "token": message.token, "claimedAt": self.now()}
             entry["attempts"] = message.attempt + 1
+            move.updated_at = self.now()  # the move is busy: resume_stalled leaves it alone
             try:
                 self.store.save_move(move)
             except Conflict:
@@ -170,6 +174,7 @@ class Engine:
             target=dict(move.target),
             crashpoint=self.crashpoint,
             cache=SharedCache(self.store, self.clock),
+            plan=dict(move.plan or {}),
         )
 
     # ---- single-step phases --------------------------------------------------------------
@@ -198,11 +203,16 @@ class Engine:
         log.info("%s/%s transient %s: retry %d in %.1fs", move.id, phase.name, exc.code, attempt, delay)
         # a throttled step is the same attempt, still claimed by this message's token
         again = replace(message, attempt=attempt, waits=0) if exc.throttled else None
-        self.queue.send(again or WorkMessage(move.id, phase.name, message.batch, attempt), delay)
+        fresh = WorkMessage(move.id, phase.name, message.batch, attempt, epoch=message.epoch)
+        self.queue.send(again or fresh, delay)
 
     def _apply_snapshot(self, move: MoveRecord, result: Any) -> None:
         # the snapshot is persisted before anything else happens (separate transactions: it may be large)
-        move.snapshot_chunks = self.store.save_snapshot(move.id, result.snapshot)
+        # a generation of its own: a second run of the step (a resent message) cannot mix its chunks
+        # into these; the record names the generation only when its save wins
+        generation = _new_generation()
+        move.snapshot_chunks = self.store.save_snapshot(move.id, result.snapshot, generation)
+        move.snapshot_generation = generation
         self.crashpoint("snapshot:after-save")
         move.source = result.source
         move.target = result.target
@@ -397,7 +407,7 @@ class Engine:
         (its done items stay done, the new ones run), rebind and verify, then on to cleanup again,
         still committed."""
         log.info("%s: %s", move.id, exc.message)
-        generation = move.snapshot_generation + 1  # beside the old one until the record names it
+        generation = _new_generation()  # beside the old one until the record names it
         move.snapshot_chunks = self.store.save_snapshot(move.id, exc.snapshot, generation)
         move.snapshot_generation = generation
         for phase_name, key in exc.redo:  # re-created from the widened snapshot at the next fan-out
@@ -408,12 +418,18 @@ class Engine:
             entry = move.phase_entry(name)
             entry.pop("step", None)
             entry.update(status="NotStarted", startedAt=None, completedAt=None)
+            entry["epoch"] = int(entry.get("epoch", 0)) + 1  # the first round's messages are stale
         move.phase_entry("grant").update(status="Running", startedAt=now)
         plan = dict(move.plan or {})
         warning = {"code": "SourceChangedBeforeCleanup", "message": exc.message, "target": exc.target}
         plan["warnings"] = [*(plan.get("warnings") or []), warning]
         move.plan, move.phase, move.verified = plan, "grant", False
-        self.queue.send(WorkMessage(move.id, "grant", after=move.version + 1))
+        if exc.actions:  # steps a person must take that the commit did not know of: ask again
+            plan["actionsRequired"] = [*(plan.get("actionsRequired") or []), *exc.actions]
+            if not move.request.get("acknowledgeActionsRequired"):
+                move.committed = False  # verify ends in AwaitingCommit; a person commits again
+        epoch = int(move.phase_entry("grant")["epoch"])
+        self.queue.send(WorkMessage(move.id, "grant", after=move.version + 1, epoch=epoch))
         self.crashpoint("cleanup:after-send-next")
         self._save(move, [], step="cleanup")
 
@@ -438,7 +454,8 @@ class Engine:
             move.phase = next_name
             move.phase_entry(next_name).update(status="Running", startedAt=now, completedAt=None)
             # first the message, then the state (the message waits for this save, see handle)
-            self.queue.send(WorkMessage(move.id, next_name, after=move.version + 1))
+            epoch = int(move.phase_entry(next_name).get("epoch", 0))
+            self.queue.send(WorkMessage(move.id, next_name, after=move.version + 1, epoch=epoch))
             self.crashpoint(f"{name}:after-send-next")
         self._save(move, events, step=name)
 
@@ -480,3 +497,8 @@ def item_counts(items: list[Item]) -> dict[str, int]:
 
 def _error(exc: PhaseError, suffix: str = "") -> dict[str, Any]:
     return {"code": exc.code, "message": exc.message + suffix, "target": exc.target}
+
+
+def _new_generation() -> int:
+    """A snapshot generation no other run of the step will pick (its rows: ``snap{n}|…``)."""
+    return random.getrandbits(31) | 1

@@ -104,7 +104,11 @@ class SourceChanged(PhaseError):
     and runs grant, rebind and verify again."""
 
     def __init__(
-        self, snapshot: dict[str, Any], added: list[str], redo: list[tuple[str, str]] | None = None
+        self,
+        snapshot: dict[str, Any],
+        added: list[str],
+        redo: list[tuple[str, str]] | None = None,
+        actions: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(
             "SourceChanged",
@@ -114,3 +118,4 @@ class SourceChanged(PhaseError):
         self.snapshot = snapshot
         self.added = added
         self.redo = redo or []  # (phase, item key) of copies to run again: their entry changed
+        self.actions = actions or []  # new plan.actionsRequired entries: a person must act first

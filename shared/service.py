@@ -54,6 +54,14 @@ class _Raced(MoveConflict):
     """The move changed between a command's read and its save (``MoveService._decide`` retries)."""
 
 
+def _next_round(entry: dict[str, Any]) -> int:
+    """A command runs a phase afresh: drop its step's claim and start a new round (epoch), so
+    messages of the earlier round (a delayed retry, a resend) are acknowledged, not run again."""
+    entry.pop("step", None)
+    entry["epoch"] = int(entry.get("epoch", 0)) + 1
+    return int(entry["epoch"])
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -345,8 +353,10 @@ class MoveService:
         self._audit(record, "commit", who)
         now = self._now()
         record.committed, record.status, record.phase = True, Status.RUNNING, "cleanup"
-        record.phase_entry("cleanup").update(status="Running", startedAt=now)
-        self.queue.send(WorkMessage(move_id, "cleanup", after=record.version + 1))
+        entry = record.phase_entry("cleanup")
+        entry.update(status="Running", startedAt=now)
+        epoch = _next_round(entry)
+        self.queue.send(WorkMessage(move_id, "cleanup", after=record.version + 1, epoch=epoch))
         self._save(record, [])
         return self._accepted(record)
 
@@ -369,16 +379,18 @@ class MoveService:
         record.status, record.error = Status.RUNNING, None
         entry = record.phase_entry(record.phase)
         entry.update(status="Running", startedAt=now, completedAt=None)
-        entry.pop("step", None)  # the phase's step may be claimed afresh
-        self.queue.send(WorkMessage(move_id, record.phase, after=record.version + 1))
+        epoch = _next_round(entry)  # the phase's step may be claimed afresh; older messages may not
+        self.queue.send(WorkMessage(move_id, record.phase, after=record.version + 1, epoch=epoch))
         self._save(record, [], items)
         return self._accepted(record)
 
     def _discard(self, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         record = self._command(move_id, "discard")
-        if record.phase == "cleanup" and record.phase_entry("cleanup").get("startedAt"):
+        if record.committed and any(
+            i.status == "Done" for i in self.store.list_items(move_id, "cleanup")
+        ):  # (a cleanup that went back to grant for new source access has deleted nothing)
             raise MoveConflict(
-                "InvalidMoveState", "cleanup has begun: the source is partly removed", "status"
+                "InvalidMoveState", "cleanup has begun: the source is partly removed; retry it", "status"
             )
         self._audit(record, "discard", who)
         now = self._now()
@@ -392,8 +404,8 @@ class MoveService:
         self._claim_lock(record.source_id, record.id)
         record.status, record.error, record.phase = Status.RUNNING, None, DISCARD.name
         record.phase_entry(DISCARD.name).update(status="Running", startedAt=now, completedAt=None)
-        record.phase_entry(DISCARD.name).pop("step", None)  # a discard that failed runs afresh
-        self.queue.send(WorkMessage(move_id, DISCARD.name, after=record.version + 1))
+        epoch = _next_round(record.phase_entry(DISCARD.name))  # a discard that failed runs afresh
+        self.queue.send(WorkMessage(move_id, DISCARD.name, after=record.version + 1, epoch=epoch))
         self._save(record, [])
         return self._accepted(record)
 
@@ -458,16 +470,30 @@ class MoveService:
             while True:
                 records, token = self.store.list_moves(status.value, None, 100, token)
                 for record in records:
-                    idle = self.clock() - datetime.fromisoformat(record.updated_at)
-                    if idle.total_seconds() > older_than_seconds:
-                        # a new attempt of the step: the claimed one (if any) is lost
-                        step = record.phase_entry(record.phase).get("step") or {}
-                        attempt = int(step["attempt"]) + 1 if step else 0
-                        self.queue.send(WorkMessage(record.id, record.phase, attempt=attempt))
-                        resent += 1
+                    if not self._idle(record, older_than_seconds):
+                        continue
+                    # a new attempt of the step: the claimed one (if any) is lost
+                    entry = record.phase_entry(record.phase)
+                    step = entry.get("step") or {}
+                    attempt = int(step["attempt"]) + 1 if step else 0
+                    epoch = int(entry.get("epoch", 0))
+                    self.queue.send(WorkMessage(record.id, record.phase, attempt=attempt, epoch=epoch))
+                    resent += 1
                 if token is None:
                     break
         return resent
+
+    def _idle(self, record: MoveRecord, seconds: float) -> bool:
+        """Nothing happened to the move for ``seconds``: its record (a claim or a transition saves
+        it) and, in a fanned-out phase, its items (each marked under its own ETag) are all older."""
+        now = self.clock()
+        if (now - datetime.fromisoformat(record.updated_at)).total_seconds() <= seconds:
+            return False
+        if BY_NAME[record.phase].items:
+            changed = self.store.last_item_change(record.id, record.phase)
+            if changed is not None and (now - changed).total_seconds() <= seconds:
+                return False
+        return True
 
     def enforce_commit_deadlines(self) -> int:
         """Timer trigger: AwaitingCommit moves past their commit policy's deadline are discarded or
@@ -564,7 +590,7 @@ def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any
     """
     phases = []
     for entry in record.phases:
-        item = {k: v for k, v in entry.items() if k != "step"}  # the step's claim is the engine's
+        item = {k: v for k, v in entry.items() if k not in ("step", "epoch")}  # the engine's own
         default = {
             "total": 1,
             "done": int(entry["status"] == "Succeeded"),

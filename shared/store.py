@@ -443,6 +443,18 @@ class StateStore:
         )
         return [Item.from_entity(e) for e in entities]
 
+    def last_item_change(self, move_id: str, phase: str) -> datetime | None:
+        """When an item of the phase last changed (Table Storage's own timestamp), or None."""
+        self.stats.add("table.query")
+        lo, hi = f"item|{phase}|", f"item|{phase}}}"
+        entities = self.moves.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": move_id, "lo": lo, "hi": hi},
+            select=["RowKey", "Timestamp"],
+        )
+        stamps = [e.metadata.get("timestamp") for e in entities]
+        return max((t for t in stamps if t is not None), default=None)
+
     def add_items(self, items: list[Item]) -> None:
         """Create items not yet stored (existing ones keep their progress)."""
         if not items:

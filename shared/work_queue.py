@@ -43,6 +43,10 @@ class WorkMessage:
     # phase's step is claimed by one token (``Engine._claim``): a second message for the same
     # attempt, e.g. two batches completing the previous phase at the same instant, is a duplicate.
     token: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    # The phase entry's epoch the message was sent for: a command that runs a phase afresh (retry,
+    # discard, commit) or cleanup's way back to grant bumps it, so messages of an earlier round
+    # (a delayed retry, a stalled-move resend) are acknowledged instead of running the step again.
+    epoch: int = 0
 
     def to_json(self) -> str:
         body: dict[str, Any] = {"moveId": self.move_id, "phase": self.phase, "attempt": self.attempt}
@@ -53,6 +57,8 @@ class WorkMessage:
         if self.waits:
             body["waits"] = self.waits
         body["token"] = self.token
+        if self.epoch:
+            body["epoch"] = self.epoch
         return json.dumps(body, separators=(",", ":"))
 
     @classmethod
@@ -65,7 +71,9 @@ class WorkMessage:
             attempt=int(body.get("attempt", 0)),
             after=int(body.get("after", 0)),
             waits=int(body.get("waits", 0)),
-            token=str(body.get("token") or uuid.uuid4().hex[:16]),
+            # a message from before tokens: a stable one from its body, so its own redelivery runs
+            token=str(body.get("token") or uuid.uuid5(uuid.NAMESPACE_URL, text).hex[:16]),
+            epoch=int(body.get("epoch", 0)),
         )
 
 

@@ -18,7 +18,7 @@ from shared import crashpoints
 from shared.azure_clients import AzureClients
 from shared.service import MoveService
 from tests.plugins.engine import drain
-from tests.test_engine_moves import clients, estate, move_body, principal_state, run
+from tests.test_engine_moves import clients, estate, move_body, principal_state, requests, run
 
 __all__ = ["clients", "estate"]
 LATE_SCOPE_RG = "rg-data"
@@ -69,6 +69,14 @@ def test_access_granted_while_awaiting_commit_is_copied_and_verified_before_clea
 
     service.commit(status["id"])
     drain(service)
+    back = service.get(status["id"])
+    # the late GitHub credential is a consumer the commit did not know of: a person must act first
+    assert back["status"] == "AwaitingCommit", back.get("error")
+    news = [a for a in back["plan"]["actionsRequired"] if a["code"] == "GitHubClientId"]
+    assert any("contoso/late" in str(a["target"]) + a["message"] for a in news), news
+    assert principal_state(clients, estate, estate.principal_id)["groups"]  # nothing deleted yet
+    service.commit(status["id"])
+    drain(service)
     done = service.get(status["id"])
     assert done["status"] == "Completed", done.get("error")
     target = done["target"]
@@ -94,7 +102,7 @@ def test_access_granted_while_awaiting_commit_is_copied_and_verified_before_clea
     assert len(warnings) == 1
     message = warnings[0]["message"]
     assert "fic-late" in message and late["group"] in message, message
-    assert "3 grant(s)" in message, message
+    assert "4 grant(s)" in message, message  # the role, the group, the credential, its GitHub step
     assert all(p["status"] == "Succeeded" for p in done["phases"]), done["phases"]
     # nothing twice: the seeded estate's 5 assignments and 2 groups, plus the late ones
     assert len(new["assignments"]) == len(set(new["assignments"])) == 6, new["assignments"]
@@ -131,9 +139,42 @@ def test_a_crash_while_going_back_to_grant_converges(
     service.crashpoint = crash_once
     service.commit(status["id"])
     drain(service)
+    assert service.get(status["id"])["status"] == "AwaitingCommit"  # the late GitHub step (see above)
+    service.commit(status["id"])
+    drain(service)
     done = service.get(status["id"])
     assert crashed == [point]
     assert done["status"] == "Completed", done.get("error")
     new = principal_state(clients, estate, done["target"]["principalId"])
     assert late["group"] in new["groups"]
     assert len(new["assignments"]) == len(set(new["assignments"])) == 6, new["assignments"]
+
+
+def test_added_access_the_plan_refuses_fails_the_move_before_anything_is_deleted(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients, emu: str
+) -> None:
+    """An Owner assignment granted while awaiting commit (no allowPrivilegedRoles): not copied, and
+    the old identity keeps everything; a person decides (discard stays possible)."""
+    service = emulated_service
+    status = run(service, move_body(estate))
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    sub = estate.subscription_id
+    clients.authorization(sub).role_assignments.create(
+        f"/subscriptions/{sub}/resourceGroups/{LATE_SCOPE_RG}",
+        str(uuid.uuid4()),
+        RoleAssignmentCreateParameters(
+            role_definition_id=f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{ROLES['Owner']}",
+            principal_id=estate.principal_id,
+            principal_type="ServicePrincipal",
+        ),
+    )
+    before = len(requests(emu))
+    service.commit(status["id"])
+    drain(service)
+    failed = service.get(status["id"])
+    assert failed["status"] == "Failed", failed
+    assert failed["error"]["code"] == "PlanBlocked" and "Owner" in failed["error"]["message"], failed["error"]
+    assert [r for r in requests(emu)[before:] if r["method"] in ("PUT", "PATCH", "DELETE")] == []
+    assert service.discard(status["id"])["status"] == "Running"  # nothing deleted: discard is allowed
+    drain(service)
+    assert service.get(status["id"])["status"] == "Discarded"

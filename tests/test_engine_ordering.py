@@ -4,6 +4,8 @@ wait for that save, not drop the message as stale — otherwise the move sits at
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 from idmove.estate import Estate
 from shared.service import MoveService
 from shared.statuses import Status
@@ -70,3 +72,42 @@ def test_a_command_that_loses_a_race_to_a_worker_reads_again_instead_of_refusing
     assert raced and accepted["status"] == "Running"
     drain(service)
     assert service.get(status["id"])["status"] == "Completed"
+
+
+def test_a_message_of_an_earlier_round_does_not_run_the_step_again(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    """A command that runs a phase afresh (commit, retry, discard) starts a new round (epoch): a
+    message of the earlier round still in the queue (a delayed retry at a higher attempt, a stalled
+    move's resend) is acknowledged instead of claiming the step a second time."""
+    service = emulated_service
+    status = run(service, move_body(estate))
+    assert status["status"] == "AwaitingCommit"
+    claims: list[str] = []
+    service.crashpoint = lambda name: claims.append(name) if name == "cleanup:after-claim" else None
+    service.commit(status["id"])
+    service.queue.send(WorkMessage(status["id"], "cleanup", attempt=5))  # round 0, a higher attempt
+    drain(service)
+    assert service.get(status["id"])["status"] == "Completed"
+    assert claims == ["cleanup:after-claim"]
+
+
+def test_resume_stalled_leaves_a_fanned_out_phase_whose_items_move(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    """Items are marked under their own ETags without saving the move record: a long, throttled
+    grant looks idle by its record alone. The stalled-move timer looks at the items too."""
+    service = emulated_service
+    status = run(service, move_body(estate))
+    record = service.store.get_move(status["id"])
+    assert record is not None
+    record.status, record.phase = record.status.__class__("Running"), "grant"
+    service.store.save_move(record)
+    record = service.store.get_move(status["id"])
+    assert record is not None
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).isoformat()
+    record.updated_at = hour_ago  # save_move keeps it: only the engine's and commands' saves stamp it
+    service.store.save_move(record)
+    assert service.store.get_move(status["id"]).updated_at == hour_ago  # type: ignore[union-attr]
+    assert service.resume_stalled(older_than_seconds=600) == 0  # its items changed seconds ago
+    assert service.resume_stalled(older_than_seconds=0) == 1
