@@ -229,7 +229,7 @@ def test_up_prints_urls_and_ctrl_c_stops_every_part(delivery: str, tmp_path: Pat
             proc.send_signal(signal.SIGINT)
         else:
             os.killpg(proc.pid, signal.SIGINT)
-        assert proc.wait(timeout=30) == EXIT_OK
+        assert proc.wait(timeout=90) == EXIT_OK  # a bound against hanging, not a timing assertion
         rest = proc.stdout.read().decode()
         assert "stopping" in rest, rest
         busy = {name: port for name, port in ports.items() if port_in_use(port)}
