@@ -61,7 +61,8 @@ test: install chromium
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
+	.venv/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal -m "not solo"
+	.venv/bin/pytest -q -p no:cacheprovider -m solo
 
 demo: install-app
 	.venv/bin/idmove demo

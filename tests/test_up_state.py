@@ -3,6 +3,7 @@ dies is started again on the same storage, Azurite's telemetry is off; ``make de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
@@ -58,6 +59,15 @@ class Up:
             if ready:
                 self._partial += os.read(self.stdout.fileno(), 65536).decode()
 
+    def output(self) -> str:
+        with contextlib.suppress(OSError, ValueError):
+            while select.select([self.stdout], [], [], 0)[0]:
+                chunk = os.read(self.stdout.fileno(), 65536).decode()
+                if not chunk:
+                    break
+                self._partial += chunk
+        return "".join(self.lines) + self._partial
+
     @property
     def api(self) -> str:
         return f"http://127.0.0.1:{self.ports['host']}"
@@ -69,7 +79,15 @@ class Up:
     def stop(self) -> None:
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGINT)
-            assert self.proc.wait(timeout=90) == 0  # a bound against hanging, not a timing assertion
+            try:
+                code = self.proc.wait(timeout=90)  # a bound against hanging, not a timing assertion
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                raise AssertionError(
+                    f"idmove up ignored Ctrl-C for 90 s; it printed: {self.output()}"
+                ) from None
+            assert code == 0, self.output()
         self.stdout.close()
 
 
@@ -82,6 +100,7 @@ def _host_pid(api: str) -> int:
     return int(httpx.get(f"{api}/admin/host/status", timeout=10).json()["processId"])
 
 
+@pytest.mark.solo
 def test_up_keeps_moves_across_a_host_crash_and_a_restart_and_fresh_starts_empty(data_dir: Path) -> None:
     up = Up(data_dir)
     try:
