@@ -61,8 +61,7 @@ test: install chromium
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal -m "not solo"
-	.venv/bin/pytest -q -p no:cacheprovider -m solo
+	.venv/bin/pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 demo: install-app
 	.venv/bin/idmove demo

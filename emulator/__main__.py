@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from emulator.server import make_server
@@ -26,6 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"Azure control-plane emulator listening on http://{args.host}:{server.server_address[1]}", flush=True
     )
+    # SIGINT/SIGTERM stop it even when started with SIGINT ignored (in the background of a script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         server.serve_forever(poll_interval=0.2)
     except KeyboardInterrupt:

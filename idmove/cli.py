@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -430,6 +431,15 @@ def run_client(args: argparse.Namespace) -> int:
 HOST_RESTARTS_PER_MINUTE = 5  # a host that dies more often than this is broken, not unlucky
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop this process with ``KeyboardInterrupt``, whatever it
+    inherited: a process started in the background of a non-interactive shell (``cmd &``, a CI
+    script) has SIGINT *ignored*, and Python then installs no handler of its own, so a stack started
+    that way ignored Ctrl-C and restarted its host when the host obeyed it."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Azurite keeps its data in ``.idmove/azurite`` (``--fresh`` empties it first), so moves survive a
     restart of the stack; a host that dies is started again on the same storage."""
@@ -438,6 +448,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from idmove.stack import DATA_DIR, Stack, StackError
 
     console = Console(highlight=False)
+    stop_on_signals()
     data_dir: Path = args.data_dir or DATA_DIR
     if args.fresh and data_dir.exists():
         shutil.rmtree(data_dir)

@@ -100,7 +100,6 @@ def _host_pid(api: str) -> int:
     return int(httpx.get(f"{api}/admin/host/status", timeout=10).json()["processId"])
 
 
-@pytest.mark.solo
 def test_up_keeps_moves_across_a_host_crash_and_a_restart_and_fresh_starts_empty(data_dir: Path) -> None:
     up = Up(data_dir)
     try:
