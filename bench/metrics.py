@@ -24,6 +24,15 @@ ARM_BUDGET = {  # FACTS.md "Azure Resource Manager": bucket, refill per second
     "deletes": (200.0, 10.0),
 }
 RESOURCE_GRAPH_BUDGET = (15.0, 3.0)  # 15 queries per 5 s window
+# Not enforced by the emulator, counted against Azure's documented limits (bench/README.md):
+# Microsoft Graph, identity and access service, per application+tenant pair
+# (https://learn.microsoft.com/graph/throttling-limits): a large tenant (over 500 users) 8,000
+# resource units per 10 s (a GET costs at least 1), writes 3,000 per 2 min 30 s; per tenant for all
+# apps 18,000 writes per 5 min. As (allowance, per second).
+GRAPH_BUDGET = {"reads": (8000.0, 800.0), "writes": (3000.0, 20.0)}
+GRAPH_TENANT_WRITES = (18000.0, 60.0)
+# Managed identity creates: 80 per 20 s per subscription per region (issue 11; FACTS.md).
+MSI_CREATE_BUDGET = (80.0, 4.0)
 
 
 def surface(path: str) -> str:
@@ -40,6 +49,25 @@ def arm_kind(method: str) -> str:
     if method in ("GET", "HEAD"):
         return "reads"
     return "deletes" if method == "DELETE" else "writes"
+
+
+def scope_of(path: str) -> str:
+    """ARM's budget scope of a path: the subscription id (lower case), else ``tenant``."""
+    segs = path.strip("/").split("/")
+    if len(segs) >= 2 and segs[0].lower() == "subscriptions":
+        return segs[1].lower()
+    return "tenant"
+
+
+def is_msi_create(method: str, path: str) -> bool:
+    """A PUT of a user-assigned identity itself (not of its federated credentials)."""
+    segs = [s.lower() for s in path.split("?")[0].strip("/").split("/")]
+    return (
+        method.upper() == "PUT"
+        and len(segs) >= 2
+        and segs[-2] == "userassignedidentities"
+        and "microsoft.managedidentity" in segs
+    )
 
 
 def parse_time(value: str) -> float:
@@ -70,6 +98,64 @@ def classify(entries: list[dict[str, Any]]) -> dict[str, Any]:
         "resourceGraph": dict(resource_graph),
         "statuses": dict(sorted(statuses.items())),
     }
+
+
+def arm_by_scope(entries: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per budget scope (subscription id or ``tenant``): ``accepted`` and ``throttled`` per kind,
+    and ``msiCreates`` (accepted identity PUTs)."""
+    scopes: dict[str, dict[str, dict[str, int]]] = {}
+    for e in entries:
+        if surface(e["path"]) != "arm":
+            continue
+        scope = scopes.setdefault(
+            scope_of(e["path"]),
+            {
+                "accepted": dict.fromkeys(ARM_BUDGET, 0),
+                "throttled": dict.fromkeys(ARM_BUDGET, 0),
+                "msiCreates": {},
+            },
+        )
+        outcome = "throttled" if int(e["status"]) == 429 else "accepted"
+        scope[outcome][arm_kind(e["method"])] += 1
+        if outcome == "accepted" and int(e["status"]) < 300 and is_msi_create(e["method"], e["path"]):
+            scope["msiCreates"]["count"] = scope["msiCreates"].get("count", 0) + 1
+    return dict(sorted(scopes.items()))
+
+
+def graph_kinds(entries: list[dict[str, Any]]) -> dict[str, int]:
+    """Accepted Microsoft Graph calls: ``reads`` (GET) and ``writes`` (anything else)."""
+    out = {"reads": 0, "writes": 0}
+    for e in entries:
+        if surface(e["path"]) == "graph" and int(e["status"]) != 429:
+            out["reads" if e["method"].upper() == "GET" else "writes"] += 1
+    return out
+
+
+def scope_floors(
+    by_scope: dict[str, dict[str, dict[str, int]]],
+    budgets: dict[str, tuple[float, float]],
+    bucket_at_start: dict[str, dict[str, float]],
+    time_scale: float = 1.0,
+) -> dict[str, dict[str, float]]:
+    """Per scope and kind ``max(0, accepted - tokens at start) / (refill x time_scale)``, plus
+    ``msiCreates`` against 80 per 20 s (Azure's, not enforced by the emulator)."""
+    floors: dict[str, dict[str, float]] = {}
+    for scope, counts in by_scope.items():
+        start = bucket_at_start.get(scope, {})
+        floors[scope] = {
+            kind: round(max(0.0, counts["accepted"][kind] - start.get(kind, cap)) / (rate * time_scale), 2)
+            for kind, (cap, rate) in budgets.items()
+        }
+        cap, rate = MSI_CREATE_BUDGET
+        creates = counts["msiCreates"].get("count", 0)
+        floors[scope]["msiCreates"] = round(max(0.0, creates - cap) / (rate * time_scale), 2)
+    return floors
+
+
+def allowance_floor(n: int, budget: tuple[float, float], time_scale: float = 1.0) -> float:
+    """``max(0, n - allowance) / (rate x time_scale)``: a windowed limit read as a bucket."""
+    cap, rate = budget
+    return round(max(0.0, n - cap) / (rate * time_scale), 2)
 
 
 def rate_profile(
