@@ -71,6 +71,31 @@ def raw(pipeline_response: Any, deserialized: Any, headers: Any) -> Any:
     return pipeline_response.http_response.json()
 
 
+ROLE_DEFINITION_MAX_AGE = 600.0  # built-in roles never change; custom ones rarely (see role_definition)
+
+
+def role_definition(clients: AzureClients, sub: str, definition_id: str) -> dict[str, Any]:
+    """``{"roleName", "permissions": [{"actions", "notActions"}]}`` of a role definition, read once per
+    ``ROLE_DEFINITION_MAX_AGE`` by this process (``AzureClients.memo``): every move of a fleet holds
+    the same few roles, and a role's permissions are not access granted to an identity (a custom role
+    edited meanwhile is the same role for the old and the new identity)."""
+
+    def read() -> dict[str, Any]:
+        definition = clients.authorization(sub).role_definitions.get_by_id(definition_id)
+        return {
+            "roleName": str(definition.role_name),
+            "permissions": [
+                {"actions": list(p.actions or []), "notActions": list(p.not_actions or [])}
+                for p in definition.permissions or []
+            ],
+        }
+
+    found: dict[str, Any] = clients.memo(
+        f"roleDefinition|{definition_id.lower()}", ROLE_DEFINITION_MAX_AGE, read
+    )
+    return found
+
+
 def get_resource(clients: AzureClients, resource_id: str) -> dict[str, Any] | None:
     """GET any resource by id; ``None`` if it does not exist."""
     client = clients.resources(subscription_of(resource_id))

@@ -43,7 +43,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.core.rest import HttpRequest
 
-from activities._azure import classify, counterpart_of, error_code, error_message
+from activities._azure import classify, counterpart_of, error_code, error_message, role_definition
 from activities.access import KINDS, Access, Found
 from activities.role_conditions import Unreadable, allows
 from shared import permissions as perms
@@ -273,14 +273,8 @@ class Rights:
     def _definition(self, definition_id: str, scope: str) -> list[dict[str, Any]]:
         key = definition_id.rsplit("/", 1)[-1].lower()
         if key not in self._definitions:
-            auth = self.ctx.clients.authorization(
-                subscription_of(scope) or self.ctx.request.identity.subscription_id
-            )
-            definition = auth.role_definitions.get_by_id(definition_id)
-            self._definitions[key] = [
-                {"actions": list(p.actions or []), "notActions": list(p.not_actions or [])}
-                for p in definition.permissions or []
-            ]
+            sub = subscription_of(scope) or self.ctx.request.identity.subscription_id
+            self._definitions[key] = role_definition(self.ctx.clients, sub, definition_id)["permissions"]
         return self._definitions[key]
 
 

@@ -33,7 +33,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
-from activities import preflight
+from activities import fleet, preflight
 from activities._azure import (
     classify,
     get_resource,
@@ -44,7 +44,7 @@ from activities._azure import (
 from activities.access import KINDS, Found
 from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
 from shared.context import PhaseContext
-from shared.errors import PermanentError
+from shared.errors import PermanentError, TransientError
 
 MANAGEMENT_GROUP_LIMIT = 500
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
@@ -95,16 +95,100 @@ def _refused(ctx: PhaseContext, blocker: dict[str, Any]) -> SnapshotResult:
     return SnapshotResult({"identity": source}, source, {}, plan)
 
 
-def _run(ctx: PhaseContext) -> SnapshotResult:
-    clients, request = ctx.clients, ctx.request
-    ref = request.identity
+def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
+    """Discovery and the plan. ``fresh`` (cleanup's re-read): nothing remembered is used -- no resumed
+    progress, the visible subscriptions listed again -- and the target's checks are left out."""
+    ref = ctx.request.identity
+    progress = _Progress(ctx, enabled=not fresh)
     try:
-        identity = clients.msi(ref.subscription_id).user_assigned_identities.get(ref.resource_group, ref.name)
+        source = progress.step("identity", lambda: _identity(ctx))
+        # a move of a region decommission shares its fleet's discovery (read after this step began)
+        shared = fleet.lookup(ctx, source, "cleanup" if fresh else "snapshot")
+        assignments: list[dict[str, Any]] | None = None
+        if shared is not None:
+            subs, rows, candidates = shared["subscriptions"], shared["rows"], shared["candidates"]
+            assignments = shared["assignments"]
+        else:
+            subs = progress.step("subscriptions", lambda: _subscriptions(ctx, fresh))
+            # Resource Graph first: its quota (15 / 5 s) throttles most, and a throttled query ends this
+            # step (re-run after Retry-After, resuming from ``progress``)
+            query = ARG_QUERY.format(id=source["id"], client_id=source["clientId"])
+            rows = progress.step("rows", lambda: _query(ctx.clients, subs, query))
+            candidates = progress.step(
+                "candidates", lambda: _query(ctx.clients, subs, _candidates_query(source))
+            )
+        attachments = _attachments(ctx.clients, rows, source)
+        found = Found(source, subs, rows=candidates, attachments=attachments, assignments=assignments)
+        refused: list[dict[str, Any]] = []  # reads Azure refused: plan blockers, not a crash
+        discovered = {kind.key: preflight.discover(ctx, kind, found, refused) for kind in KINDS}
+        found.target = _target(ctx, source, attachments)
+        actions = [a for kind in KINDS for a in kind.actions(ctx, discovered[kind.key], found)]
+    except (HttpResponseError, GraphError) as exc:
+        progress.keep()
+        raise classify(exc, ref.id) from exc
+    except TransientError:
+        progress.keep()
+        raise
+    snapshot = {
+        "identity": source,
+        **discovered,
+        "attachments": attachments,
+        "subscriptions": subs,
+    }
+    target = found.target
+    snapshot["target"] = target
+    plan = _plan(ctx, snapshot, target, fresh)
+    plan["blocking"] = preflight.dedupe([*refused, *plan["blocking"]])
+    plan["actionsRequired"] = actions
+    plan["discovery"] = dict(sorted(found.counts.items()))
+    progress.clear()
+    return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)
+
+
+PROGRESS_MAX_AGE = 900.0  # a resumed snapshot uses reads of its own earlier runs up to this old
+
+
+class _Progress:
+    """What a throttled snapshot step already read (the identity, the subscriptions, each Resource
+    Graph answer), kept in ``ctx.cache`` under the move's id so that its re-run (after Retry-After)
+    resumes instead of reading it all again. Written only when a step ends early (no cost on the
+    straight path but one cache read), cleared when the snapshot is made; never used by cleanup's
+    re-read (``fresh``), whose data must be read after the commit."""
+
+    def __init__(self, ctx: PhaseContext, enabled: bool) -> None:
+        self.ctx, self.enabled = ctx, enabled
+        self.key = f"snapshotProgress|{ctx.move_id}"
+        loaded = ctx.cache.get(self.key, PROGRESS_MAX_AGE) if enabled else None
+        self.done: dict[str, Any] = dict(loaded) if isinstance(loaded, dict) else {}
+        self.resumed = bool(self.done)
+        self.new = False
+
+    def step(self, name: str, read: Callable[[], Any]) -> Any:
+        if name not in self.done:
+            self.done[name] = read()
+            self.new = True
+        return self.done[name]
+
+    def keep(self) -> None:
+        if self.enabled and self.new:
+            self.ctx.cache.put(self.key, self.done)
+
+    def clear(self) -> None:
+        if self.enabled and self.resumed:
+            self.ctx.cache.put(self.key, None)
+
+
+def _identity(ctx: PhaseContext) -> dict[str, Any]:
+    ref = ctx.request.identity
+    try:
+        identity = ctx.clients.msi(ref.subscription_id).user_assigned_identities.get(
+            ref.resource_group, ref.name
+        )
     except HttpResponseError as exc:
         if exc.status_code == 404:
             raise PermanentError("IdentityNotFound", f"{ref.id} does not exist", "sourceIdentityId") from exc
         raise classify(exc, ref.id) from exc
-    source: dict[str, Any] = {
+    return {
         "id": str(identity.id),
         "name": str(identity.name),
         "resourceGroup": ref.resource_group,
@@ -116,33 +200,6 @@ def _run(ctx: PhaseContext) -> SnapshotResult:
         "tags": dict(identity.tags or {}),
         "isolationScope": str(identity.isolation_scope or "None"),
     }
-    try:
-        subs = _subscriptions(ctx)
-        # Resource Graph first: its quota (15 / 5 s) throttles most, and a throttled query ends this
-        # step (re-run after Retry-After), so nothing is read before it that would be read again
-        rows = _query(clients, subs, ARG_QUERY.format(id=source["id"], client_id=source["clientId"]))
-        candidates = _query(clients, subs, _candidates_query(source))
-        attachments = _attachments(clients, rows, source)
-        found = Found(source, subs, rows=candidates, attachments=attachments)
-        refused: list[dict[str, Any]] = []  # reads Azure refused: plan blockers, not a crash
-        discovered = {kind.key: preflight.discover(ctx, kind, found, refused) for kind in KINDS}
-        found.target = _target(ctx, source, attachments)
-        actions = [a for kind in KINDS for a in kind.actions(ctx, discovered[kind.key], found)]
-    except (HttpResponseError, GraphError) as exc:
-        raise classify(exc, ref.id) from exc
-    snapshot = {
-        "identity": source,
-        **discovered,
-        "attachments": attachments,
-        "subscriptions": subs,
-    }
-    target = found.target
-    snapshot["target"] = target
-    plan = _plan(ctx, snapshot, target)
-    plan["blocking"] = preflight.dedupe([*refused, *plan["blocking"]])
-    plan["actionsRequired"] = actions
-    plan["discovery"] = dict(sorted(found.counts.items()))
-    return SnapshotResult(snapshot, {k: source[k] for k in source if k != "tags"}, target, plan)
 
 
 def _candidates_query(source: dict[str, Any]) -> str:
@@ -151,22 +208,40 @@ def _candidates_query(source: dict[str, Any]) -> str:
     return ARG_CANDIDATES.format(predicates=predicates)
 
 
-def _subscriptions(ctx: PhaseContext) -> list[str]:
+SUBSCRIPTIONS_MAX_AGE = 300.0
+
+
+def _subscriptions(ctx: PhaseContext, fresh: bool = False) -> list[str]:
     """Where to look: every subscription the mover can see, plus the source's and the resourceMap's.
 
     Discovery reads beyond ``IDMOVE_ALLOWED_SUBSCRIPTIONS`` on purpose: a role assignment or a
     resource using the identity in a subscription outside it must block the plan (the move may not
     write there), not be missed -- cleanup would delete an identity that is still in use.
+
+    The visible list (tenant-level ``GET /subscriptions``) is the same for every move: a snapshot uses
+    the one this process read in the last ``SUBSCRIPTIONS_MAX_AGE`` seconds. A subscription created
+    since that already grants the identity something is then left out of the plan, and found by
+    cleanup's re-read (``fresh``: listed again), which copies it before anything is deleted.
     """
     request = ctx.request
     mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
+    extra = [request.identity.subscription_id.lower(), *(s for s in mapped if s)]
     try:
-        visible = ctx.clients.subscription_ids(request.identity.subscription_id)
+        visible: list[str] | None = ctx.clients.subscription_ids(
+            request.identity.subscription_id, 0 if fresh else SUBSCRIPTIONS_MAX_AGE
+        )
     except HttpResponseError as exc:
         if exc.status_code not in (401, 403):
             raise
-        visible = sorted(ctx.settings.allowed_subscriptions)  # cannot list: the allow-list is all we know
-    return sorted({request.identity.subscription_id.lower(), *visible, *(s for s in mapped if s)})
+        visible = None
+    return subscriptions_from(ctx, extra, visible)
+
+
+def subscriptions_from(ctx: PhaseContext, extra: list[str], visible: list[str] | None) -> list[str]:
+    """``_subscriptions`` from the visible list (``None``: the mover may not list them, so the
+    allow-list is all it knows) and the move's own (source, resourceMap)."""
+    seen = sorted(ctx.settings.allowed_subscriptions) if visible is None else visible
+    return sorted({*(s.lower() for s in extra), *seen})
 
 
 def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str, Any]]:
@@ -240,7 +315,12 @@ def _target(ctx: PhaseContext, source: dict[str, Any], attachments: list[dict[st
     }
 
 
-def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
+def _plan(
+    ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any], fresh: bool = False
+) -> dict[str, Any]:
+    """The plan's rules. ``fresh`` (cleanup's re-read, which keeps only ``RECHECKED_RULES``): the
+    target's name and resource group and the assignment headroom are not checked (the target exists
+    by then, and the copies were made)."""
     blocking: list[dict[str, Any]] = []
     warnings: list[dict[str, Any]] = []
     source, clients, request = snapshot["identity"], ctx.clients, ctx.request
@@ -253,7 +333,8 @@ def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -
 
     if target["location"] == source["location"]:
         block("TargetRegionIsSource", f"the identity is already in {source['location']}", "targetRegion")
-    _check_target_name(ctx, target, block)
+    if not fresh:
+        _check_target_name(ctx, target, block)
     if len(snapshot["federatedCredentials"]) > MAX_CREDENTIALS:
         block(
             "TooManyCredentials", f"more than {MAX_CREDENTIALS} federated credentials", "federatedCredentials"
@@ -310,7 +391,8 @@ def _plan(ctx: PhaseContext, snapshot: dict[str, Any], target: dict[str, Any]) -
                     "SubscriptionNotAllowed", f"{touched} is outside the allow-list ({kind.title})", touched
                 )
     # a refused count (no read at a management group) is a blocker; the rest of the plan still shows
-    preflight.reading(block, _check_headroom, ctx, snapshot["roleAssignments"], block)
+    if not fresh:
+        preflight.reading(block, _check_headroom, ctx, snapshot["roleAssignments"], block)
     return {"blocking": blocking, "warnings": warnings}
 
 
@@ -435,7 +517,7 @@ def discover(ctx: PhaseContext) -> SnapshotResult:
     re-reads it before it deletes anything: ``activities/cleanup.py`` ``reconcile``). Reads only. A
     read Azure refused is an error here, not an empty kind: reconcile must not take "could not
     read" for "nothing new"."""
-    result = _run(ctx)
+    result = _run(ctx, fresh=True)
     refused = [b for b in result.plan["blocking"] if b["code"] == preflight.CODE]
     if refused:
         raise PermanentError(preflight.CODE, refused[0]["message"], refused[0]["target"])

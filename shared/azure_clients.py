@@ -39,6 +39,7 @@ import ipaddress
 import json
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -279,6 +280,21 @@ class AzureClients:
         self._api_versions: dict[str, str] = {}
         self._providers: dict[str, dict[str, list[str]]] = {}
         self._graph: GraphClient | None = None
+        self._memo: dict[str, tuple[float, Any]] = {}
+
+    def memo(self, key: str, max_age: float, read: Callable[[], Any]) -> Any:
+        """``read()``, remembered by this process for ``max_age`` seconds under ``key`` (0: read now and
+        remember). For what changes rarely and is read by every move: the visible subscriptions, role
+        definitions. Per ``AzureClients``, i.e. per credential and endpoint; an exception is not kept."""
+        now = time.monotonic()
+        with self._lock:
+            found = self._memo.get(key)
+        if found is not None and max_age > 0 and now - found[0] <= max_age:
+            return found[1]
+        value = read()
+        with self._lock:
+            self._memo[key] = (now, value)
+        return value
 
     def _default_credential(self) -> TokenCredential:
         if self.loopback:
@@ -374,8 +390,12 @@ class AzureClients:
         token = self.credential.get_token(scope_for(self.settings.arm_endpoint)).token
         return str(token_claims(token).get("oid") or "").lower()
 
-    def subscription_ids(self, any_subscription: str) -> list[str]:
-        """Every subscription the credential can see (``GET /subscriptions``, paged), lower case."""
+    def subscription_ids(self, any_subscription: str, max_age: float = 0) -> list[str]:
+        """Every subscription the credential can see (``GET /subscriptions``, paged), lower case; a list
+        read by this process less than ``max_age`` seconds ago is used again (``memo``)."""
+        return list(self.memo("subscriptions", max_age, lambda: self._list_subscriptions(any_subscription)))
+
+    def _list_subscriptions(self, any_subscription: str) -> list[str]:
         client = self.resources(any_subscription)
         url: str | None = f"{self.settings.arm_endpoint}/subscriptions?api-version=2022-12-01"
         found: list[str] = []

@@ -60,6 +60,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from shared.azure_clients import AzureClients
 from shared.context import no_crash
 from shared.errors import ApiError
+from shared.fleet_discovery import FleetStore
 from shared.models import MoveRequest, RegionDecommissionRequest
 from shared.settings import Settings
 from shared.store import Conflict, Event, StateStore
@@ -130,6 +131,13 @@ class Decommissions:
         self.start_move = start_move
         self.clock = clock
         self.crashpoint: Callable[[str], None] = no_crash
+        self._fleet: FleetStore | None = None
+
+    @property
+    def fleet(self) -> FleetStore:
+        if self._fleet is None:
+            self._fleet = FleetStore.for_settings(self.settings, self.stats)
+        return self._fleet
 
     def _now(self) -> str:
         return self.clock().isoformat()
@@ -278,6 +286,9 @@ class Decommissions:
         if not claimed:
             return  # another start message of this identity is running it
         if self.store.get_move(move_id) is None:  # else an earlier delivery started it
+            # before the move exists, so that its snapshot finds it: the moves of this decommission
+            # share one discovery (shared/fleet_discovery.py, DESIGN.md "Fleet discovery")
+            self.fleet.link(move_id, pk)
             who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": message.get("topic")}
             try:
                 request = MoveRequest.parse({**message["move"], "sourceIdentityId": identity_id})

@@ -11,7 +11,11 @@ policy, an app setting holding its clientId, ...). Its module says, in one place
 * ``actions(ctx, entries, found)`` -> steps a person must take that the mover cannot (``actionsRequired``).
 
 A kind that only reports (nothing ARM can copy) sets ``copy_kind = ""``. ``candidates`` is a KQL
-predicate over ``Resources``: snapshot ORs every kind's predicate into ONE Resource Graph query
+predicate over ``Resources``, made of the kind's declaration: ``candidate_types`` (the resource types
+it reads) and, optionally, ``candidate_needle`` = (KQL text expression, identity field): only rows
+whose expression contains the identity's value. Declared rather than written as KQL so that fleet
+discovery (``activities/fleet.py``) can ask once for many identities and tell, row by row, which
+identity's predicate it meets (``candidate_match``). Snapshot ORs every kind's predicate into ONE Resource Graph query
 (its quota is the scarcest read) and hands the rows to each kind in ``Found.rows``; a kind then
 confirms each candidate with a direct GET or list, because Resource Graph lags ARM and does not
 index child resources (``sqlRoleAssignments``, administrators, app settings).
@@ -52,6 +56,9 @@ class Found:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)  # what discovery read, for the plan
     target: dict[str, Any] = field(default_factory=dict)  # the planned target (set before ``actions``)
+    # role assignments already listed by fleet discovery (``raw_assignment`` dicts of this principal in
+    # ``subscriptions``); None = the kind lists them itself
+    assignments: list[dict[str, Any]] | None = None
 
     def rows_of(self, *types: str) -> list[dict[str, Any]]:
         wanted = {t.lower() for t in types}
@@ -79,7 +86,36 @@ class Access:
     copy_phase: str = "grant"
     remove_kind: str = ""  # item kind in cleanup; "" = nothing of the old identity to remove
     serial: str = ""  # copies with the same serial key run one after another
-    candidates: str | None = None  # KQL predicate over Resources (Resource Graph), None = none needed
+    candidate_types: tuple[str, ...] = ()  # lower-case resource types; () = no Resource Graph rows needed
+    candidate_needle: tuple[str, str] | None = (
+        None  # (KQL text expression, identity field) that must contain it
+    )
+
+    @property
+    def candidates(self) -> str | None:
+        """The KQL predicate over Resources (identity fields as ``{principal_id}`` etc.), None = none needed."""
+        if not self.candidate_types:
+            return None
+        types = self.candidate_types
+        kql = (
+            f"type =~ '{types[0]}'"
+            if len(types) == 1
+            else "type in~ ({})".format(", ".join(f"'{t}'" for t in types))
+        )
+        if self.candidate_needle:
+            expression, field_name = self.candidate_needle
+            kql += f" and {expression} contains '{{{field_name}}}'"
+        return kql
+
+    def candidate_match(self, row: dict[str, Any], fields: dict[str, str], texts: dict[str, str]) -> bool:
+        """Whether ``row`` meets ``candidates`` for the identity with ``fields``; ``texts``: the row's value of
+        each needle expression (KQL ``contains`` is a case-insensitive substring test, ``=~``/``in~`` too)."""
+        if str(row.get("type", "")).lower() not in self.candidate_types:
+            return False
+        if self.candidate_needle is None:
+            return True
+        expression, field_name = self.candidate_needle
+        return fields[field_name].lower() in str(texts.get(expression) or "").lower()
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         return []

@@ -59,7 +59,7 @@ class CosmosSqlRoles(Access):
     title = "Cosmos DB data-plane role assignments"
     copy_kind = "cosmosrole"
     remove_kind = "uncosmosrole"
-    candidates = f"type =~ '{ACCOUNT_TYPE}'"
+    candidate_types = (ACCOUNT_TYPE,)
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         entries = []

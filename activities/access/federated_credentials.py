@@ -45,7 +45,7 @@ class FederatedCredentials(Access):
     title = "Federated identity credentials"
     copy_kind = "credential"
     serial = "credentials"
-    candidates = f"type =~ '{AKS_TYPE}'"
+    candidate_types = (AKS_TYPE,)
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         ref = ctx.request.identity

@@ -54,7 +54,7 @@ class FlexibleServerAdmins(Access):
     title = "PostgreSQL flexible-server Entra administrators"
     copy_kind = "pgadmin"
     remove_kind = "unpgadmin"
-    candidates = f"type in~ ('{PG_TYPE}', '{MYSQL_TYPE}')"
+    candidate_types = (PG_TYPE, MYSQL_TYPE)
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         source, entries = found.source, []

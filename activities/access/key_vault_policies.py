@@ -58,7 +58,8 @@ class KeyVaultPolicies(Access):
     title = "Key Vault access policies"
     copy_kind = "kvpolicy"
     remove_kind = "unkvpolicy"
-    candidates = f"type =~ '{VAULT_TYPE}' and tostring(properties.accessPolicies) contains '{{principal_id}}'"
+    candidate_types = (VAULT_TYPE,)
+    candidate_needle = ("tostring(properties.accessPolicies)", "principal_id")
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         entries = []

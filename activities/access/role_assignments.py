@@ -23,7 +23,7 @@ from typing import Any
 from azure.core.exceptions import HttpResponseError
 from azure.mgmt.authorization.v2022_04_01.models import RoleAssignmentCreateParameters
 
-from activities._azure import assignment_subscriptions, classify, same_id
+from activities._azure import assignment_subscriptions, classify, role_definition, same_id
 from activities.access.base import Access, Found, Missing
 from shared.azure_clients import AzureClients, subscription_of
 from shared.context import ItemResult, PhaseContext
@@ -66,15 +66,30 @@ def can_write_role_assignments(actions: list[str], not_actions: list[str]) -> bo
 
 
 def _definition(clients: AzureClients, sub: str, definition_id: str) -> dict[str, Any]:
-    definition = clients.authorization(sub).role_definitions.get_by_id(definition_id)
+    definition = role_definition(clients, sub, definition_id)
     actions: list[str] = []
     not_actions: list[str] = []
-    for permission in definition.permissions or []:
-        actions += [a.lower() for a in permission.actions or []]
-        not_actions += [a.lower() for a in permission.not_actions or []]
+    for permission in definition["permissions"]:
+        actions += [a.lower() for a in permission["actions"]]
+        not_actions += [a.lower() for a in permission["notActions"]]
     return {
-        "roleName": str(definition.role_name),
+        "roleName": definition["roleName"],
         "privileged": can_write_role_assignments(actions, not_actions),
+    }
+
+
+def raw_assignment(ra: Any, sub: str) -> dict[str, Any]:
+    """A listed role assignment as JSON (what discovery needs of it; ``sub``: where it was listed)."""
+    return {
+        "id": str(ra.id),
+        "name": str(ra.name),
+        "scope": str(ra.scope),
+        "roleDefinitionId": str(ra.role_definition_id),
+        "principalId": str(ra.principal_id or ""),
+        "condition": ra.condition,
+        "conditionVersion": ra.condition_version,
+        "description": ra.description,
+        "sub": sub,
     }
 
 
@@ -90,28 +105,35 @@ class RoleAssignments(Access):
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         clients, principal_id = ctx.clients, found.source["principalId"]
+        listed = found.assignments
+        if listed is None:
+            listed = [
+                raw_assignment(ra, sub)
+                for sub in found.subscriptions
+                for ra in clients.authorization(sub).role_assignments.list_for_subscription(
+                    filter=f"principalId eq '{principal_id}'"
+                )
+            ]
         entries: dict[str, dict[str, Any]] = {}
         definitions: dict[str, dict[str, Any]] = {}
-        for sub in found.subscriptions:
-            auth = clients.authorization(sub)
-            for ra in auth.role_assignments.list_for_subscription(filter=f"principalId eq '{principal_id}'"):
-                key = str(ra.id).lower()
-                if key in entries or not same_id(ra.principal_id, principal_id):
-                    continue
-                definition_id = str(ra.role_definition_id)
-                if definition_id.lower() not in definitions:
-                    definitions[definition_id.lower()] = _definition(clients, sub, definition_id)
-                entries[key] = {
-                    "id": str(ra.id),
-                    "name": str(ra.name),
-                    "scope": str(ra.scope),
-                    "roleDefinitionId": definition_id,
-                    "roleName": definitions[definition_id.lower()]["roleName"],
-                    "privileged": definitions[definition_id.lower()]["privileged"],
-                    "condition": ra.condition,
-                    "conditionVersion": ra.condition_version,
-                    "description": ra.description,
-                }
+        for ra in listed:
+            key = str(ra["id"]).lower()
+            if key in entries or not same_id(ra["principalId"], principal_id):
+                continue
+            definition_id = str(ra["roleDefinitionId"])
+            if definition_id.lower() not in definitions:
+                definitions[definition_id.lower()] = _definition(clients, ra["sub"], definition_id)
+            entries[key] = {
+                "id": ra["id"],
+                "name": ra["name"],
+                "scope": ra["scope"],
+                "roleDefinitionId": definition_id,
+                "roleName": definitions[definition_id.lower()]["roleName"],
+                "privileged": definitions[definition_id.lower()]["privileged"],
+                "condition": ra["condition"],
+                "conditionVersion": ra["conditionVersion"],
+                "description": ra["description"],
+            }
         return sorted(entries.values(), key=lambda a: str(a["id"]).lower())
 
     def copy_key(self, ctx: PhaseContext, entry: dict[str, Any]) -> str:

@@ -39,7 +39,7 @@ def _name(resource_id: str) -> str:
 class SqlServers(Access):
     key = "sqlServers"
     title = "Azure SQL Entra administrator and database users"
-    candidates = f"type =~ '{SQL_TYPE}'"
+    candidate_types = (SQL_TYPE,)
 
     def discover(self, ctx: PhaseContext, found: Found) -> list[dict[str, Any]]:
         source, entries = found.source, []

@@ -1,0 +1,217 @@
+"""What fleet discovery reads, once for many moves, and how it is shared out (DESIGN.md "Fleet discovery").
+
+Needs: a move of a region decommission (``shared/fleet_discovery.py`` links it to its fleet). Changes
+in Azure: nothing. A generation's run reads, for all its members at once:
+
+* the visible subscriptions (``GET /subscriptions``, listed afresh);
+* Resource Graph, per batch of ``BATCH`` identities: the resources that use any of them (snapshot's
+  ``ARG_QUERY`` with the batch's predicates ORed, projecting ``tostring(identity)`` and
+  ``tostring(properties)``) and the candidates of every kind of access (``ARG_CANDIDATES``, each
+  kind's predicate per identity, projecting each needle expression). Rows are then given to each
+  identity whose own predicate they meet -- the same ``contains`` tests, case-insensitive, on the
+  same text -- so a member gets exactly the rows its own query would have returned;
+* every role assignment of each subscription, once (kept only for the members' principals; the
+  subscription's count goes to ``ctx.cache`` for snapshot's headroom check).
+
+Each finished read is stored (``Parts``): a throttled run resumes from it. ``lookup`` returns
+``{"subscriptions", "rows", "candidates", "assignments"}`` for one move, or ``None`` (per-move
+discovery: a move started by HTTP, a failed run, a wait too long).
+
+Example::
+
+    shared = lookup(ctx, source, "snapshot")   # None, or the move's share of its fleet's discovery
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import uuid
+from functools import partial
+from typing import Any
+
+from azure.core.exceptions import HttpResponseError
+
+from activities._azure import classify
+from activities.access import KINDS
+from activities.access.role_assignments import raw_assignment
+from shared.azure_clients import subscription_of
+from shared.context import PhaseContext
+from shared.fleet_discovery import FleetStore, Parts, shared_result
+
+BATCH = 25  # identities per Resource Graph query
+USES_COLUMNS = ("id", "name", "type", "location", "resourceGroup", "subscriptionId")
+CANDIDATE_COLUMNS = (*USES_COLUMNS, "issuer")
+_stores: dict[tuple[str, str], FleetStore] = {}
+log = logging.getLogger(__name__)
+
+
+def store_for(ctx: PhaseContext) -> FleetStore:
+    """One ``FleetStore`` per table per process; counted with the engine's ``StoreStats`` when the
+    context's cache is the engine's ``SharedCache`` (it carries the store)."""
+    settings = ctx.settings
+    key = (settings.storage_connection_string or repr(settings.storage), settings.table_prefix)
+    if key not in _stores:
+        stats = getattr(getattr(ctx.cache, "store", None), "stats", None)
+        _stores[key] = FleetStore.for_settings(settings, stats)
+    return _stores[key]
+
+
+def lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """The move's share of a fleet discovery read after this step began (see ``shared_result``)."""
+    try:
+        if uuid.UUID(ctx.move_id).version != 5:  # decommission moves are uuid5(event | identity)
+            return None
+    except ValueError:
+        return None
+    try:
+        return _lookup(ctx, source, kind)
+    except HttpResponseError:  # the fleet's table, not Azure (Azure's errors are classified inside)
+        log.warning("fleet discovery unavailable for %s: discovering alone", ctx.move_id, exc_info=True)
+        return None
+
+
+def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    store = store_for(ctx)
+    fleet = store.fleet_of(ctx.move_id)
+    if fleet is None:
+        return None
+    # a member is this step of this move: a retry after a blocked plan, or cleanup again after
+    # SourceChanged, has another plan/snapshot and must not reuse what an earlier round read
+    state = hashlib.sha256(json.dumps([ctx.plan, ctx.snapshot], sort_keys=True, default=str).encode())
+    member = f"{ctx.move_id}|{state.hexdigest()[:16]}"
+    request = ctx.request
+    mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
+    data = {
+        "id": source["id"],
+        "principalId": source["principalId"],
+        "clientId": source["clientId"],
+        "subscriptions": sorted({request.identity.subscription_id.lower(), *(s for s in mapped if s)}),
+    }
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        return discover(ctx, members, parts, count=kind == "snapshot")
+
+    found: dict[str, Any] | None = shared_result(store, fleet, kind, member, data, run)
+    if found is None or not _same_identity(found, source):
+        return None
+    return found
+
+
+def _same_identity(found: dict[str, Any], source: dict[str, Any]) -> bool:
+    return str(found.get("principalId", "")).lower() == str(source["principalId"]).lower()
+
+
+def discover(
+    ctx: PhaseContext, members: list[tuple[str, dict[str, Any]]], parts: Parts, count: bool
+) -> dict[str, Any]:
+    """One run for every member: ``member -> {subscriptions, rows, candidates, assignments, principalId}``."""
+    from activities.snapshot import (
+        ARG_CANDIDATES,
+        ARG_QUERY,
+        _query,
+        subscriptions_from,
+    )  # no cycle at import
+
+    clients = ctx.clients
+    try:
+        visible = parts.step("visible", lambda: _visible(ctx))
+        subs = {m: subscriptions_from(ctx, d["subscriptions"], visible) for m, d in members}
+        scope = sorted({s for each in subs.values() for s in each})
+        results: dict[str, dict[str, Any]] = {
+            m: {"subscriptions": subs[m], "principalId": d["principalId"], "rows": [], "candidates": []}
+            for m, d in members
+        }
+        for start in range(0, len(members), BATCH):
+            batch = members[start : start + BATCH]
+            uses = " or ".join(
+                "("
+                + ARG_QUERY.split(" | ")[1].removeprefix("where ").format(id=d["id"], client_id=d["clientId"])
+                + ")"
+                for _, d in batch
+            )
+            query = (
+                f"Resources | where {uses} | project {', '.join(USES_COLUMNS)}, identityText = tostring(identity), "
+                "propertiesText = tostring(properties) | order by id asc"
+            )
+            rows = parts.step(f"uses|{start}", partial(_query, clients, scope, query))
+            for m, d in batch:
+                mine = [r for r in rows if _uses(r, d) and _in(r, subs[m])]
+                results[m]["rows"] = [{c: r.get(c) for c in USES_COLUMNS} for r in mine]
+            needles = sorted({k.candidate_needle[0] for k in KINDS if k.candidate_needle})
+            predicates = list(
+                dict.fromkeys(
+                    f"({k.candidates.format(**_fields(d))})" for _, d in batch for k in KINDS if k.candidates
+                )
+            )
+            if not predicates:
+                continue
+            query = ARG_CANDIDATES.format(predicates=" or ".join(predicates)).replace(
+                " | order by", "".join(f", n{i} = {e}" for i, e in enumerate(needles)) + " | order by"
+            )
+            rows = parts.step(f"candidates|{start}", partial(_query, clients, scope, query))
+            for m, d in batch:
+                fields = _fields(d)
+                mine = []
+                for r in rows:
+                    texts = {e: str(r.get(f"n{i}") or "") for i, e in enumerate(needles)}
+                    if _in(r, subs[m]) and any(
+                        k.candidates and k.candidate_match(r, fields, texts) for k in KINDS
+                    ):
+                        mine.append({c: r.get(c) for c in CANDIDATE_COLUMNS})
+                results[m]["candidates"] = mine
+        principals = {str(d["principalId"]).lower() for _, d in members}
+        listed: dict[str, list[dict[str, Any]]] = {}
+        for sub in scope:
+            read = partial(_assignments, ctx, sub, principals, count)
+            listed[sub] = parts.step(f"roleAssignments|{sub}", read)
+    except HttpResponseError as exc:
+        raise classify(exc, "fleet discovery") from exc
+    for m, d in members:
+        principal = str(d["principalId"]).lower()
+        results[m]["assignments"] = [
+            ra for sub in subs[m] for ra in listed.get(sub, []) if ra["principalId"].lower() == principal
+        ]
+    return results
+
+
+def _visible(ctx: PhaseContext) -> list[str] | None:
+    """The visible subscriptions, listed now; ``None`` when the mover may not list them."""
+    try:
+        return ctx.clients.subscription_ids(ctx.request.identity.subscription_id, 0)
+    except HttpResponseError as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        return None
+
+
+def _fields(d: dict[str, Any]) -> dict[str, str]:
+    return {"principal_id": d["principalId"], "client_id": d["clientId"], "id": d["id"]}
+
+
+def _in(row: dict[str, Any], subs: list[str]) -> bool:
+    return str(row.get("subscriptionId") or "").lower() in subs
+
+
+def _uses(row: dict[str, Any], d: dict[str, Any]) -> bool:
+    """``ARG_QUERY``'s predicate for one identity, on the row's projected text (``contains``: case-insensitive)."""
+    identity, properties = (
+        str(row.get("identityText") or "").lower(),
+        str(row.get("propertiesText") or "").lower(),
+    )
+    ident, client = str(d["id"]).lower(), str(d["clientId"]).lower()
+    return ident in identity or ident in properties or client in properties
+
+
+def _assignments(ctx: PhaseContext, sub: str, principals: set[str], count: bool) -> list[dict[str, Any]]:
+    """Every role assignment listed for ``sub`` once; those of ``principals`` kept. The subscription's own
+    count (assignments made in it) goes to ``ctx.cache`` like snapshot's headroom check counts it."""
+    kept, made_here = [], 0
+    for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription():
+        made_here += subscription_of(str(ra.scope)) == sub
+        if str(ra.principal_id or "").lower() in principals:
+            kept.append(raw_assignment(ra, sub))
+    if count:
+        ctx.cache.put(f"roleAssignmentCount|{sub}", made_here)
+    return kept

@@ -1,0 +1,383 @@
+"""Fleet discovery: one discovery pass shared by the moves of a region decommission (DESIGN.md
+"Fleet discovery"). This module is the storage and the coordination; what is read is
+``activities/fleet.py``.
+
+Table ``{prefix}fleet``:
+
+==========================================  ===========================================================
+partition / row                             what
+==========================================  ===========================================================
+``link`` / ``{move id}``                    the move belongs to fleet ``Fleet`` (the decommission's
+                                            partition); written by the decommission's start step
+                                            before the move exists. No link: per-move discovery.
+``{fleet}`` / ``g|{kind}|{n:06d}``          generation ``n`` of a kind (``snapshot``, ``cleanup``):
+                                            ``Status`` Gathering -> Running -> Done | Failed,
+                                            ``StartAt``, ``Owner`` (a member), ``Beat`` (last progress)
+``{fleet}`` / ``m|{kind}|{member}``         a member (a move's step) and the generation it joined
+                                            (``Gen``), with what the run needs of it (``Data``)
+``{fleet}`` / ``p|{kind}|{n}|{step}|…``     a finished read of a run (resumed after a throttle)
+``{fleet}`` / ``r|{kind}|{n}|{member}|…``   a member's result
+==========================================  ===========================================================
+
+Values larger than a property (64 KB) are JSON split over properties and rows (``put_blobs``).
+
+The rule (``shared_result``): a member gets data only from a generation whose member list held it
+when the run read that list, and the run reads Azure only after that. So the data was read after
+the member row was written -- after the move had started (snapshot), after it was committed and
+verified (cleanup). A member that joined too late (the run had already read its list) joins the next
+generation. The first member to find no open generation creates one (``create``: one wins) that
+gathers members for ``GATHER_SECONDS`` and runs it; the others wait (a throttled
+``TransientError``: the engine sends the step again after ``retry_after``). A run whose owner stops
+beating for ``LEASE_SECONDS`` is taken over (ETag), resuming from its stored reads. A failed run,
+too many generations, or a wait past ``WAIT_LIMIT_SECONDS``: the member does its own discovery.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.errors import TransientError
+from shared.settings import Settings
+
+GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 5.0}
+LEASE_SECONDS = 60.0
+WAIT_LIMIT_SECONDS = 600.0
+MAX_GENERATIONS = 200
+CHUNK = 30_000  # characters per property (64 KB as UTF-16)
+PROPERTIES = 12  # chunks per row (well under 1 MB)
+BATCH = 100  # operations per entity-group transaction
+LINKS = "link"
+log = logging.getLogger(__name__)
+
+
+class Stats:
+    """What the callers count transactions with (``shared.store.StoreStats`` fits)."""
+
+    def add(self, name: str, n: int = 1) -> None: ...
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=str)
+
+
+def _rows_of(pk: str, name: str, value: Any) -> list[dict[str, Any]]:
+    text = _dumps(value)
+    chunks = [text[i : i + CHUNK] for i in range(0, len(text), CHUNK)] or [""]
+    rows = []
+    for r in range(0, len(chunks), PROPERTIES):
+        row: dict[str, Any] = {"PartitionKey": pk, "RowKey": f"{name}|{r // PROPERTIES:04d}"}
+        for i, chunk in enumerate(chunks[r : r + PROPERTIES]):
+            row[f"D{i:02d}"] = chunk
+        rows.append(row)
+    rows[0]["Rows"] = len(rows)
+    return rows
+
+
+def _value_of(rows: list[dict[str, Any]]) -> Any:
+    if not rows or int(rows[0].get("Rows") or 0) != len(rows):
+        return None  # absent, or a blob cut short
+    text = "".join(str(row.get(f"D{i:02d}") or "") for row in rows for i in range(PROPERTIES))
+    return json.loads(text)
+
+
+class FleetStore:
+    """The ``{prefix}fleet`` table (see the module docstring); every call counted in ``stats``."""
+
+    def __init__(self, table: TableClient, stats: Any = None) -> None:
+        self.table = table
+        self.stats = stats or Stats()
+        self._created = False
+        self._links: OrderedDict[str, str | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_settings(cls, settings: Settings, stats: Any = None) -> FleetStore:
+        safe = "".join(ch for ch in settings.table_prefix if ch.isalnum())
+        service = settings.storage.table_service()
+        return cls(service.get_table_client(f"{safe}fleet"), stats)
+
+    def _ensure(self) -> None:
+        if not self._created:
+            self.stats.add("table.create")
+            with contextlib.suppress(ResourceExistsError):
+                self.table.create_table()
+            self._created = True
+
+    def _write(self, action: Callable[[], Any]) -> Any:
+        try:
+            return action()
+        except ResourceNotFoundError as exc:
+            if "TableNotFound" not in str(exc) or self._created:
+                raise
+            self._ensure()
+            return action()
+
+    def _query(self, flt: str, **parameters: Any) -> list[dict[str, Any]]:
+        self.stats.add("table.query")
+        try:
+            return list(self.table.query_entities(flt, parameters=parameters))
+        except ResourceNotFoundError:
+            return []
+
+    # ---- links -------------------------------------------------------------------------------
+    def link(self, move_id: str, fleet: str) -> None:
+        entity = {"PartitionKey": LINKS, "RowKey": move_id, "Fleet": fleet}
+        self.stats.add("table.upsert")
+        self._write(lambda: self.table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def fleet_of(self, move_id: str) -> str | None:
+        """The fleet a move belongs to (never changes once written: kept by this process)."""
+        with self._lock:
+            if move_id in self._links and self._links[move_id] is not None:
+                return self._links[move_id]
+        self.stats.add("table.get")
+        try:
+            fleet: str | None = str(self.table.get_entity(LINKS, move_id)["Fleet"])
+        except ResourceNotFoundError:
+            fleet = None
+        with self._lock:
+            self._links[move_id] = fleet
+            while len(self._links) > 10_000:
+                self._links.popitem(last=False)
+        return fleet
+
+    # ---- generations and members ---------------------------------------------------------------
+    def state(self, fleet: str, kind: str, member: str) -> tuple[dict[int, Any], Any]:
+        """Every generation of ``kind`` and the member's own row, in one query."""
+        rows = self._query(
+            "PartitionKey eq @pk and ((RowKey ge @lo and RowKey lt @hi ) or RowKey eq @me )",
+            pk=fleet,
+            lo=f"g|{kind}|",
+            hi=f"g|{kind}}}",
+            me=f"m|{kind}|{member}",
+        )
+        gens = {int(r["RowKey"].rsplit("|", 1)[-1]): r for r in rows if r["RowKey"].startswith("g|")}
+        mine = next((r for r in rows if r["RowKey"].startswith("m|")), None)
+        return gens, mine
+
+    def create_generation(self, fleet: str, kind: str, n: int, owner: str, start_at: datetime) -> bool:
+        entity = {
+            "PartitionKey": fleet,
+            "RowKey": f"g|{kind}|{n:06d}",
+            "Status": "Gathering",
+            "Owner": owner,
+            "StartAt": start_at.isoformat(),
+            "Beat": start_at.isoformat(),
+        }
+        self.stats.add("table.create")
+        try:
+            self._write(lambda: self.table.create_entity(entity))
+        except ResourceExistsError:
+            return False
+        return True
+
+    def update_generation(self, gen: Any, **fields: Any) -> bool:
+        """ETag-guarded merge; False when another writer changed it first."""
+        entity = {"PartitionKey": gen["PartitionKey"], "RowKey": gen["RowKey"], **fields}
+        self.stats.add("table.update")
+        try:
+            self.table.update_entity(
+                entity,
+                mode=UpdateMode.MERGE,
+                etag=gen.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except (ResourceModifiedError, ResourceNotFoundError):
+            return False
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                return False
+            raise
+        return True
+
+    def beat(self, fleet: str, kind: str, n: int) -> None:
+        entity = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Beat": _now().isoformat()}
+        self.stats.add("table.update")
+        self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def finish(self, fleet: str, kind: str, n: int, status: str) -> None:
+        entity = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Status": status}
+        self.stats.add("table.update")
+        self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def join(self, fleet: str, kind: str, n: int, member: str, data: dict[str, Any]) -> None:
+        entity = {"PartitionKey": fleet, "RowKey": f"m|{kind}|{member}", "Gen": n, "Data": _dumps(data)}
+        self.stats.add("table.upsert")
+        self._write(lambda: self.table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def members(self, fleet: str, kind: str, n: int) -> list[tuple[str, dict[str, Any]]]:
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and Gen eq @n",
+            pk=fleet,
+            lo=f"m|{kind}|",
+            hi=f"m|{kind}}}",
+            n=n,
+        )
+        prefix = f"m|{kind}|"
+        return sorted((r["RowKey"].removeprefix(prefix), json.loads(r["Data"])) for r in rows)
+
+    # ---- values of any size ----------------------------------------------------------------------
+    def put_blobs(self, fleet: str, blobs: dict[str, Any]) -> None:
+        """Each ``name -> value`` as rows ``{name}|{k}``; as few transactions as fit (a blob's rows in one)."""
+        ops: list[Any] = []
+        size = 0
+        for name, value in blobs.items():
+            rows = _rows_of(fleet, name, value)
+            weight = sum(len(_dumps(r)) for r in rows)
+            if ops and (len(ops) + len(rows) > BATCH or size + weight > 3_000_000):
+                self._submit(ops)
+                ops, size = [], 0
+            ops += [("upsert", r, {"mode": UpdateMode.REPLACE}) for r in rows]
+            size += weight
+        if ops:
+            self._submit(ops)
+
+    def _submit(self, ops: list[Any]) -> None:
+        self.stats.add("table.transaction")
+        self._write(lambda: self.table.submit_transaction(ops))
+
+    def get_blob(self, fleet: str, name: str) -> Any:
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi", pk=fleet, lo=f"{name}|", hi=f"{name}}}"
+        )
+        return _value_of(sorted(rows, key=lambda r: str(r["RowKey"])))
+
+    def get_blobs(self, fleet: str, prefix: str) -> dict[str, Any]:
+        """Every blob whose name starts with ``prefix`` (name without the prefix -> value)."""
+        rows = self._query(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            pk=fleet,
+            lo=prefix,
+            hi=prefix[:-1] + "}",
+        )
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for row in sorted(rows, key=lambda r: str(r["RowKey"])):
+            grouped.setdefault(str(row["RowKey"]).rsplit("|", 1)[0], []).append(row)
+        found = {name.removeprefix(prefix): _value_of(rs) for name, rs in grouped.items()}
+        return {name: value for name, value in found.items() if value is not None}
+
+
+class Parts:
+    """A run's finished reads, stored as they finish (``step``), so that a run cut short by a throttle
+    resumes where it stopped; each stored read is also the run's heartbeat."""
+
+    def __init__(self, store: FleetStore, fleet: str, kind: str, n: int) -> None:
+        self.store, self.fleet, self.kind, self.n = store, fleet, kind, n
+        self.prefix = f"p|{kind}|{n:06d}|"
+        self.done = store.get_blobs(fleet, self.prefix)
+
+    def step(self, name: str, read: Callable[[], Any]) -> Any:
+        if name not in self.done:
+            value = read()
+            self.store.put_blobs(self.fleet, {self.prefix + name: value})
+            self.store.beat(self.fleet, self.kind, self.n)
+            self.done[name] = value
+        return self.done[name]
+
+
+Run = Callable[[list[tuple[str, dict[str, Any]]], Parts], dict[str, Any]]
+
+
+def _at(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value))
+
+
+def shared_result(
+    store: FleetStore,
+    fleet: str,
+    kind: str,
+    member: str,
+    data: dict[str, Any],
+    run: Run,
+) -> Any:
+    """The member's result from a generation it joined (see the module docstring); ``None``: do your
+    own discovery. Raises a throttled ``TransientError`` while the generation gathers or runs, and
+    whatever ``run`` raises (a throttled read: its finished reads are kept, the owner resumes)."""
+    for _ in range(6):
+        gens, mine = store.state(fleet, kind, member)
+        now = _now()
+        if gens and gens[max(gens)]["Status"] == "Failed":
+            return None
+        joined = gens.get(int(mine["Gen"])) if mine is not None else None
+        if joined is not None:
+            status = joined["Status"]
+            n = int(mine["Gen"])
+            if status == "Done":
+                result = store.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")
+                if result is not None:
+                    return result
+            elif status in ("Gathering", "Running"):
+                if now - _at(joined["StartAt"]) > timedelta(seconds=WAIT_LIMIT_SECONDS):
+                    return None
+                stale = now - max(_at(joined["Beat"]), _at(joined["StartAt"])) > timedelta(
+                    seconds=LEASE_SECONDS
+                )
+                gathering = (_at(joined["StartAt"]) - now).total_seconds()
+                mine_to_run = joined["Owner"] == member and gathering <= 0
+                if mine_to_run or (stale and store.update_generation(joined, Owner=member)):
+                    _run(store, fleet, kind, n, joined, run)
+                    continue
+                # the owner too waits out the gathering on the queue, not in a handler thread
+                wait = max(1.0, gathering + (0.5 if joined["Owner"] == member else 2.0))
+                raise TransientError(
+                    "FleetDiscoveryRunning",
+                    f"waiting for fleet discovery {fleet} {kind} #{n}",
+                    fleet,
+                    wait,
+                    throttled=True,
+                )
+            # Failed, or Done without this member (it joined after the run read its list): a newer one
+        if len(gens) >= MAX_GENERATIONS:
+            return None
+        open_ = [
+            n
+            for n, g in gens.items()
+            if g["Status"] == "Gathering" and _at(g["StartAt"]) - now > timedelta(seconds=0.5)
+        ]
+        if open_:
+            store.join(fleet, kind, max(open_), member, data)
+            continue
+        n = max(gens, default=0) + 1
+        start_at = now + timedelta(seconds=GATHER_SECONDS.get(kind, 4.0))
+        if store.create_generation(fleet, kind, n, member, start_at):
+            store.join(fleet, kind, n, member, data)
+    return None
+
+
+def _run(store: FleetStore, fleet: str, kind: str, n: int, gen: Any, run: Run) -> None:
+    """The owner's run of generation ``n`` once its gathering is over: close it (Running), read the
+    member list, then Azure (``run``), then each member's result, then Done."""
+    if gen["Status"] == "Gathering":
+        store.finish(fleet, kind, n, "Running")
+    parts = Parts(store, fleet, kind, n)
+    members = parts.step("members", lambda: [list(m) for m in store.members(fleet, kind, n)])
+    try:
+        results = run([(str(m), dict(d)) for m, d in members], parts)
+    except TransientError:
+        raise  # throttled: the reads so far are kept, the owner (or a taker) resumes
+    except Exception:  # e.g. a read refused: every member does its own discovery, which reports it
+        log.warning("fleet discovery %s %s #%d failed", fleet, kind, n, exc_info=True)
+        store.finish(fleet, kind, n, "Failed")
+        return
+    store.put_blobs(fleet, {f"r|{kind}|{n:06d}|{m}": results[m] for m in results})
+    store.finish(fleet, kind, n, "Done")

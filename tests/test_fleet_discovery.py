@@ -1,0 +1,337 @@
+"""Fleet discovery: the moves of a region decommission share one discovery (DESIGN.md "Fleet discovery").
+
+Real Azurite and the emulator. Requests are counted from the emulator's log: Resource Graph queries
+and subscription-wide role-assignment listings grow with the subscriptions, not with the identities;
+a move's snapshot from the fleet's discovery is the snapshot per-move discovery makes; a discovery
+read before a move's snapshot step began is never used by it; cleanup's re-read still finds access
+granted after the commit; and two members racing for one generation get one run.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from typing import Any
+from urllib.parse import unquote_plus
+
+import httpx
+import pytest
+
+from idmove.estate import ROLES
+from shared.decommission import is_step, move_id_for
+from shared.errors import TransientError
+from shared.fleet_discovery import FleetStore, Parts, shared_result
+from shared.service import MoveService
+from shared.settings import Settings
+from tests.plugins.emulator import RBAC_API, configure, identity_path, put_group, put_identity
+from tests.plugins.engine import drain
+
+SOURCE, TARGET = "japaneast", "japanwest"
+OWNER = {"Authorization": "Bearer t"}
+READER, CONTRIBUTOR = ROLES["Reader"], ROLES["Contributor"]
+GRAPH_QUERY = "/providers/microsoft.resourcegraph/resources"
+WEB_API = {"api-version": "2023-12-01"}
+
+
+def _assign(arm: httpx.Client, scope: str, principal: str, role: str) -> None:
+    sub = scope.split("/")[2]
+    body = {
+        "properties": {
+            "roleDefinitionId": f"/subscriptions/{sub}/providers/Microsoft.Authorization/roleDefinitions/{role}",
+            "principalId": principal,
+            "principalType": "ServicePrincipal",
+        }
+    }
+    path = f"{scope}/providers/Microsoft.Authorization/roleAssignments/{uuid.uuid4()}"
+    r = arm.put(path, params=RBAC_API, json=body)
+    assert r.status_code in (200, 201), r.text
+
+
+def _site(arm: httpx.Client, sub: str, group: str, name: str, identity: dict[str, Any]) -> str:
+    """A web app the identity is attached to, naming its clientId in an app setting."""
+    put_group(arm, group, SOURCE, sub)
+    site = f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Web/sites/{name}"
+    body = {
+        "location": SOURCE,
+        "identity": {"type": "UserAssigned", "userAssignedIdentities": {identity["id"]: {}}},
+        "properties": {
+            "serverFarmId": f"/subscriptions/{sub}/resourceGroups/{group}/providers/Microsoft.Web/serverfarms/plan"
+        },
+    }
+    r = arm.put(site, params=WEB_API, json=body)
+    assert r.status_code in (200, 201), r.text
+    settings = {"properties": {"AZURE_CLIENT_ID": identity["properties"]["clientId"]}}
+    r = arm.put(f"{site}/config/appsettings", params=WEB_API, json=settings)
+    assert r.status_code in (200, 201), r.text
+    return site
+
+
+def _estate(emu: str, subs: list[str], per_sub: int) -> dict[str, dict[str, Any]]:
+    """``per_sub`` identities in each subscription, each with a Reader role on its subscription, a
+    Contributor role in the OTHER subscription and a web app there using it (cross-subscription)."""
+    made: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
+        for i, sub in enumerate(subs):
+            other = subs[(i + 1) % len(subs)]
+            for _ in range(per_sub):
+                tag = uuid.uuid4().hex[:6]
+                identity = put_identity(arm, f"rg-{tag}", f"id-{tag}", SOURCE, sub)
+                principal = identity["properties"]["principalId"]
+                _assign(arm, f"/subscriptions/{sub}", principal, READER)
+                put_group(arm, f"rg-data-{tag}", SOURCE, other)
+                _assign(arm, f"/subscriptions/{other}/resourceGroups/rg-data-{tag}", principal, CONTRIBUTOR)
+                _site(arm, other, f"rg-app-{tag}", f"web-{tag}", identity)
+                made[identity_path(f"rg-{tag}", f"id-{tag}", sub).lower()] = identity
+    return made
+
+
+def _log(emu: str) -> list[dict[str, Any]]:
+    return list(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
+
+
+def _graph_queries(log: list[dict[str, Any]]) -> int:
+    return sum(
+        1 for r in log if r["method"] == "POST" and GRAPH_QUERY in r["path"].lower() and r["status"] < 400
+    )
+
+
+def _subscription_listings(log: list[dict[str, Any]], principals: set[str]) -> int:
+    """Discovery's role-assignment lists of a whole subscription: unfiltered (fleet) or by one of
+    ``principals`` (per move); verify's lists of the new principals and the preflight's reads of the
+    mover's own (``assignedTo``) are not discovery."""
+    found = 0
+    for r in log:
+        path, query = r["path"].lower().rstrip("/"), unquote_plus(str(r.get("query") or "")).lower()
+        if not (
+            r["method"] == "GET"
+            and path.endswith("/providers/microsoft.authorization/roleassignments")
+            and path.count("/") == 5
+        ):
+            continue
+        if "$filter" not in query or any(f"principalid eq '{p}'" in query for p in principals):
+            found += 1
+    return found
+
+
+def snapshot_phase_only(
+    service: MoveService, hold: set[str] | None = None, held: list[str] | None = None
+) -> Any:
+    """Work the decommission's steps and the moves' snapshots; later phases are acknowledged unworked
+    (the estate stays as it was). Snapshot messages of the moves in ``hold`` are kept in ``held``."""
+
+    def handle(body: str, dequeue_count: int) -> None:
+        if is_step(body):
+            service.handle_message(body, dequeue_count)
+            return
+        message = json.loads(body)
+        if message.get("phase") != "snapshot":
+            return
+        if hold and (message.get("move_id") or message.get("moveId")) in hold and held is not None:
+            held.append(body)
+            return
+        service.handle_message(body, dequeue_count)
+
+    return handle
+
+
+def _snapshot(service: MoveService, move_id: str) -> dict[str, Any]:
+    move = service.store.get_move(move_id)
+    assert move is not None and move.snapshot_chunks, move
+    return dict(service.store.load_snapshot(move.id, move.snapshot_chunks, move.snapshot_generation))
+
+
+def _decommission(service: MoveService, subs: list[str], **extra: Any) -> str:
+    event_id = str(uuid.uuid4())
+    data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": subs, **extra}
+    service.start_region_decommission(event_id, data)
+    return event_id
+
+
+def test_a_decommission_discovers_once_per_subscription_and_snapshots_equal_per_move_ones(
+    emulated_service: MoveService, emu: str
+) -> None:
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    subs = [str(uuid.uuid4()), str(uuid.uuid4())]
+    identities = _estate(emu, subs, per_sub=4)
+    service = emulated_service
+    service.store.ensure_tables()
+
+    # each identity moved alone first (dry runs: per-move discovery, nothing written)
+    alone: dict[str, dict[str, Any]] = {}
+    before = len(_log(emu))
+    for identity_id in identities:
+        status = service.start({"sourceIdentityId": identity_id, "targetRegion": TARGET, "dryRun": True})
+        drain(service, timeout=60)
+        alone[identity_id] = _snapshot(service, status["id"])
+    per_move = _log(emu)[before:]
+    principals = {i["properties"]["principalId"].lower() for i in identities.values()}
+    assert _graph_queries(per_move) == 2 * len(identities)
+    assert _subscription_listings(per_move, principals) >= len(subs) * len(identities)  # + headroom counts
+
+    before = len(_log(emu))
+    event_id = _decommission(service, subs)
+    drain(service, timeout=180)
+    log = _log(emu)[before:]
+    assert all(service.get(move_id_for(event_id, i))["status"] == "AwaitingCommit" for i in identities)
+
+    # O(S), not O(N): one batch of identities = 2 queries, one listing per subscription, per
+    # generation; the snapshots arrive in one or two generations
+    assert _graph_queries(log) <= 4, _graph_queries(log)
+    assert _subscription_listings(log, principals) <= 2 * len(subs), _subscription_listings(log, principals)
+    for identity_id, snapshot in alone.items():
+        assert _snapshot(service, move_id_for(event_id, identity_id)) == snapshot
+        assert len(snapshot["roleAssignments"]) == 2 and len(snapshot["attachments"]) == 1, snapshot
+        assert snapshot["appSettings"] and snapshot["appSettings"][0]["appSettings"] == ["AZURE_CLIENT_ID"]
+
+
+def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """The move's snapshot step joins a discovery that reads Azure after it joined: a discovery that ran
+    before (for the other moves) is never reused, however recent."""
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identities = _estate(emu, [sub], per_sub=3)
+    late_id, late = next(iter(identities.items()))
+    service = emulated_service
+    service.store.ensure_tables()
+    event_id = _decommission(service, [sub])
+    late_move = move_id_for(event_id, late_id)
+    held: list[str] = []
+    drain(service, timeout=180, handler=snapshot_phase_only(service, {late_move}, held))
+    assert held, "the late move's snapshot message was not seen"
+    others = [i for i in identities if i != late_id]
+    assert all(service.store.get_move(move_id_for(event_id, i)).snapshot_chunks for i in others)  # type: ignore[union-attr]
+
+    # granted after the others' discovery ran, before the late move's snapshot step
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
+        principal = late["properties"]["principalId"]
+        put_group(arm, "rg-late", SOURCE, sub)
+        _assign(arm, f"/subscriptions/{sub}/resourceGroups/rg-late", principal, CONTRIBUTOR)
+        site = _site(arm, sub, "rg-late-app", f"web-late-{uuid.uuid4().hex[:6]}", late)
+
+    before = len(_log(emu))
+    service.handle_message(held[0], 1)
+    drain(service, timeout=120, handler=snapshot_phase_only(service))
+    snap = _snapshot(service, late_move)
+    scopes = {a["scope"].lower() for a in snap["roleAssignments"]}
+    assert f"/subscriptions/{sub}/resourcegroups/rg-late" in scopes, scopes
+    assert site.lower() in {a["id"].lower() for a in snap["attachments"]}
+    assert _graph_queries(_log(emu)[before:]) == 2  # a generation of its own (uses + candidates)
+
+
+def test_cleanup_of_a_fleet_move_still_copies_access_granted_after_the_commit(
+    emulated_service: MoveService, emu: str
+) -> None:
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identities = _estate(emu, [sub], per_sub=2)
+    service = emulated_service
+    event_id = _decommission(service, [sub], autoCommit=False)
+    drain(service, timeout=240)
+    moves = {i: move_id_for(event_id, i) for i in identities}
+    assert all(service.get(m)["status"] == "AwaitingCommit" for m in moves.values()), [
+        (service.get(m)["status"], service.get(m).get("error")) for m in moves.values()
+    ]
+
+    late_id, late = next(iter(identities.items()))
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
+        put_group(arm, "rg-after-commit", SOURCE, sub)
+        _assign(
+            arm,
+            f"/subscriptions/{sub}/resourceGroups/rg-after-commit",
+            late["properties"]["principalId"],
+            CONTRIBUTOR,
+        )
+    for move_id in moves.values():
+        service.commit(move_id)
+    drain(service, timeout=240)
+
+    done = service.get(moves[late_id])
+    assert done["status"] == "Completed", done.get("error")
+    assert [w for w in done["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
+    new_principal = done["target"]["principalId"]
+    auth = httpx.get(
+        f"{emu}/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments",
+        params={**RBAC_API, "$filter": f"principalId eq '{new_principal}'"},
+        headers=OWNER,
+    ).json()["value"]
+    assert any(a["properties"]["scope"].lower().endswith("/rg-after-commit") for a in auth), auth
+    other = service.get(next(m for i, m in moves.items() if i != late_id))
+    assert other["status"] == "Completed", other.get("error")
+    assert not [w for w in other["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
+
+
+# ---- the coordination itself, on Azurite --------------------------------------------------------
+@pytest.fixture
+def fleet_store(engine_settings: Settings) -> FleetStore:
+    return FleetStore.for_settings(engine_settings)
+
+
+def _until_done(store: FleetStore, fleet: str, member: str, run: Any) -> Any:
+    """What the engine does with a member's step: again after each wait, until it has its result."""
+    import time
+
+    for _ in range(40):
+        try:
+            return shared_result(store, fleet, "snapshot", member, {"m": member}, run)
+        except TransientError as exc:
+            if exc.code != "FleetDiscoveryRunning":
+                raise
+            time.sleep(min(exc.retry_after or 1.0, 1.0))
+    raise AssertionError("never done")
+
+
+def test_members_racing_for_a_generation_share_one_run_and_duplicates_are_harmless(
+    fleet_store: FleetStore,
+) -> None:
+    runs: list[list[str]] = []
+    lock = threading.Lock()
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        with lock:
+            runs.append([m for m, _ in members])
+        return {m: {"for": d["m"]} for m, d in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    members = ["a", "b", "c", "a"]  # "a" twice: a duplicate message of the same step
+    results: dict[int, Any] = {}
+
+    def member(n: int) -> None:
+        results[n] = _until_done(fleet_store, fleet, members[n], run)
+
+    threads = [threading.Thread(target=member, args=(n,)) for n in range(len(members))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(runs) == 1 and sorted(runs[0]) == ["a", "b", "c"], runs
+    assert [results[n]["for"] for n in range(len(members))] == members
+
+
+def test_a_throttled_run_resumes_from_the_reads_it_stored(fleet_store: FleetStore) -> None:
+    reads: list[str] = []
+    throttled: list[bool] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        first = parts.step("first", lambda: reads.append("first") or 1)
+        if not throttled:
+            throttled.append(True)
+            raise TransientError("Throttled", "Resource Graph said 429", None, 0.1, throttled=True)
+        second = parts.step("second", lambda: reads.append("second") or 2)
+        return {m: {"sum": first + second} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TransientError):
+        for _ in range(20):  # waits out the gathering, then the run is throttled once
+            try:
+                shared_result(fleet_store, fleet, "snapshot", "a", {}, run)
+            except TransientError as exc:
+                if exc.code != "FleetDiscoveryRunning":
+                    raise
+                import time
+
+                time.sleep(min(exc.retry_after or 1.0, 1.0))
+    assert _until_done(fleet_store, fleet, "a", run) == {"sum": 3}
+    assert reads == ["first", "second"]  # "first" was not read again
