@@ -71,7 +71,9 @@ class RunConfig:
     sequential: int = 0  # moves of this run's estate timed one at a time before its event (the baseline)
     headline: bool = False  # its figures go to the top level of latest.json
     budget_scale: float = 1.0  # ARM bucket capacities x this (the 100k simulation, bench/README.md)
-    resource_graph_window: float = 5.0  # seconds per 15 queries (the simulation stretches it)
+    resource_graph_window: float = 5.0  # seconds per window (the simulation stretches it)
+    resource_graph_capacity: int = 15  # queries per window
+    simulates: tuple[int, int] | None = None  # (identities, subscriptions) this run stands for
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,8 @@ DEFAULT_RUNS = (  # make bench: (name, identities, subscriptions); the second is
 
 def plan_runs(args: argparse.Namespace) -> list[RunConfig]:
     """The default runs, or one fleet of ``--identities``/``--subscriptions``; then the variants."""
+    if args.simulate:  # a run of its own (bench/README.md "Simulation")
+        return [simulation_run(args)]
     if args.identities or args.subscriptions or args.quick:
         n = args.identities or (16 if args.quick else 60)
         s = args.subscriptions or (2 if args.quick else 1)
@@ -125,17 +129,17 @@ def plan_runs(args: argparse.Namespace) -> list[RunConfig]:
                     drain_bucket=d, headline=False, sequential=0)
             for d in drains
         ]  # fmt: skip
-    if args.simulate:
-        runs.append(simulation_run(args))
     return runs
 
 
 def simulation_run(args: argparse.Namespace) -> RunConfig:
     """The 100k / 500 fleet scaled down (bench/README.md "Simulation"): ``--sim-subscriptions`` S'
-    subscriptions of ``fraction`` x (I / S) identities each, ARM's buckets x ``fraction`` (so each
-    subscription is as full, relative to its bucket, as at full size), Resource Graph's per-user
-    refill x S' / S (it serves S' / S of the fleet), all refills x ``--sim-time-scale``. Every floor
-    is then ``fraction / timeScale`` times the full fleet's."""
+    of its S subscriptions, each holding ``fraction`` x (I / S) identities with ARM's buckets x
+    ``fraction``; the budgets the whole fleet shares (Resource Graph's per user) cut to the S' / S
+    share these subscriptions would get, as 1 query per window (the 15-query burst is nothing at
+    full size, a window of one keeps the refill smooth); every refill x ``--sim-time-scale``. A
+    floor is then ``fraction / timeScale`` times the full fleet's; at fraction 1 (the default) exactly
+    1 / timeScale, per-subscription costs included (a smaller fraction overstates those 1 / fraction)."""
     per_sub = max(1, round(args.target_identities / args.target_subscriptions * args.sim_fraction))
     subs = args.sim_subscriptions
     return RunConfig(
@@ -145,7 +149,9 @@ def simulation_run(args: argparse.Namespace) -> RunConfig:
         args.workers or 4,
         args.sim_time_scale,
         budget_scale=args.sim_fraction,
-        resource_graph_window=5.0 * args.target_subscriptions / subs,
+        resource_graph_window=5.0 / 15 * args.target_subscriptions / subs,
+        resource_graph_capacity=1,
+        simulates=(args.target_identities, args.target_subscriptions),
     )
 
 
@@ -192,7 +198,10 @@ def throttling_config(cfg: RunConfig) -> dict[str, Any]:
             kind: {"capacity": caps[kind], "refillPerSecond": rate}
             for kind, (_, rate) in metrics.ARM_BUDGET.items()
         },
-        "resourceGraph": {"capacity": 15, "windowSeconds": cfg.resource_graph_window},
+        "resourceGraph": {
+            "capacity": cfg.resource_graph_capacity,
+            "windowSeconds": cfg.resource_graph_window,
+        },
     }
 
 
@@ -433,10 +442,9 @@ def floors_of(
         kind: max((f[kind] for f in subs.values()), default=0.0) for kind in [*budgets, "msiCreates"]
     }
     per_budget.update({f"tenant{kind.title()}": tenant[kind] for kind in budgets})
-    rg_window = (
-        float(throttling.get("resourceGraph", {}).get("windowSeconds", 5.0)) if cfg.throttling else 5.0
-    )
-    per_budget["resourceGraph"] = metrics.allowance_floor(arg_queries, (15.0, 15.0 / rg_window), scale)
+    rg = throttling.get("resourceGraph", {}) if cfg.throttling else {}
+    rg_window, rg_cap = float(rg.get("windowSeconds", 5.0)), float(rg.get("capacity", 15))
+    per_budget["resourceGraph"] = metrics.allowance_floor(arg_queries, (rg_cap, rg_cap / rg_window), scale)
     per_budget["graphReads"] = metrics.allowance_floor(graph["reads"], metrics.GRAPH_BUDGET["reads"], scale)
     per_budget["graphWrites"] = metrics.allowance_floor(
         graph["writes"], metrics.GRAPH_BUDGET["writes"], scale
@@ -454,7 +462,7 @@ def floors_of(
         "seconds": per_budget[binding],
         "timeScale": scale,
         "budgets": {kind: {"capacity": c, "refillPerSecond": r} for kind, (c, r) in budgets.items()},
-        "resourceGraphWindowSeconds": rg_window,
+        "resourceGraphQuota": {"capacity": rg_cap, "windowSeconds": rg_window},
     }
 
 
@@ -613,7 +621,22 @@ def summarise(
             "messagesHandled": sum(i["poller"]["handled"] for i in instances),
         },
         "floor": {**floor, "wallOverFloor": round(wall / floor["seconds"], 2) if floor["seconds"] else None},
+        **({"simulation": simulation_summary(cfg, wall, floor)} if cfg.simulates else {}),
         **{k: v for k, v in extra.items() if k != "sequential" or v is not None},
+    }
+
+
+def simulation_summary(cfg: RunConfig, wall: float, floor: dict[str, Any]) -> dict[str, Any]:
+    """What the scaled-down run says of the full fleet: times x timeScale / fraction."""
+    assert cfg.simulates is not None
+    back = cfg.time_scale / cfg.budget_scale
+    return {
+        "fleet": {"identities": cfg.simulates[0], "subscriptions": cfg.simulates[1]},
+        "fraction": cfg.budget_scale,
+        "timeScale": cfg.time_scale,
+        "fullFleetWallSeconds": round(wall * back, 1),
+        "fullFleetFloorSeconds": {k: round(v * back, 1) for k, v in floor["perBudgetSeconds"].items()},
+        "binding": floor["binding"],
     }
 
 
@@ -682,12 +705,31 @@ def _own_cpu() -> float:
     return t.user + t.system
 
 
-def speedups(runs: list[dict[str, Any]], sequential: dict[str, Any] | None) -> None:
-    """speedup_vs_sequential per run: sequential mean seconds per move x the run's moves / its wall."""
+def speedups(
+    runs: list[dict[str, Any]], sequential: dict[str, Any] | None, latency: dict[str, float]
+) -> None:
+    """speedup_vs_sequential per run: sequential mean seconds per move x the run's moves / its wall.
+
+    A move started alone discovers for itself, so the baseline's moves make more reads and Resource
+    Graph queries than a fleet's (same writes, deletes and Graph calls). ``speedupSameCalls`` takes
+    the latency of those extra calls out of the baseline's mean (reads at the read latency, queries,
+    which are POSTs, at the write latency): the speedup from concurrency alone."""
     mean = (sequential or {}).get("meanMoveSeconds")
+    seq = (sequential or {}).get("perMove") or {}
     for run in runs:
         wall, n = run["wallSeconds"], run["fleet"]["identities"]
         run["speedup_vs_sequential"] = round(mean * n / wall, 1) if mean and wall else None
+        if not (mean and wall and seq.get("reads") is not None):
+            continue
+        extra_reads = max(0.0, seq["reads"] - run["perMove"]["reads"])
+        extra_queries = max(0.0, seq["resourceGraphQueries"] - run["perMove"]["resourceGraphQueries"])
+        same = mean - (extra_reads * latency["read"] + extra_queries * latency["write"]) / 1000
+        run["sequentialSameCalls"] = {
+            "extraReadsPerMove": round(extra_reads, 2),
+            "extraResourceGraphQueriesPerMove": round(extra_queries, 2),
+            "meanMoveSeconds": round(same, 2),
+            "speedupSameCalls": round(same * n / wall, 1),
+        }
 
 
 def headline(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -793,19 +835,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="moves timed one at a time in the headline run's estate (0: none; default 4)",
     )
     parser.add_argument(
-        "--simulate", action="store_true", help="+ the scaled-down 100k / 500 fleet (bench/README.md)"
+        "--simulate", action="store_true", help="only the scaled-down 100k / 500 fleet (bench/README.md)"
     )
     parser.add_argument("--target-identities", type=int, default=100_000, help="fleet to analyse (100000)")
     parser.add_argument("--target-subscriptions", type=int, default=500, help="its subscriptions (500)")
     parser.add_argument("--target-instances", type=int, default=20, help="its instances (20)")
-    parser.add_argument("--sim-subscriptions", type=int, default=4, help="simulation: subscriptions (4)")
+    parser.add_argument("--sim-subscriptions", type=int, default=1, help="simulation: subscriptions (1)")
     parser.add_argument(
         "--sim-fraction",
         type=float,
-        default=0.1,
-        help="simulation: identities per subscription and ARM buckets x this (0.1)",
+        default=1.0,
+        help="simulation: identities per subscription and ARM buckets x this (1)",
     )
-    parser.add_argument("--sim-time-scale", type=float, default=0.25, help="simulation: timeScale (0.25)")
+    parser.add_argument("--sim-time-scale", type=float, default=4.0, help="simulation: timeScale (4)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per run before giving up")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     return parser.parse_args(argv)
@@ -827,7 +869,7 @@ def main(argv: list[str] | None = None) -> int:
         for cfg in runs:
             results.append(run_once(stack, cfg, args, log_dir))
     sequential = next((r["sequential"] for r in results if r.get("sequential")), None)
-    speedups(results, sequential)
+    speedups(results, sequential, latency_config(args))
     document = {
         "benchmark": "region-fanout",
         **headline(results),

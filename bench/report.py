@@ -48,6 +48,10 @@ ROWS: list[Row] = [
     ("ratio_to_lower_bound (wall / write floor)", lambda r: _opt(r["ratio_to_lower_bound"])),
     ("speedup_vs_sequential", lambda r: _opt(r["speedup_vs_sequential"], "{:.1f}x")),
     (
+        "  the same, baseline without its extra discovery",
+        lambda r: _opt((r.get("sequentialSameCalls") or {}).get("speedupSameCalls"), "{:.1f}x"),
+    ),
+    (
         "floors (s): reads / writes / deletes (max sub)",
         lambda r: " / ".join(
             f"{r['floor']['perBudgetSeconds'][k]:.1f}" for k in ("reads", "writes", "deletes")
