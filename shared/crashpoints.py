@@ -10,13 +10,16 @@ point                       between
 ==========================  ==============================================================
 ``start:after-send``        the first message and the move record (Pending + Started event)
 ``start:after-record``      the move record and answering the caller (publishing the event)
-``{p}:after-claim``         claiming a phase's step for one message and running it
+``{p}:after-claim``         claiming a phase's step for one message (or the previous phase's
+                            completion claiming it, chained) and running it
 ``{p}:after-run``           a single-step phase's Azure work and saving its result
 ``snapshot:after-save``     the snapshot rows and the move record
-``{p}:after-items``         a fanned-out phase's item rows and its batch messages
-``{p}:after-send-batch``    one batch message and the next
+``{p}:after-items``         a fanned-out phase's item rows and running its items (in its own step,
+                            up to ``IDMOVE_INLINE_ITEMS``) or sending its batch messages
+``{p}:after-send-batch``    one batch message and the next (more items than run in one step)
 ``{p}:item-done``           an item's Azure write and marking the item Done
-``{p}:after-send-next``     the next phase's message and the move record saying so
+``{p}:after-send-next``     the next phase's message and the move record saying so (cleanup's way
+                            back to grant; phase completions claim the next step in their save)
 ``{p}:before-save``         everything of a step and saving the move record + its events
 ``discard:after-resource``  restoring one resource and the next
 ``cleanup:after-snapshot``  cleanup found new source access: the widened snapshot, back to grant
@@ -25,28 +28,29 @@ point                       between
 
 from __future__ import annotations
 
-from shared.phases import DISCARD, ORDER, PHASES
+from shared.phases import DISCARD, PHASES
 
 
 def for_move() -> list[str]:
-    """The points a committed move (snapshot ... cleanup) passes through, in order."""
+    """The points a committed move (snapshot ... cleanup) passes through, in order, with its phases'
+    items run in their own steps (the default for a few items)."""
     names = ["start:after-send", "start:after-record"]
     for phase in PHASES:
         names.append(f"{phase.name}:after-claim")
         if phase.items:
-            names += [
-                f"{phase.name}:after-items",
-                f"{phase.name}:after-send-batch",
-                f"{phase.name}:item-done",
-            ]
+            names += [f"{phase.name}:after-items", f"{phase.name}:item-done"]
         else:
             names.append(f"{phase.name}:after-run")
         if phase.name == "snapshot":
             names.append("snapshot:after-save")
-        if phase.name != ORDER[-1]:
-            names.append(f"{phase.name}:after-send-next")
         names.append(f"{phase.name}:before-save")
     return names
+
+
+def for_batches() -> list[str]:
+    """What a move passes through beyond ``for_move`` when its phases' items go out as batch messages
+    (``IDMOVE_INLINE_ITEMS`` = 0, or more items than that)."""
+    return [f"{phase.name}:after-send-batch" for phase in PHASES if phase.items]
 
 
 def for_discard() -> list[str]:
@@ -63,7 +67,7 @@ def for_source_changed() -> list[str]:
     return ["cleanup:after-snapshot", "cleanup:after-send-next"]
 
 
-ALL: frozenset[str] = frozenset([*for_move(), *for_discard(), *for_source_changed()])
+ALL: frozenset[str] = frozenset([*for_move(), *for_batches(), *for_discard(), *for_source_changed()])
 
 
 def is_declared(name: str) -> bool:

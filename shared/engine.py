@@ -2,13 +2,22 @@
 
 Step of a move (``Engine.handle``):
 
-1. read the move; a message for a move at rest or for another phase is stale: acknowledge it;
-2. single-step phase: run it; fanned-out phase: without ``batch`` create the item entities and send
-   one message per batch (at most ``IDMOVE_MAX_PARALLEL_ITEMS`` batches), with ``batch`` run those
-   items one by one, each marked Done on its own entity (ETag-guarded);
-3. a phase is complete when all its items are Done ("check all items done", idempotent): the engine
-   sends the next phase's message FIRST and then saves the move record with its outbox events in one
-   transaction (ETag). A crash in between leaves a duplicate message (harmless), never a lost step.
+1. read the move; a message for a move at rest or for another phase is stale: acknowledge it (unless
+   its token claims the current phase's step: a chained step whose handler died, see 4);
+2. single-step phase: run it; fanned-out phase: without ``batch`` create the item entities; at most
+   ``IDMOVE_INLINE_ITEMS`` pending items run one after another in this step and are marked Done in
+   the transaction that completes the phase; more are sent out as one message per batch (at most
+   ``IDMOVE_MAX_PARALLEL_ITEMS`` batches), and with ``batch`` a message runs its items one by one,
+   each marked Done on its own entity (ETag-guarded);
+3. a phase is complete when all its items are Done ("check all items done", idempotent);
+4. completing a phase saves the move record with its outbox events in one transaction (ETag) that
+   also claims the next phase's step for the same message (its token), and the handler goes on with
+   that step: a move runs from snapshot to verify (and cleanup when committed) on ONE message, with
+   one record save per phase and no record re-read. A crash after the save leaves the message
+   undeleted: redelivered, its token claims the phase the record is in, so it hands that step to a
+   fresh message with the same token (dequeue counts stay per step); nothing is lost and nothing runs
+   twice at once. Commands (commit, retry, discard) and cleanup's way back to
+   grant still send a message first and then save (the message waits for that save, see ``after``).
 
 Crashpoints (``self.crashpoint(name)``) sit between every two writes; their names are declared in
 ``shared/crashpoints.py``, which the crash-anywhere suite walks.
@@ -43,6 +52,7 @@ from shared.work_queue import WorkMessage, WorkQueue
 log = logging.getLogger(__name__)
 THROTTLE_JITTER = 0.5
 MAX_WAITS = 12  # ~1.5 min of looking again for a save a message overtook
+Chain = tuple[MoveRecord, WorkMessage] | None  # the next phase's step, claimed by the same message
 
 
 class Engine:
@@ -71,31 +81,45 @@ class Engine:
         if message.after and (move is None or move.version < message.after):  # None: start sends first
             self._wait_for_save(message)
             return
-        if move is None or move.status not in (Status.PENDING, Status.RUNNING) or move.phase != message.phase:
+        if move is not None:
+            adopted = _adopted(move, message)
+            if adopted is not message:
+                # a chained step whose handler died: it goes on in a fresh message with the same token
+                # (the claim stays), so the queue's dequeue count counts this step's failures, not
+                # those of every phase the first message ran before
+                self.queue.send(adopted)
+                return
+        while move is not None:
+            chained = self._step(move, message)
+            if chained is None:
+                return
+            move, message = chained  # the next phase's step, claimed by this message in that save
+
+    def _step(self, move: MoveRecord, message: WorkMessage) -> Chain:
+        if move.status not in (Status.PENDING, Status.RUNNING) or move.phase != message.phase:
             log.info("stale message for %s/%s: acknowledged", message.move_id, message.phase)
-            return
+            return None
         phase = BY_NAME[move.phase]
         if phase.needs_commit and not (move.committed and move.verified):
             # never reached through the API (commit requires AwaitingCommit, which requires verify)
             self.fail(move, PermanentError("NotCommitted", f"{phase.name} needs a verified, committed move"))
-            return
+            return None
         if self._timed_out(move, phase):
             self.fail(
                 move, PermanentError("PhaseTimeout", f"{phase.name} exceeded {phase.timeout_seconds:.0f}s")
             )
-            return
+            return None
         if not message.batch:
             claimed = self._claim(move, message)
             if claimed is None:
-                return
+                return None
             move = claimed
         ctx = self._context(move)
         if not phase.items:
-            self._run_single(move, phase, ctx, message)
-        elif not message.batch:
-            self._fan_out(move, phase, ctx, message)
-        else:
-            self._run_batch(move, phase, ctx, message)
+            return self._run_single(move, phase, ctx, message)
+        if not message.batch:
+            return self._fan_out(move, phase, ctx, message)
+        return self._run_batch(move, phase, ctx, message)
 
     def _wait_for_save(self, message: WorkMessage) -> None:
         """The message overtook the save that sent it: look again shortly (bounded).
@@ -178,18 +202,18 @@ class Engine:
         )
 
     # ---- single-step phases --------------------------------------------------------------
-    def _run_single(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
+    def _run_single(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> Chain:
         try:
             result = phase.function()(ctx)
         except TransientError as exc:
             self._retry_later(move, phase, message, exc)
-            return
+            return None
         except PermanentError as exc:
             self.fail(move, exc)
-            return
+            return None
         self.crashpoint(f"{phase.name}:after-run")
-        apply = getattr(self, f"_apply_{phase.name}")
-        apply(move, result)
+        apply: Callable[[MoveRecord, Any, WorkMessage], Chain] = getattr(self, f"_apply_{phase.name}")
+        return apply(move, result, message)
 
     def _retry_later(self, move: MoveRecord, phase: Phase, message: WorkMessage, exc: TransientError) -> None:
         attempt = message.attempt + (0 if exc.throttled else 1)
@@ -206,7 +230,7 @@ class Engine:
         fresh = WorkMessage(move.id, phase.name, message.batch, attempt, epoch=message.epoch)
         self.queue.send(again or fresh, delay)
 
-    def _apply_snapshot(self, move: MoveRecord, result: Any) -> None:
+    def _apply_snapshot(self, move: MoveRecord, result: Any, message: WorkMessage) -> Chain:
         # the snapshot is persisted before anything else happens (separate transactions: it may be large)
         # a generation of its own: a second run of the step (a resent message) cannot mix its chunks
         # into these; the record names the generation only when its save wins
@@ -219,23 +243,22 @@ class Engine:
         move.plan = result.plan
         blocking = result.plan.get("blocking") or []
         if move.dry_run:
-            self._complete_phase(move, "snapshot", rest=Status.PLANNED)
-        elif blocking:
+            return self._complete_phase(move, "snapshot", message, rest=Status.PLANNED)
+        if blocking:
             first = blocking[0]
             error = PermanentError(
                 "PlanBlocked",
                 f"the plan has {len(blocking)} blocker(s): {first['message']}",
                 first.get("target"),
             )
-            self._complete_phase(move, "snapshot", fail_with=error)
-        else:
-            self._complete_phase(move, "snapshot")
+            return self._complete_phase(move, "snapshot", message, fail_with=error)
+        return self._complete_phase(move, "snapshot", message)
 
-    def _apply_create(self, move: MoveRecord, result: Any) -> None:
+    def _apply_create(self, move: MoveRecord, result: Any, message: WorkMessage) -> Chain:
         move.target = {**move.target, **result.target}
-        self._complete_phase(move, "create")
+        return self._complete_phase(move, "create", message)
 
-    def _apply_verify(self, move: MoveRecord, result: Any) -> None:
+    def _apply_verify(self, move: MoveRecord, result: Any, message: WorkMessage) -> Chain:
         move.verified = True
         move.phase_entry("verify")["checked"] = dict(getattr(result, "checked", {}) or {})  # the report's
         # steps a person must take (plan.actionsRequired) hold autoCommit unless the request acknowledged them
@@ -243,44 +266,118 @@ class Engine:
             "acknowledgeActionsRequired"
         )
         if move.committed:  # verifying again what cleanup found added to the source: on to cleanup
-            self._complete_phase(move, "verify")
-        elif move.auto_commit and not unacknowledged:
+            return self._complete_phase(move, "verify", message)
+        if move.auto_commit and not unacknowledged:
             move.committed = True
-            self._complete_phase(move, "verify")
-        else:
-            self._complete_phase(move, "verify", rest=Status.AWAITING_COMMIT)
+            return self._complete_phase(move, "verify", message)
+        return self._complete_phase(move, "verify", message, rest=Status.AWAITING_COMMIT)
 
-    def _apply_discard(self, move: MoveRecord, result: Any) -> None:
-        self._complete_phase(move, "discard", rest=Status.DISCARDED)
+    def _apply_discard(self, move: MoveRecord, result: Any, message: WorkMessage) -> Chain:
+        return self._complete_phase(move, "discard", message, rest=Status.DISCARDED)
 
     # ---- fanned-out phases ---------------------------------------------------------------
-    def _fan_out(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
+    def _fan_out(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> Chain:
         try:
             specs: list[ItemSpec] = phase.items_function()(ctx)
         except SourceChanged as exc:
             self._copy_first(move, exc)
-            return
+            return None
         except TransientError as exc:  # e.g. cleanup's re-read of the source was throttled
             self._retry_later(move, phase, message, exc)
-            return
+            return None
         except PermanentError as exc:  # e.g. cleanup may no longer read the source: nothing deleted
             self.fail(move, exc)
-            return
-        self.store.add_items(
+            return None
+        items = self.store.add_items(
+            move.id,
+            phase.name,
             [
                 Item(move.id, phase.name, spec.key, spec.kind, {**spec.data, "_serial": spec.serial})
                 for spec in specs
-            ]
+            ],
         )
         self.crashpoint(f"{phase.name}:after-items")
-        items = self.store.list_items(move.id, phase.name)
         pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
-        if not pending:
-            self._check_done(move.id, phase, ctx)
-            return
+        if len(pending) <= self.settings.inline_items:
+            return self._run_inline(move, phase, ctx, message, items)
         for batch in self._batches(pending):
             self.queue.send(WorkMessage(move.id, phase.name, tuple(i.row_key for i in batch)))
             self.crashpoint(f"{phase.name}:after-send-batch")
+        return None
+
+    def _run_inline(
+        self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage, items: list[Item]
+    ) -> Chain:
+        """Run the phase's few pending items in this step, one after another; one transaction marks
+        them Done and completes the phase. Items are idempotent, so a crash before that save only
+        runs them again. Final items (deleting the old identity) run after the others' marks are saved."""
+        marked: list[Item] = []
+        if not any(i.status == "Failed" for i in items):
+            pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
+            if not self._run_inline_items(move, phase, ctx, message, pending, marked):
+                return None
+            finals = [i for i in items if i.status == "Pending"]
+            if finals:
+                if marked:  # the others are Done, on record, before anything final happens
+                    self.store.save_items(marked)
+                    marked = []
+                if not self._run_inline_items(move, phase, ctx, message, finals, marked):
+                    return None
+        move.phase_entry(phase.name)["items"] = item_counts(items)
+        failed = [i for i in items if i.status == "Failed"]
+        if failed:
+            if marked:
+                self.store.save_items(marked)
+            self.fail(move, _failure(failed[0]))
+            return None
+        rest = Status.COMPLETED if phase.name == "cleanup" else None
+        return self._complete_phase(move, phase.name, message, rest=rest, items=marked)
+
+    def _run_inline_items(
+        self,
+        move: MoveRecord,
+        phase: Phase,
+        ctx: PhaseContext,
+        message: WorkMessage,
+        items: list[Item],
+        marked: list[Item],
+    ) -> bool:
+        """Run ``items`` in order, appending each to ``marked`` (in memory) as it is done; on an error
+        the marks so far are saved and the rest is re-sent (transient) or the move fails (permanent)."""
+        run_item = phase.function()
+        for position, item in enumerate(items):
+            try:
+                result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
+            except TransientError as exc:
+                item.attempts += 0 if exc.throttled else 1
+                if item.attempts >= phase.max_attempts:
+                    suffix = f" (gave up after {item.attempts} attempts)"
+                    item.status, item.error = "Failed", _error(exc, suffix)
+                    self.store.save_items([*marked, item])
+                    self.fail(move, PermanentError(exc.code, exc.message + suffix, exc.target))
+                    return False
+                self.store.save_items([*marked, item] if not exc.throttled else marked)
+                rest = tuple(i.row_key for i in items[position:])
+                delay = self._delay(exc, phase, item.attempts)
+                log.info(
+                    "%s/%s item %s transient %s: the rest in %.1fs",
+                    move.id,
+                    phase.name,
+                    item.key,
+                    exc.code,
+                    delay,
+                )
+                self.queue.send(WorkMessage(move.id, phase.name, rest, message.attempt + 1), delay)
+                return False
+            except PermanentError as exc:
+                item.status, item.error = "Failed", _error(exc)
+                self.store.save_items([*marked, item])
+                self.fail(move, exc)
+                return False
+            self.crashpoint(f"{phase.name}:item-done")
+            item.status, item.result, item.error = "Done", {"outcome": result.outcome, **result.detail}, None
+            marked.append(item)
+        return True
 
     def _batches(self, items: list[Item]) -> list[list[Item]]:
         serial: dict[str, list[Item]] = {}
@@ -297,9 +394,10 @@ class Engine:
             batches[n % len(batches)].append(item)
         return [*serial.values(), *batches]
 
-    def _run_batch(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> None:
+    def _run_batch(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> Chain:
         if self._run_items(move, phase, ctx, message):
-            self._check_done(move.id, phase, ctx)
+            return self._check_done(move.id, phase, ctx, message)
+        return None
 
     def _run_items(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> bool:
         """Run the batch's items in order; False when the rest was re-sent for a later retry."""
@@ -365,7 +463,7 @@ class Engine:
         except Conflict:  # a duplicate delivery got there first; its outcome stands
             log.info("item %s changed meanwhile", item.row_key)
 
-    def _check_done(self, move_id: str, phase: Phase, ctx: PhaseContext) -> None:
+    def _check_done(self, move_id: str, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> Chain:
         """Idempotent: complete the phase when all items are Done, fail the move on a Failed one.
 
         Items marked ``_final`` (e.g. deleting the old identity) run here, after all the others.
@@ -373,32 +471,24 @@ class Engine:
         phase_name = phase.name
         items = self.store.list_items(move_id, phase_name)
         if any(i.status == "Pending" and not i.data.get("_final") for i in items):
-            return
+            return None
         move = self.store.get_move(move_id)
         if move is None or move.phase != phase_name or move.status != Status.RUNNING:
-            return
+            return None
         finals = [i for i in items if i.status == "Pending"]
         if finals and not any(i.status == "Failed" for i in items):
             if not self._run_items(
                 move, phase, ctx, WorkMessage(move_id, phase_name, tuple(i.row_key for i in finals))
             ):
-                return
+                return None
             items = self.store.list_items(move_id, phase_name)
         move.phase_entry(phase_name)["items"] = item_counts(items)  # kept for list(): no query per move
         failed = [i for i in items if i.status == "Failed"]
         if failed:
-            err = failed[0].error or {}
-            self.fail(
-                move,
-                PermanentError(
-                    str(err.get("code", "ItemFailed")), str(err.get("message", "")), err.get("target")
-                ),
-            )
-            return
-        if phase_name == "cleanup":
-            self._complete_phase(move, phase_name, rest=Status.COMPLETED)
-        else:
-            self._complete_phase(move, phase_name)
+            self.fail(move, _failure(failed[0]))
+            return None
+        rest = Status.COMPLETED if phase_name == "cleanup" else None
+        return self._complete_phase(move, phase_name, message, rest=rest)
 
     # ---- transitions ---------------------------------------------------------------------
     def _copy_first(self, move: MoveRecord, exc: SourceChanged) -> None:
@@ -434,14 +524,25 @@ class Engine:
         self._save(move, [], step="cleanup")
 
     def _complete_phase(
-        self, move: MoveRecord, name: str, *, rest: Status | None = None, fail_with: PhaseError | None = None
-    ) -> None:
+        self,
+        move: MoveRecord,
+        name: str,
+        message: WorkMessage,
+        *,
+        rest: Status | None = None,
+        fail_with: PhaseError | None = None,
+        items: list[Item] | None = None,
+    ) -> Chain:
+        """Save the phase's completion (with ``items``' marks and the events) in one transaction; when
+        there is a next phase, that save also claims its step for ``message``'s token, and the
+        returned (record, message) is that step for ``handle`` to run at once."""
         now = self.now()
         entry = move.phase_entry(name)
         entry.update(status="Succeeded", completedAt=now)
         move.status = Status.RUNNING
         events: list[Event] = [new_event(move, "PhaseCompleted", now, phase=name)]
         next_name = None if rest or fail_with or name == "discard" else next_phase(name)
+        chained: WorkMessage | None = None
         if fail_with is not None:
             self._set_failed(move, fail_with, now, events, phase_status=None)
         elif rest is not None:
@@ -452,12 +553,16 @@ class Engine:
                 events.append(new_event(move, kind, now))
         elif next_name is not None:
             move.phase = next_name
-            move.phase_entry(next_name).update(status="Running", startedAt=now, completedAt=None)
-            # first the message, then the state (the message waits for this save, see handle)
-            epoch = int(move.phase_entry(next_name).get("epoch", 0))
-            self.queue.send(WorkMessage(move.id, next_name, after=move.version + 1, epoch=epoch))
-            self.crashpoint(f"{name}:after-send-next")
-        self._save(move, events, step=name)
+            following = move.phase_entry(next_name)
+            following.update(status="Running", startedAt=now, completedAt=None)
+            following["step"] = {"attempt": 0, "token": message.token, "claimedAt": now}
+            following["attempts"] = 1
+            epoch = int(following.get("epoch", 0))
+            chained = WorkMessage(move.id, next_name, attempt=0, epoch=epoch, token=message.token)
+        if not self._save(move, events, step=name, items=items or []) or chained is None:
+            return None
+        self.crashpoint(f"{chained.phase}:after-claim")
+        return move, chained
 
     def fail(self, move: MoveRecord, exc: PhaseError) -> None:
         events: list[Event] = []
@@ -473,17 +578,27 @@ class Engine:
             move.phase_entry(move.phase).update(status=phase_status)
         events.append(new_event(move, "Failed", now, phase=move.phase, error=move.error))
 
-    def _save(self, move: MoveRecord, events: list[Event], step: str | None = None) -> None:
-        """Save the record with its events; ``step`` names the phase whose step this ends (crashpoint)."""
+    def _save(
+        self, move: MoveRecord, events: list[Event], step: str | None = None, items: list[Item] | None = None
+    ) -> bool:
+        """Save the record with its events (and items' marks); ``step`` names the phase whose step this
+        ends (crashpoint). False: the record changed meanwhile, the other writer's decision stands."""
         move.updated_at = self.now()
         self.crashpoint(f"{step or move.phase}:before-save")
+        marks = list(items or [])
+        if len(marks) > 90:  # one transaction holds at most 100 operations
+            self.store.save_items(marks)
+            marks = []
         try:
-            self.store.save_move(move, events)
+            self.store.save_move(move, events, marks)
         except Conflict:
             log.info("move %s changed meanwhile: the other writer's decision stands", move.id)
-            return
+            if marks:  # the Azure work they record was done: keep it on record
+                self.store.save_items(marks)
+            return False
         if move.status not in (Status.PENDING, Status.RUNNING, Status.AWAITING_COMMIT):
             self.store.release_lock(move.source_id, move.id)
+        return True
 
 
 def item_counts(items: list[Item]) -> dict[str, int]:
@@ -493,6 +608,32 @@ def item_counts(items: list[Item]) -> dict[str, int]:
         "done": sum(i.status == "Done" for i in items),
         "failed": sum(i.status == "Failed" for i in items),
     }
+
+
+def _adopted(move: MoveRecord, message: WorkMessage) -> WorkMessage:
+    """The message as the step its token claims: a step chained into a later phase (or a batch that
+    completed its phase and chained) whose handler died comes again with its first phase's name;
+    the record says which step it holds. Any other message is returned as it is."""
+    if move.status not in (Status.PENDING, Status.RUNNING):
+        return message
+    entry = move.phase_entry(move.phase)
+    step = entry.get("step") or {}
+    if step.get("token") != message.token or (move.phase == message.phase and not message.batch):
+        return message
+    return replace(
+        message,
+        phase=move.phase,
+        batch=(),
+        attempt=int(step.get("attempt", 0)),
+        epoch=int(entry.get("epoch", 0)),
+        after=0,
+        waits=0,
+    )
+
+
+def _failure(item: Item) -> PermanentError:
+    err = item.error or {}
+    return PermanentError(str(err.get("code", "ItemFailed")), str(err.get("message", "")), err.get("target"))
 
 
 def _error(exc: PhaseError, suffix: str = "") -> dict[str, Any]:

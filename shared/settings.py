@@ -6,6 +6,8 @@ Contract names: ``AzureWebJobsStorage`` (or its identity-based ``AzureWebJobsSto
 ``IDMOVE_ALLOWED_SUBSCRIPTIONS``, ``IDMOVE_EMULATOR_PRINCIPAL_ID`` (with ``IDMOVE_CREDENTIAL=emulator``:
 the ``oid`` of the unsigned JWT the mover sends, default ``EMULATOR_PRINCIPAL_ID``). Internal ones: ``IDMOVE_QUEUE_NAME`` (default ``idmove-work``),
 ``IDMOVE_TABLE_PREFIX`` (default ``idmove``), ``IDMOVE_MAX_PARALLEL_ITEMS`` (default 8),
+``IDMOVE_INLINE_ITEMS`` (a fanned-out phase with at most this many pending items runs them in its own
+step instead of fanning them out as messages, default 16; 0 = always fan out),
 ``IDMOVE_BACKOFF_SCALE`` (multiplies every engine backoff; tests use small values),
 ``IDMOVE_ARM_RETRY_TOTAL`` (azure-core retries per request, default 6),
 ``IDMOVE_ARM_WRITES_PER_SECOND`` / ``IDMOVE_ARM_WRITES_BURST`` (per-process, per-subscription pacing of
@@ -41,6 +43,7 @@ class Settings:
     queue_name: str = "idmove-work"
     table_prefix: str = "idmove"
     max_parallel_items: int = 8
+    inline_items: int = 16
     backoff_scale: float = 1.0
     arm_retry_total: int = 6
     arm_writes_per_second: float = 8.0
@@ -86,6 +89,7 @@ class Settings:
             queue_name=env.get("IDMOVE_QUEUE_NAME", cls.queue_name),
             table_prefix=env.get("IDMOVE_TABLE_PREFIX", cls.table_prefix),
             max_parallel_items=max(1, int(env.get("IDMOVE_MAX_PARALLEL_ITEMS", "8"))),
+            inline_items=max(0, int(env.get("IDMOVE_INLINE_ITEMS", "16"))),
             backoff_scale=float(env.get("IDMOVE_BACKOFF_SCALE", "1.0")),
             arm_retry_total=int(env.get("IDMOVE_ARM_RETRY_TOTAL", "6")),
             arm_writes_per_second=float(env.get("IDMOVE_ARM_WRITES_PER_SECOND", "8")),

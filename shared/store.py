@@ -28,7 +28,7 @@ import contextlib
 import hashlib
 import json
 import threading
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -47,6 +47,7 @@ from shared.statuses import Status
 from shared.storage import StorageAccess, as_access
 
 CHUNK = 30_000
+SNAPSHOT_CACHE = 256  # snapshot generations a process keeps in memory (load_snapshot)
 MOVE_ROW = "move"
 # newest first: one row per move in this partition of the moves table, RowKey = inverted creation
 # time (ms) + id, so a query reads moves in creation order, newest first, without a scan
@@ -318,6 +319,8 @@ class StateStore:
         self.locks: TableClient = service.get_table_client(f"{safe}locks")
         self.cache: TableClient = service.get_table_client(f"{safe}cache")
         self._created = False
+        self._snapshot_lock = threading.Lock()
+        self._snapshots: OrderedDict[tuple[str, int, int], str] = OrderedDict()
 
     def ensure_tables(self) -> None:
         if self._created:
@@ -455,21 +458,40 @@ class StateStore:
         stamps = [e.metadata.get("timestamp") for e in entities]
         return max((t for t in stamps if t is not None), default=None)
 
-    def add_items(self, items: list[Item]) -> None:
-        """Create items not yet stored (existing ones keep their progress)."""
-        if not items:
-            return
-        existing = {i.key for i in self.list_items(items[0].move_id, items[0].phase)}
+    def add_items(self, move_id: str, phase: str, items: list[Item]) -> list[Item]:
+        """Create items not yet stored (existing ones keep their progress); returns every item of
+        the phase as stored: the existing ones as read, the new ones as written (one query and one
+        transaction per 100 new items; a race with a concurrent worker reads the phase again)."""
+        stored = self.list_items(move_id, phase)
+        existing = {i.key for i in stored}
         fresh = [i for i in items if i.key not in existing]
+        raced = False
         for start in range(0, len(fresh), 100):
-            batch = [("create", i.to_entity()) for i in fresh[start : start + 100]]
+            chunk = fresh[start : start + 100]
+            batch = [("create", i.to_entity()) for i in chunk]
             try:
-                self._transact(batch)
+                results = self._transact(batch)
             except Conflict:  # a concurrent worker created some: fall back to one by one
+                raced = True
                 for op in batch:
                     self.stats.add("table.create")
                     with contextlib.suppress(ResourceExistsError):
                         self.moves.create_entity(op[1])
+                continue
+            for item, result in zip(chunk, results, strict=True):
+                item.etag = (result or {}).get("etag")
+        if raced:
+            return self.list_items(move_id, phase)
+        return sorted([*stored, *fresh], key=lambda i: i.row_key)
+
+    def save_items(self, items: list[Item]) -> None:
+        """Write items' progress as they are (no ETag: the caller holds the phase's step), 100 per
+        transaction."""
+        for start in range(0, len(items), 100):
+            chunk = items[start : start + 100]
+            ops: list[Any] = [("upsert", i.to_entity(), {"mode": UpdateMode.REPLACE}) for i in chunk]
+            for item, result in zip(chunk, self._transact(ops), strict=True):
+                item.etag = (result or {}).get("etag")
 
     def get_item(self, move_id: str, row_key: str) -> Item | None:
         self.stats.add("table.get")
@@ -516,15 +538,33 @@ class StateStore:
         ]
         for start in range(0, len(ops), 100):  # <= 100 operations and 4 MiB per transaction
             self._transact(ops[start : start + 100])
+        self._remember_snapshot((move_id, generation, len(chunks)), text)
         return len(chunks)
 
     def load_snapshot(self, move_id: str, chunks: int, generation: int = 0) -> dict[str, Any]:
-        parts = []
-        for n in range(chunks):
-            self.stats.add("table.get")
-            parts.append(self.moves.get_entity(move_id, _snapshot_row(generation, n))["Data"])
-        loaded: dict[str, Any] = json.loads("".join(parts))
+        """A snapshot generation is written once and never changed (a wider one is a new generation),
+        so this process keeps the last ``SNAPSHOT_CACHE`` it read: a move's later steps read none."""
+        key = (move_id, generation, chunks)
+        with self._snapshot_lock:
+            text = self._snapshots.get(key)
+            if text is not None:
+                self._snapshots.move_to_end(key)
+        if text is None:
+            parts = []
+            for n in range(chunks):
+                self.stats.add("table.get")
+                parts.append(self.moves.get_entity(move_id, _snapshot_row(generation, n))["Data"])
+            text = "".join(parts)
+            self._remember_snapshot(key, text)
+        loaded: dict[str, Any] = json.loads(text)  # a fresh copy per step: phases may change theirs
         return loaded
+
+    def _remember_snapshot(self, key: tuple[str, int, int], text: str) -> None:
+        with self._snapshot_lock:
+            self._snapshots[key] = text
+            self._snapshots.move_to_end(key)
+            while len(self._snapshots) > SNAPSHOT_CACHE:
+                self._snapshots.popitem(last=False)
 
     # ---- outbox --------------------------------------------------------------------------
     def create_move_event(self, event: Event) -> None:

@@ -22,6 +22,8 @@ from idmove.estate import Estate, clients_for, seed
 from shared import crashpoints
 from shared.azure_clients import AzureClients
 from shared.service import LOCK_ORPHAN_SECONDS, MoveService, utc_now
+from shared.settings import Settings
+from shared.work_queue import WorkMessage
 from tests.plugins.engine import drain
 from tests.test_engine_failures import assert_no_duplicates
 from tests.test_engine_moves import full_dump, move_body, run
@@ -30,10 +32,10 @@ REPRESENTATIVE = [
     "start:after-record",
     "snapshot:after-save",
     "create:after-run",
-    "grant:after-send-batch",
+    "grant:after-items",
     "grant:item-done",
     "rebind:item-done",
-    "verify:after-send-next",
+    "verify:after-claim",
     "cleanup:item-done",
     "cleanup:before-save",
 ]
@@ -66,8 +68,52 @@ def test_the_registry_is_exactly_what_a_move_passes_through(
     assert set(REPRESENTATIVE) <= crashpoints.ALL
 
 
+def test_with_batches_a_move_passes_through_the_batch_points_too(
+    emulated_settings: Settings, estate: Estate
+) -> None:
+    service = MoveService(emulated_settings.with_(inline_items=0))
+    seen: list[str] = []
+    service.crashpoint = seen.append
+    status = run(service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    assert set(seen) == {*crashpoints.for_move(), *crashpoints.for_batches()}
+
+
+def test_a_move_is_one_message_from_start_to_end(emulated_service: MoveService, estate: Estate) -> None:
+    """Each completed phase claims the next step for the same message: no message per phase."""
+    sent: list[WorkMessage] = []
+    send = emulated_service.queue.send
+
+    def counting(message: WorkMessage, delay: float = 0) -> None:
+        sent.append(message)
+        send(message, delay)
+
+    emulated_service.queue.send = counting  # type: ignore[method-assign]
+    status = run(emulated_service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    assert [(m.phase, m.batch) for m in sent] == [("snapshot", ())], sent
+
+
+@pytest.mark.parametrize(
+    "point",
+    [*crashpoints.for_batches(), "grant:item-done", "cleanup:item-done", "rebind:before-save"]
+    if EXHAUSTIVE
+    else ["grant:after-send-batch"],
+)
+def test_crash_with_batches_then_redelivery_converges(
+    emulated_settings: Settings, estate: Estate, clients: AzureClients, point: str
+) -> None:
+    crash_once_then_converge(MoveService(emulated_settings.with_(inline_items=0)), estate, clients, point)
+
+
 @pytest.mark.parametrize("point", MOVE_POINTS)
 def test_crash_once_then_redelivery_converges(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients, point: str
+) -> None:
+    crash_once_then_converge(emulated_service, estate, clients, point)
+
+
+def crash_once_then_converge(
     emulated_service: MoveService, estate: Estate, clients: AzureClients, point: str
 ) -> None:
     assert crashpoints.is_declared(point)

@@ -36,7 +36,6 @@ from idmove.render import plan_report
 from shared.azure_clients import AzureClients
 from shared.service import MoveService
 from shared.settings import Settings
-from shared.work_queue import WorkMessage
 from tests.plugins.engine import drain
 
 WRITES = {"PUT", "PATCH", "DELETE"}
@@ -299,16 +298,16 @@ def test_verify_fails_with_a_precise_diff_when_a_copied_grant_disappears(
     move_id = emulated_service.start(body(e))["id"]
     removed: list[str] = []
 
-    def remove_behind_its_back(message: str, dequeue_count: int) -> None:
-        if WorkMessage.from_json(message).phase == "verify" and not removed:
+    def remove_behind_its_back(name: str) -> None:  # once verify's step is claimed, before it reads
+        if name == "verify:after-claim" and not removed:
             new_pid = emulated_service.get(move_id)["target"]["principalId"]
             clients.arm("PUT", f"{dp.vault}/accessPolicies/remove", "2023-07-01", {"properties": {"accessPolicies": [
                 {"tenantId": "72f988bf-86f1-41af-91ab-2d7cd011db47", "objectId": new_pid,
                  "permissions": {"secrets": ["get", "list"]}}]}})  # fmt: skip
             removed.append(new_pid)
-        emulated_service.handle_message(message, dequeue_count)
 
-    status = run(emulated_service, move_id, handler=remove_behind_its_back)
+    emulated_service.crashpoint = remove_behind_its_back
+    status = run(emulated_service, move_id)
     assert removed
     assert status["status"] == "Failed"
     error = status["error"]

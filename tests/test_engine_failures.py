@@ -253,7 +253,7 @@ def test_crashpoint_between_writes_then_redelivery_converges(
     crashed: list[str] = []
 
     def crash_once(name: str) -> None:
-        if name not in crashed and (name.startswith("grant:item-done") or name.endswith("after-send-next")):
+        if name not in crashed and (name.startswith("grant:item-done") or name.endswith("before-save")):
             crashed.append(name)
             raise RuntimeError(f"crash at {name}")
 

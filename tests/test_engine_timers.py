@@ -86,10 +86,12 @@ def test_list_items_carry_the_same_per_item_counts_as_get(service: MoveService) 
     record.status = record.status.__class__("Running")
     service.store.save_move(record)
     service.store.add_items(
+        move_id,
+        "grant",
         [
             Item(move_id, "grant", f"role-{n}", "role", {}, status="Done" if n < 2 else "Pending")
             for n in range(3)
-        ]
+        ],
     )
     listed = {m["id"]: m for m in service.list()[0]}[move_id]
     got = service.get(move_id)

@@ -129,14 +129,15 @@ def test_items_still_missing_after_the_declared_attempts_fail_with_the_full_diff
 def test_duplicate_step_messages_run_the_step_once(
     emulated_service: MoveService, estate: Estate, emu: str
 ) -> None:
-    """Two messages for one step (e.g. two batches completing the previous phase at once, or a queue
-    delivering twice): the first claims the step, the second is acknowledged without Azure reads."""
+    """Two messages for one step (e.g. two batches completing the previous phase at once, a stalled-move
+    resend, or a queue delivering twice): the first claims the step, the second is acknowledged
+    without Azure reads."""
     service = emulated_service
     move_id = service.start(move_body(estate))["id"]
     duplicated: list[str] = []
 
     def on_point(name: str) -> None:
-        if name == "rebind:after-send-next" and not duplicated:
+        if name == "rebind:before-save" and not duplicated:
             duplicated.append(name)  # a second message for the same verify step, sent at once
             record = service.store.get_move(move_id)
             assert record is not None
