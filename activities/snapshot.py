@@ -101,9 +101,17 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
     ref = ctx.request.identity
     progress = _Progress(ctx, enabled=not fresh)
     try:
-        source = progress.step("identity", lambda: _identity(ctx))
-        # a move of a region decommission shares its fleet's discovery (read after this step began)
-        shared = fleet.lookup(ctx, source, "cleanup" if fresh else "snapshot")
+        # a move of a region decommission shares its fleet's discovery (read after this step began);
+        # cleanup knows the identity already: it reads it once, when its share is ready
+        known = ctx.snapshot.get("identity") if fresh else None
+        if known:
+            shared = fleet.lookup(ctx, known, "cleanup")
+            source = _identity(ctx)
+            if shared is not None and not same_id(source["principalId"], known["principalId"]):
+                shared = None  # not the identity the snapshot knew (deleted and made again)
+        else:
+            source = progress.step("identity", lambda: _identity(ctx))
+            shared = fleet.lookup(ctx, source, "cleanup" if fresh else "snapshot")
         assignments: list[dict[str, Any]] | None = None
         if shared is not None:
             subs, rows, candidates = shared["subscriptions"], shared["rows"], shared["candidates"]
