@@ -314,14 +314,14 @@ class Engine:
         marked: list[Item] = []
         if not any(i.status == "Failed" for i in items):
             pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
-            if not self._run_inline_items(move, phase, ctx, message, pending, marked):
+            if not self._run_items(move, phase, ctx, message, pending, marked):
                 return None
             finals = [i for i in items if i.status == "Pending"]
             if finals:
                 if marked:  # the others are Done, on record, before anything final happens
                     self.store.save_items(marked)
                     marked = []
-                if not self._run_inline_items(move, phase, ctx, message, finals, marked):
+                if not self._run_items(move, phase, ctx, message, finals, marked):
                     return None
         move.phase_entry(phase.name)["items"] = item_counts(items)
         failed = [i for i in items if i.status == "Failed"]
@@ -332,52 +332,6 @@ class Engine:
             return None
         rest = Status.COMPLETED if phase.name == "cleanup" else None
         return self._complete_phase(move, phase.name, message, rest=rest, items=marked)
-
-    def _run_inline_items(
-        self,
-        move: MoveRecord,
-        phase: Phase,
-        ctx: PhaseContext,
-        message: WorkMessage,
-        items: list[Item],
-        marked: list[Item],
-    ) -> bool:
-        """Run ``items`` in order, appending each to ``marked`` (in memory) as it is done; on an error
-        the marks so far are saved and the rest is re-sent (transient) or the move fails (permanent)."""
-        run_item = phase.function()
-        for position, item in enumerate(items):
-            try:
-                result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
-            except TransientError as exc:
-                item.attempts += 0 if exc.throttled else 1
-                if item.attempts >= phase.max_attempts:
-                    suffix = f" (gave up after {item.attempts} attempts)"
-                    item.status, item.error = "Failed", _error(exc, suffix)
-                    self.store.save_items([*marked, item])
-                    self.fail(move, PermanentError(exc.code, exc.message + suffix, exc.target))
-                    return False
-                self.store.save_items([*marked, item] if not exc.throttled else marked)
-                rest = tuple(i.row_key for i in items[position:])
-                delay = self._delay(exc, phase, item.attempts)
-                log.info(
-                    "%s/%s item %s transient %s: the rest in %.1fs",
-                    move.id,
-                    phase.name,
-                    item.key,
-                    exc.code,
-                    delay,
-                )
-                self.queue.send(WorkMessage(move.id, phase.name, rest, message.attempt + 1), delay)
-                return False
-            except PermanentError as exc:
-                item.status, item.error = "Failed", _error(exc)
-                self.store.save_items([*marked, item])
-                self.fail(move, exc)
-                return False
-            self.crashpoint(f"{phase.name}:item-done")
-            item.status, item.result, item.error = "Done", {"outcome": result.outcome, **result.detail}, None
-            marked.append(item)
-        return True
 
     def _batches(self, items: list[Item]) -> list[list[Item]]:
         serial: dict[str, list[Item]] = {}
@@ -395,16 +349,26 @@ class Engine:
         return [*serial.values(), *batches]
 
     def _run_batch(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> Chain:
-        if self._run_items(move, phase, ctx, message):
+        items = [self.store.get_item(move.id, row_key) for row_key in message.batch]
+        if self._run_items(move, phase, ctx, message, [i for i in items if i is not None]):
             return self._check_done(move.id, phase, ctx, message)
         return None
 
-    def _run_items(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> bool:
-        """Run the batch's items in order; False when the rest was re-sent for a later retry."""
+    def _run_items(
+        self,
+        move: MoveRecord,
+        phase: Phase,
+        ctx: PhaseContext,
+        message: WorkMessage,
+        items: list[Item],
+        marked: list[Item] | None = None,
+    ) -> bool:
+        """Run the pending ``items`` in order; False when the rest was re-sent for a later retry or the
+        move failed. Each is marked on its own entity (ETag), or with ``marked`` (a step running its
+        phase's items itself) kept in that list and saved on the way out of an error."""
         run_item = phase.function()
-        for position, row_key in enumerate(message.batch):
-            item = self.store.get_item(move.id, row_key)
-            if item is None or item.status != "Pending":
+        for position, item in enumerate(items):
+            if item.status != "Pending":
                 continue
             try:
                 result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
@@ -412,14 +376,16 @@ class Engine:
                 item.attempts += 0 if exc.throttled else 1
                 if item.attempts >= phase.max_attempts:
                     suffix = f" (gave up after {item.attempts} attempts)"
-                    self._mark(item, "Failed", error=_error(exc, suffix))
+                    self._record(item, "Failed", marked, error=_error(exc, suffix))
                     self._fail_current(
                         move.id, phase.name, PermanentError(exc.code, exc.message + suffix, exc.target)
                     )
                     return False
                 if not exc.throttled:
-                    self._mark(item, "Pending")  # its attempts
-                rest = message.batch[position:]
+                    self._record(item, "Pending", marked)  # its attempts
+                if marked:
+                    self.store.save_items(marked)
+                rest = tuple(i.row_key for i in items[position:])
                 delay = self._delay(exc, phase, item.attempts)
                 log.info(
                     "%s/%s item %s transient %s: retry in %.1fs",
@@ -432,12 +398,25 @@ class Engine:
                 self.queue.send(WorkMessage(move.id, phase.name, rest, message.attempt + 1), delay)
                 return False
             except PermanentError as exc:
-                self._mark(item, "Failed", error=_error(exc))
+                self._record(item, "Failed", marked, error=_error(exc))
                 self._fail_current(move.id, phase.name, exc)
                 return False
             self.crashpoint(f"{phase.name}:item-done")
-            self._mark(item, "Done", result={"outcome": result.outcome, **result.detail})
+            self._record(item, "Done", marked, result={"outcome": result.outcome, **result.detail})
         return True
+
+    def _record(
+        self, item: Item, status: str, marked: list[Item] | None, *, result: Any = None, error: Any = None
+    ) -> None:
+        """Mark an item: saved now (ETag) or, with ``marked``, kept for the step's own transaction."""
+        if marked is None:
+            self._mark(item, status, result=result, error=error)
+            return
+        item.status, item.result, item.error = status, result, error
+        if item not in marked:
+            marked.append(item)
+        if status == "Failed":
+            self.store.save_items(marked)
 
     def _delay(self, exc: TransientError, phase: Phase, attempt: int) -> float:
         """The phase's backoff, or what Azure asked for if longer (never scaled: it is Azure's clock).
@@ -477,9 +456,7 @@ class Engine:
             return None
         finals = [i for i in items if i.status == "Pending"]
         if finals and not any(i.status == "Failed" for i in items):
-            if not self._run_items(
-                move, phase, ctx, WorkMessage(move_id, phase_name, tuple(i.row_key for i in finals))
-            ):
+            if not self._run_items(move, phase, ctx, message, finals):
                 return None
             items = self.store.list_items(move_id, phase_name)
         move.phase_entry(phase_name)["items"] = item_counts(items)  # kept for list(): no query per move
