@@ -19,6 +19,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 from emulator import async_ops
@@ -80,6 +81,62 @@ def _assignments(state: State, account: dict[str, Any]) -> list[dict[str, Any]]:
     return [copy.deepcopy(r) for k, r in sorted(state.resources.items()) if k.startswith(prefix)]
 
 
+def _accepted(
+    state: State,
+    req: Request,
+    sub: str,
+    account: dict[str, Any],
+    apply: Callable[[], dict[str, Any] | None],
+    is_delete: bool = False,
+) -> Response:
+    """202 with the operation URLs ``…/Microsoft.DocumentDB/locations/{account location}/operationsStatus/{op}``
+    (both of them, as the delete example shows); ``apply`` does the write when the operation completes."""
+    return async_ops.accept(
+        state,
+        req,
+        sub,
+        "Microsoft.DocumentDB",
+        account["location"],
+        "operationsStatus",
+        "operationsStatus",
+        apply,
+        is_delete=is_delete,
+    )
+
+
+def _put_later(
+    state: State,
+    req: Request,
+    sub: str,
+    account: dict[str, Any],
+    resource: dict[str, Any],
+    check: Callable[[], None] | None = None,
+) -> Response:
+    """Asynchronous PUT of a custom definition or an assignment: ``resource`` is stored when the operation
+    completes, after ``check`` (which fails the operation by raising an ``ArmError``)."""
+
+    def apply() -> dict[str, Any]:
+        if check is not None:
+            check()
+        state.put_resource(resource["id"], copy.deepcopy(resource))
+        return copy.deepcopy(resource)
+
+    return _accepted(state, req, sub, account, apply)
+
+
+def _delete_later(
+    state: State, req: Request, sub: str, account: dict[str, Any], resource_id: str
+) -> Response:
+    """Asynchronous DELETE of a custom definition or an assignment; an absent one: 204."""
+    if key(resource_id) not in state.resources:
+        return Response(204)
+
+    def apply() -> None:
+        state.remove_resource(resource_id)
+
+    return _accepted(state, req, sub, account, apply, is_delete=True)
+
+
 def list_definitions(state: State, req: Request, sub: str, group: str, name: str) -> Response:
     with state.lock:
         return Response(200, {"value": _definitions(state, _account(state, sub, group, name))})
@@ -116,21 +173,7 @@ def put_definition(state: State, req: Request, sub: str, group: str, name: str, 
                 "permissions": copy.deepcopy(props.get("permissions") or []),
             },
         }
-
-        def apply() -> dict[str, Any]:
-            state.put_resource(definition["id"], copy.deepcopy(definition))
-            return copy.deepcopy(definition)
-
-        return async_ops.accept(
-            state,
-            req,
-            sub,
-            "Microsoft.DocumentDB",
-            account["location"],
-            "operationsStatus",
-            "operationsStatus",
-            apply,
-        )
+        return _put_later(state, req, sub, account, definition)
 
 
 def delete_definition(state: State, req: Request, sub: str, group: str, name: str, guid: str) -> Response:
@@ -141,17 +184,7 @@ def delete_definition(state: State, req: Request, sub: str, group: str, name: st
         )
     with state.lock:
         account = _account(state, sub, group, name)
-        definition_id = f"{account['id']}/sqlRoleDefinitions/{guid}"
-        if key(definition_id) not in state.resources:
-            return Response(204)
-
-        def apply() -> None:
-            state.remove_resource(definition_id)
-
-        return async_ops.accept(
-            state, req, sub, "Microsoft.DocumentDB", account["location"], "operationsStatus", "operationsStatus",
-            apply, is_delete=True,
-        )  # fmt: skip
+        return _delete_later(state, req, sub, account, f"{account['id']}/sqlRoleDefinitions/{guid}")
 
 
 def list_assignments(state: State, req: Request, sub: str, group: str, name: str) -> Response:
@@ -226,42 +259,14 @@ def put_assignment(state: State, req: Request, sub: str, group: str, name: str, 
             "properties": {"roleDefinitionId": definition, "scope": scope, "principalId": principal},
         }
 
-        def apply() -> dict[str, Any]:
+        def account_still_there() -> None:
             if key(account["id"]) not in state.resources:
                 raise not_found(ACCOUNT_TYPE, [name], group)
-            state.put_resource(assignment["id"], copy.deepcopy(assignment))
-            return copy.deepcopy(assignment)
 
-        return async_ops.accept(
-            state,
-            req,
-            sub,
-            "Microsoft.DocumentDB",
-            account["location"],
-            "operationsStatus",
-            "operationsStatus",
-            apply,
-        )
+        return _put_later(state, req, sub, account, assignment, check=account_still_there)
 
 
 def delete_assignment(state: State, req: Request, sub: str, group: str, name: str, guid: str) -> Response:
     with state.lock:
         account = _account(state, sub, group, name)
-        assignment_id = f"{account['id']}/sqlRoleAssignments/{guid}"
-        if key(assignment_id) not in state.resources:
-            return Response(204)
-
-        def apply() -> None:
-            state.remove_resource(assignment_id)
-
-        return async_ops.accept(
-            state,
-            req,
-            sub,
-            "Microsoft.DocumentDB",
-            account["location"],
-            "operationsStatus",
-            "operationsStatus",
-            apply,
-            is_delete=True,
-        )
+        return _delete_later(state, req, sub, account, f"{account['id']}/sqlRoleAssignments/{guid}")

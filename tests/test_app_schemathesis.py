@@ -10,8 +10,6 @@ wrote nothing (the host's tables and the work queue are as they were).
 from __future__ import annotations
 
 import contextlib
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,10 +22,9 @@ from azure.data.tables import TableServiceClient
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode, checks
 
-from idmove.azurite import free_port
-from idmove.stack import Stack, host_env, stop_process, wait_http
+from idmove.stack import Stack
 from shared.work_queue import queue_client
-from tests.plugins.host import HOST_SETTINGS
+from tests.plugins.host import HOST_SETTINGS, another_host
 
 BUSY = ("Pending", "Running")
 
@@ -45,21 +42,8 @@ SETTINGS = {
 def fuzz_host(local_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A host of its own on the stack's storage and emulator, with a function key and its own tables
     and queue, so that what it writes is all this test's doing."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("schemathesis") / "host.log"
-    env = host_env(local_stack.storage, local_stack.emulator_url, SETTINGS)
-    with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "idmove", "host", "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/admin/host/status?code={KEY}", proc, "fuzz host", log)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(proc)
+    with another_host(local_stack, tmp_path_factory.mktemp("schemathesis"), SETTINGS, "fuzz host") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

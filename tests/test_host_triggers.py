@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,12 +11,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from idmove.azurite import free_port
-from idmove.stack import Stack, host_env, stop_process, wait_http
+from idmove.stack import Stack
 from shared.statuses import Status
 from shared.store import StateStore
 from shared.work_queue import WorkMessage, queue_client
-from tests.plugins.host import HOST_SETTINGS, MakeIdentity, wait_for
+from tests.plugins.host import HOST_SETTINGS, MakeIdentity, another_host, wait_for
 from tests.waiting import wait_until
 
 WEBHOOK = "/runtime/webhooks/eventgrid"
@@ -251,22 +248,9 @@ KEYED_QUEUE = "idmove-keyed"
 @pytest.fixture(scope="module")
 def keyed_host(local_stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A second host instance on the same storage (like a scale-out), with a function key."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("keyed") / "host.log"
     settings = {**HOST_SETTINGS, "IDMOVE_HOST_KEY": "s3cret", "IDMOVE_QUEUE_NAME": KEYED_QUEUE}
-    env = host_env(local_stack.storage, local_stack.emulator_url, settings)
-    with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "idmove", "host", "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{port}/admin/host/status?code=s3cret", proc, "keyed host", log)
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(proc)
+    with another_host(local_stack, tmp_path_factory.mktemp("keyed"), settings, "keyed host") as url:
+        yield url
 
 
 def test_a_configured_host_key_is_required_like_function_keys(keyed_host: str) -> None:

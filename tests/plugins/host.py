@@ -4,18 +4,24 @@
 emulator and ``python -m idmove host`` as processes. The host's settings make tests quick: small
 engine backoff, 2 s queue retry visibility (``AzureFunctionsJobHost__`` overrides of host.json).
 Tests share it, so each one makes its own identities (``make_identity``) rather than resetting.
+A test that needs a host of its own settings (a function key, its own tables or queue) starts one
+on the same stack with ``another_host``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import httpx
 import pytest
 
-from idmove.stack import Stack
+from idmove.azurite import free_port
+from idmove.stack import Stack, host_env, stop_process, wait_http
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
 HOST_SETTINGS = {
@@ -36,6 +42,28 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack.start(host_settings=HOST_SETTINGS, log_dir=logs) as stack:
         httpx.put(f"{stack.emulator_url}/_emulator/config", json={"replicationDelaySeconds": 0}, timeout=10)
         yield stack
+
+
+@contextlib.contextmanager
+def another_host(stack: Stack, log_dir: Path, settings: Mapping[str, str], name: str) -> Iterator[str]:
+    """One more ``python -m idmove host`` on ``stack``'s storage and emulator, with ``settings`` (which
+    carry its ``IDMOVE_HOST_KEY``); yields its base URL once it answers, stops it on the way out."""
+    port = free_port()
+    log = log_dir / "host.log"
+    env = host_env(stack.storage, stack.emulator_url, dict(settings))
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "idmove", "host", "--port", str(port)],
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            status = f"http://127.0.0.1:{port}/admin/host/status?code={settings['IDMOVE_HOST_KEY']}"
+            wait_http(status, proc, name, log)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(proc)
 
 
 @pytest.fixture(scope="session")
