@@ -10,7 +10,9 @@ What it checks, against the one list in ``shared/permissions.py``:
   identity, each role-assignment scope, each resource to rebind (and its ``resourceMap`` counterpart),
   each data-plane grant's resource (:data:`DATA_PLANE`), each cleanup delete. One call of ARM's
   permissions API (``GET {scope}/providers/Microsoft.Authorization/permissions``, 2022-04-01) per
-  distinct scope, kept for the rest of the move's plan (:class:`Rights`); an action is held when one
+  distinct scope, kept for the rest of the move's plan (:class:`Rights`) and by the process for
+  ``PERMISSIONS_MAX_AGE`` (every move of a fleet asks at its subscription; a kept answer is used
+  only to say yes, a no is asked again); an action is held when one
   returned entry grants it in ``actions`` and that same entry does not take it away in ``notActions``
   (ARM's wildcards, case-insensitive). Management groups have no permissions API: there the mover's
   own role assignments (``atScope() and assignedTo(me)``) and their role definitions are read instead.
@@ -37,7 +39,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -52,6 +54,7 @@ from shared.context import PhaseContext
 from shared.errors import PermanentError
 
 CODE = "MissingPermission"
+PERMISSIONS_MAX_AGE = 60.0  # the mover's own rights at a scope, kept by the process (``Rights.entries``)
 API = "2022-04-01"
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
 RA_WRITE = f"{perms.RA}/write"
@@ -186,6 +189,7 @@ class Rights:
         self._entries: dict[str, list[dict[str, Any]] | None] = {}
         self._own: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]] | None] = {}
         self._definitions: dict[str, list[dict[str, Any]]] = {}
+        self._kept: set[str] = set()
         self.calls = 0
         self.refused: list[dict[str, Any]] = []  # reads of the mover's own rights that were refused
 
@@ -200,9 +204,16 @@ class Rights:
             self.refused.append(blocked)
             return None
 
-    def entries(self, scope: str) -> list[dict[str, Any]] | None:
-        """Permission entries at ``scope`` (``None``: the scope does not exist, nothing to check)."""
+    def entries(self, scope: str, fresh: bool = False) -> list[dict[str, Any]] | None:
+        """Permission entries at ``scope`` (``None``: the scope does not exist, nothing to check).
+
+        The permissions API's answer at a scope is the same for every move (the subscription, a
+        shared resource group or vault): this process keeps it for ``PERMISSIONS_MAX_AGE`` seconds
+        (``AzureClients.memo``), and uses a kept answer only to say yes -- an action it does not
+        hold is asked again (``fresh``), so a right granted after a blocked plan counts at once."""
         key = scope.lower().rstrip("/")
+        if fresh:
+            self._entries.pop(key, None)
         if key not in self._entries:
             if key.startswith(MG_PREFIX):
                 own = self._own_listed(scope)
@@ -210,8 +221,29 @@ class Rights:
                     None if own is None else [p for _, b in own for p in b] + self.unexplained()
                 )
             else:
-                self._entries[key] = self._tolerant(self._permissions_api, scope)
+                self._entries[key] = self._tolerant(partial(self._remembered, fresh=fresh), scope)
         return self._entries[key]
+
+    def kept(self, scope: str) -> bool:
+        """The entries at ``scope`` came from an earlier plan's read (see ``entries``)."""
+        return scope.lower().rstrip("/") in self._kept
+
+    def _remembered(self, scope: str, fresh: bool) -> list[dict[str, Any]] | None:
+        key = scope.lower().rstrip("/")
+        read_now: list[bool] = []
+
+        def read() -> list[dict[str, Any]] | None:
+            read_now.append(True)
+            return self._permissions_api(scope)
+
+        found: list[dict[str, Any]] | None = self.ctx.clients.memo(
+            f"permissions|{key}", 0 if fresh else PERMISSIONS_MAX_AGE, read
+        )
+        if read_now:
+            self._kept.discard(key)
+        else:
+            self._kept.add(key)
+        return found
 
     def _permissions_api(self, scope: str) -> list[dict[str, Any]] | None:
         client = self.ctx.clients.resources(
@@ -294,6 +326,8 @@ def missing_actions(rights: Rights, wanted: list[Need]) -> Iterator[dict[str, An
             continue
         seen.add(key)
         entries = rights.entries(need.scope)
+        if entries is not None and not holds(entries, need.action) and rights.kept(need.scope):
+            entries = rights.entries(need.scope, fresh=True)  # a kept answer only ever says yes
         if entries is not None and not holds(entries, need.action):
             yield blocker(
                 f"the mover ({rights.me}) may not perform '{need.action}' over '{need.scope}' ({need.why})",

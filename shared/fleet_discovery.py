@@ -11,7 +11,8 @@ partition / row                             what
                                             partition); written by the decommission's start step
                                             before the move exists. No link: per-move discovery.
 ``{fleet}`` / ``g|{kind}|{n:06d}``          generation ``n`` of a kind (``snapshot``, ``cleanup``):
-                                            ``Status`` Gathering -> Running -> Done | Failed,
+                                            ``Status`` Gathering -> Running (<-> Paused when
+                                            throttled) -> Done | Failed,
                                             ``StartAt``, ``Owner`` (a member), ``Beat`` (last progress)
 ``{fleet}`` / ``m|{kind}|{member}``         a member (a move's step) and the generation it joined
                                             (``Gen``), with what the run needs of it (``Data``)
@@ -27,9 +28,11 @@ the member row was written -- after the move had started (snapshot), after it wa
 verified (cleanup). A member that joined too late (the run had already read its list) joins the next
 generation. The first member to find no open generation creates one (``create``: one wins) that
 gathers members for ``GATHER_SECONDS`` and runs it; the others wait (a throttled
-``TransientError``: the engine sends the step again after ``retry_after``). A run whose owner stops
-beating for ``LEASE_SECONDS`` is taken over (ETag), resuming from its stored reads. A failed run,
-too many generations, or a wait past ``WAIT_LIMIT_SECONDS``: the member does its own discovery.
+``TransientError``: the engine sends the step again after ``retry_after``). A run whose owner
+stops beating for ``LEASE_SECONDS`` is taken over, resuming from its stored reads. Every start or
+resumption of a run is an ETag-guarded claim (-> Running), so duplicates of a message never run it
+twice at once. A failed run, too many generations, or a wait past ``WAIT_LIMIT_SECONDS``: the
+member does its own discovery.
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.errors import TransientError
 from shared.settings import Settings
 
-GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 5.0}
+GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 10.0}  # cleanups come spread out: gather longer
 LEASE_SECONDS = 60.0
 WAIT_LIMIT_SECONDS = 600.0
 MAX_GENERATIONS = 200
@@ -326,16 +329,21 @@ def shared_result(
                 result = store.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")
                 if result is not None:
                     return result
-            elif status in ("Gathering", "Running"):
+            elif status in ("Gathering", "Running", "Paused"):
                 if now - _at(joined["StartAt"]) > timedelta(seconds=WAIT_LIMIT_SECONDS):
                     return None
                 stale = now - max(_at(joined["Beat"]), _at(joined["StartAt"])) > timedelta(
                     seconds=LEASE_SECONDS
                 )
                 gathering = (_at(joined["StartAt"]) - now).total_seconds()
-                mine_to_run = joined["Owner"] == member and gathering <= 0
-                if mine_to_run or (stale and store.update_generation(joined, Owner=member)):
-                    _run(store, fleet, kind, n, joined, run)
+                # who runs: the owner once the gathering is over or its paused run may go on, anyone
+                # once the owner has stopped beating; one claim wins (ETag), so a duplicate of the
+                # owner's message, or two takers, never run it twice at once
+                mine = joined["Owner"] == member and gathering <= 0 and status != "Running"
+                if (mine or stale) and store.update_generation(
+                    joined, Status="Running", Owner=member, Beat=now.isoformat()
+                ):
+                    _run(store, fleet, kind, n, run)
                     continue
                 # the owner too waits out the gathering on the queue, not in a handler thread
                 wait = max(1.0, gathering + (0.5 if joined["Owner"] == member else 2.0))
@@ -364,17 +372,17 @@ def shared_result(
     return None
 
 
-def _run(store: FleetStore, fleet: str, kind: str, n: int, gen: Any, run: Run) -> None:
-    """The owner's run of generation ``n`` once its gathering is over: close it (Running), read the
-    member list, then Azure (``run``), then each member's result, then Done."""
-    if gen["Status"] == "Gathering":
-        store.finish(fleet, kind, n, "Running")
+def _run(store: FleetStore, fleet: str, kind: str, n: int, run: Run) -> None:
+    """A claimed run of generation ``n`` (Running): read the member list (kept with the run's reads),
+    then Azure (``run``), then write each member's result, then Done. Throttled: Paused, the reads so
+    far kept, the owner goes on at its next visit (or a taker after the lease)."""
     parts = Parts(store, fleet, kind, n)
     members = parts.step("members", lambda: [list(m) for m in store.members(fleet, kind, n)])
     try:
         results = run([(str(m), dict(d)) for m, d in members], parts)
     except TransientError:
-        raise  # throttled: the reads so far are kept, the owner (or a taker) resumes
+        store.finish(fleet, kind, n, "Paused")
+        raise
     except Exception:  # e.g. a read refused: every member does its own discovery, which reports it
         log.warning("fleet discovery %s %s #%d failed", fleet, kind, n, exc_info=True)
         store.finish(fleet, kind, n, "Failed")
