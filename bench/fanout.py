@@ -1,16 +1,20 @@
-"""Benchmark: region fan-out against ARM's write budget (``python -m bench``; ``bench/README.md``).
+"""Benchmark: region fan-out against ARM's budgets (``python -m bench``; ``bench/README.md``).
 
-N identities in one region of one subscription, each with a small estate (``bench/seed.py``,
-seeded with throttling off and not measured); then ONE ``IdentityMover.RegionDecommissioning``
-event with ``autoCommit: true`` through ``MoveService.start_region_decommission``, worked by W
-instance processes (``bench/instance.py``) on the same queue against Azurite, with the emulator's
-ARM throttling on (``timeScale`` 1 = ARM's real budget). Measured from the event until every move
-is at rest. ``--compare`` runs the same scenario with client-side pacing on (8/s) and effectively
-off, plus a reference with throttling off (what the engine does when ARM never says no).
+Per run: N identities in one region spread over S subscriptions, each with a small estate
+(``bench/seed.py``, seeded with throttling off and not measured); then ONE
+``IdentityMover.RegionDecommissioning`` event naming every subscription, with ``autoCommit: true``,
+through ``MoveService.start_region_decommission``, worked by W instance processes
+(``bench/instance.py``) on the same queue against Azurite, with the emulator's throttling on at the
+run's ``timeScale``. Measured from the event until every move is at rest: ARM calls and floors per
+subscription from the emulator's request log, CPU-seconds of the hosts, the emulator and Azurite
+(``bench/cpu.py``), storage transactions. ``make bench`` runs 60 x 1 and the headline 300 x 10
+(with the sequential baseline in its estate); ``bench/capacity.py`` then says which limit binds
+first at 100,000 identities over 500 subscriptions.
 
 Example::
 
-    python -m bench --identities 40 --workers 4 --compare
+    python -m bench                                   # make bench
+    python -m bench --identities 40 --subscriptions 2 --compare
     python -m bench --quick --results-dir /tmp/bench
 """
 
