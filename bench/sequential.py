@@ -19,8 +19,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.instance import CountingPoller
 from bench.seed import TARGET_REGION
-from idmove.queue_poller import QueuePoller
 from shared.service import MoveService
 from shared.settings import Settings
 from shared.statuses import Status
@@ -33,10 +33,11 @@ def run_sequential(
 ) -> dict[str, Any]:
     """Time the moves of ``identities`` one after another; estimate ``total`` moves from their mean."""
     service = MoveService(settings)
-    poller = QueuePoller(
+    poller = CountingPoller(  # its receives and deletes count as the instances' do
         settings.storage_connection_string,
         settings.queue_name,
         service.handle_message,
+        stats=service.stats,
         workers=1,
         batch_size=1,
         poll_interval=0.02,
