@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from shared.work_queue import queue_client
@@ -52,6 +52,12 @@ class _Lease:
             try:
                 renewed = self.queue.update_message(self.message, visibility_timeout=self.timeout)
             except ResourceNotFoundError:
+                return
+            except HttpResponseError as exc:  # e.g. PopReceiptMismatch: a renewal came too late and
+                # another worker received the message; the step's claim keeps the two apart
+                log.warning(
+                    "lease on message %s lost (%s): another worker has it", self.message.id, exc.reason
+                )
                 return
             self.message.pop_receipt = renewed.pop_receipt
             self.message.next_visible_on = renewed.next_visible_on
@@ -114,15 +120,21 @@ class QueuePoller:
         except Exception:
             self.failures += 1
             log.exception("%s: handler failed (dequeue %d); message will reappear", self.name, count)
-            with contextlib.suppress(ResourceNotFoundError):
+            with contextlib.suppress(ResourceNotFoundError, HttpResponseError):  # lease lost: theirs now
                 self.queue.update_message(message, visibility_timeout=self.retry_visibility)
             return
         self.handled += 1
         self._delete(message)
 
     def _delete(self, message: QueueMessage) -> None:
-        with contextlib.suppress(ResourceNotFoundError):
+        try:
             self.queue.delete_message(message)
+        except ResourceNotFoundError:
+            pass
+        except HttpResponseError as exc:  # PopReceiptMismatch: the lease was lost, another worker has it
+            log.warning(
+                "%s: message %s not deleted (%s): another worker has it", self.name, message.id, exc.reason
+            )
 
     def poll_once(self, pool: ThreadPoolExecutor | None = None) -> int:
         pages = self.queue.receive_messages(

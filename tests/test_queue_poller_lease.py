@@ -84,3 +84,30 @@ def test_a_message_of_a_killed_host_comes_back_after_host_json_visibility_timeou
         assert time.monotonic() - killed < 15, "the message did not come back within 15 s (was: 30 s)"
         time.sleep(0.1)
     assert message.dequeue_count == 2
+
+
+def test_a_lost_lease_is_given_up_quietly_not_crashed_on(storage_connection_string: str) -> None:
+    """Another consumer received the message meanwhile (a renewal came too late on a loaded machine:
+    its pop receipt changed). Renewing and deleting answer PopReceiptMismatch; the poller leaves the
+    message to its new owner instead of letting the error kill the lease thread or the handler's pool."""
+    name = "lease-lost-" + uuid.uuid4().hex[:10]
+    other = queue_client(storage_connection_string, name)
+    handled: list[str] = []
+
+    def taken_over(body: str, dequeue_count: int) -> None:
+        # the message reappears and a second consumer takes it: its pop receipt is no longer ours
+        mine = messages[0]
+        other.update_message(mine.id, pop_receipt=mine.pop_receipt, visibility_timeout=0)
+        assert len(list(other.receive_messages(visibility_timeout=30, max_messages=1))) == 1
+        time.sleep(1.5)  # past the lease's half-time renewal
+        handled.append(body)
+
+    poller = QueuePoller(storage_connection_string, name, taken_over, visibility_timeout=2, poll_interval=0.1)
+    other.send_message("step")
+    messages = list(poller.queue.receive_messages(visibility_timeout=2, max_messages=1))
+    assert len(messages) == 1
+    poller._process(messages[0])
+    assert handled == ["step"]
+    assert poller.handled == 1 and poller.failures == 0
+    assert other.peek_messages() == []  # invisible: the other consumer holds it, not deleted
+    assert other.get_queue_properties().approximate_message_count == 1
