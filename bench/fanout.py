@@ -71,7 +71,7 @@ class RunConfig:
     writes_burst: float = 20.0
     drain_bucket: bool = False
     throttling: bool = True
-    shared_budget: bool = False  # IDMOVE_ARM_SHARED_BUDGET (shared/write_budget.py)
+    shared_budget: bool = True  # IDMOVE_ARM_SHARED_BUDGET (shared/write_budget.py), the product's default
     sequential: int = 0  # moves of this run's estate timed one at a time before its event (the baseline)
     headline: bool = False  # its figures go to the top level of latest.json
     budget_scale: float = 1.0  # ARM bucket capacities x this (the 100k simulation, bench/README.md)
@@ -127,9 +127,9 @@ def plan_runs(args: argparse.Namespace) -> list[RunConfig]:
             replace(first, name=f"{first.name} unpaced", writes_per_second=UNPACED, writes_burst=UNPACED, headline=False, sequential=0),
             replace(first, name=f"{first.name} unthrottled", throttling=False, headline=False, sequential=0),
         ]  # fmt: skip
-    if args.shared_budget:
+    if args.per_process_pacing:
         runs += [
-            replace(first, name=f"{first.name} shared{'+drained' if d else ''}", shared_budget=True,
+            replace(first, name=f"{first.name} per-process{'+drained' if d else ''}", shared_budget=False,
                     drain_bucket=d, headline=False, sequential=0)
             for d in drains
         ]  # fmt: skip
@@ -259,6 +259,9 @@ def bench_settings(stack: Stack, tag: str, cfg: RunConfig | None = None) -> Sett
         arm_writes_per_second=cfg.writes_per_second,
         arm_writes_burst=cfg.writes_burst,
         arm_shared_budget=cfg.shared_budget,
+        # the mover is told the ARM it works against: the emulator's refill runs at timeScale
+        arm_shared_rate=Settings.arm_shared_rate * cfg.time_scale,
+        arm_shared_burst=Settings.arm_shared_burst * cfg.budget_scale,
     )
 
 
@@ -822,9 +825,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="16 identities, 2 subscriptions, 2 workers")
     parser.add_argument(
-        "--shared-budget",
+        "--per-process-pacing",
         action="store_true",
-        help="+ one ARM write budget per subscription shared by all instances (first run's fleet)",
+        help="+ the first run's fleet with IDMOVE_ARM_SHARED_BUDGET off (each instance paces itself)",
     )
     parser.add_argument(
         "--latency",

@@ -11,7 +11,11 @@ step instead of fanning them out as messages, default 16; 0 = always fan out),
 ``IDMOVE_BACKOFF_SCALE`` (multiplies every engine backoff; tests use small values),
 ``IDMOVE_ARM_RETRY_TOTAL`` (azure-core retries per request, default 6),
 ``IDMOVE_ARM_WRITES_PER_SECOND`` / ``IDMOVE_ARM_WRITES_BURST`` (per-process, per-subscription pacing of
-ARM writes, default 8/s with a burst of 20, see ``shared/arm_pacing.py``),
+ARM writes, default 8/s with a burst of 20, see ``shared/arm_pacing.py``), ``IDMOVE_ARM_SHARED_BUDGET``
+(default on: one write and one delete budget per subscription for all instances, in Table Storage,
+``shared/write_budget.py``; ``false`` = per-process pacing only) with ``IDMOVE_ARM_SHARED_RATE`` /
+``IDMOVE_ARM_SHARED_BURST`` (its refill per second and bucket, default 9.5 and 180, below ARM's 10
+and 200),
 ``IDMOVE_ROLE_ASSIGNMENT_LIMIT`` (role assignments per subscription, default 4000; 2000 in sovereign
 clouds), ``IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS`` (how long a subscription's or management group's
 assignment count is reused by other moves, default 120), ``IDMOVE_INLINE_RETRY_MAX_SECONDS`` (longest
@@ -48,8 +52,11 @@ class Settings:
     arm_retry_total: int = 6
     arm_writes_per_second: float = 8.0
     arm_writes_burst: float = 20.0
-    # one ARM write budget per subscription for all instances (shared/write_budget.py)
-    arm_shared_budget: bool = False
+    # one ARM write budget per subscription for all instances (shared/write_budget.py): its refill
+    # and bucket sit below ARM's 10/s and 200 (room for a person or a pipeline writing meanwhile)
+    arm_shared_budget: bool = True
+    arm_shared_rate: float = 9.5
+    arm_shared_burst: float = 180.0
     role_assignment_limit: int = 4000
     role_assignment_count_ttl: float = 120.0
     inline_retry_max_seconds: float = 2.0
@@ -94,7 +101,10 @@ class Settings:
             arm_retry_total=int(env.get("IDMOVE_ARM_RETRY_TOTAL", "6")),
             arm_writes_per_second=float(env.get("IDMOVE_ARM_WRITES_PER_SECOND", "8")),
             arm_writes_burst=float(env.get("IDMOVE_ARM_WRITES_BURST", "20")),
-            arm_shared_budget=env.get("IDMOVE_ARM_SHARED_BUDGET", "").strip().lower() in ("1", "true", "yes"),
+            arm_shared_budget=env.get("IDMOVE_ARM_SHARED_BUDGET", "true").strip().lower()
+            not in ("0", "false", "no"),
+            arm_shared_rate=float(env.get("IDMOVE_ARM_SHARED_RATE", "9.5")),
+            arm_shared_burst=float(env.get("IDMOVE_ARM_SHARED_BURST", "180")),
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
             role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
             inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),
