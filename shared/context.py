@@ -49,6 +49,12 @@ class PhaseContext:
     crashpoint: Callable[[str], None] = no_crash
     cache: Cache = field(default_factory=NoCache)
     plan: dict[str, Any] = field(default_factory=dict)  # the move's stored plan (cleanup compares with it)
+    # A work message (JSON) that runs this step again at once as its next attempt: sent (``send``), it
+    # takes the step's claim over, and the step's own delayed retry is then acknowledged as a
+    # duplicate. E.g. fleet discovery keeps it with each waiting move and wakes them when its run is
+    # done, instead of the moves polling. "" outside the engine.
+    resume_body: str = ""
+    send: Callable[[str], None] = field(default=lambda body: None)
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ class Engine:
             if claimed is None:
                 return None
             move = claimed
-        ctx = self._context(move)
+        ctx = self._context(move, message)
         if not phase.items:
             return self._run_single(move, phase, ctx, message)
         if not message.batch:
@@ -183,7 +183,7 @@ class Engine:
             return False
         return self.clock() - datetime.fromisoformat(started) > timedelta(seconds=phase.timeout_seconds)
 
-    def _context(self, move: MoveRecord) -> PhaseContext:
+    def _context(self, move: MoveRecord, message: WorkMessage) -> PhaseContext:
         snapshot = (
             self.store.load_snapshot(move.id, move.snapshot_chunks, move.snapshot_generation)
             if move.snapshot_chunks
@@ -199,6 +199,10 @@ class Engine:
             crashpoint=self.crashpoint,
             cache=SharedCache(self.store, self.clock),
             plan=dict(move.plan or {}),
+            resume_body=WorkMessage(
+                move.id, message.phase, attempt=message.attempt + 1, epoch=message.epoch
+            ).to_json(),
+            send=self.queue.send_text,
         )
 
     # ---- single-step phases --------------------------------------------------------------
