@@ -93,7 +93,10 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
         return discover(ctx, members, parts, count=kind == "snapshot")
 
-    found: dict[str, Any] | None = shared_result(store, fleet, kind, member, data, run)
+    # the run wakes the members waiting for it (the engine's resume message) instead of their polling
+    found: dict[str, Any] | None = shared_result(
+        store, fleet, kind, member, data, run, ctx.resume_body, ctx.send
+    )
     if found is None or not _same_identity(found, source):
         return None
     return found

@@ -60,6 +60,7 @@ from shared.settings import Settings
 
 GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 10.0}  # cleanups come spread out: gather longer
 LEASE_SECONDS = 60.0
+POLL_SECONDS = 20.0  # a member that can be woken by the run polls only this often
 WAIT_LIMIT_SECONDS = 600.0
 MAX_GENERATIONS = 200
 CHUNK = 30_000  # characters per property (64 KB as UTF-16)
@@ -312,10 +313,17 @@ def shared_result(
     member: str,
     data: dict[str, Any],
     run: Run,
+    resume: str = "",
+    wake: Callable[[str], None] | None = None,
 ) -> Any:
     """The member's result from a generation it joined (see the module docstring); ``None``: do your
     own discovery. Raises a throttled ``TransientError`` while the generation gathers or runs, and
-    whatever ``run`` raises (a throttled read: its finished reads are kept, the owner resumes)."""
+    whatever ``run`` raises (a throttled read: its finished reads are kept, the owner resumes).
+
+    ``resume``: a message that runs the member's step again at once (``PhaseContext.resume_body``),
+    kept with the member; the run, when Done, sends each other member's (``wake``), so members wait
+    for it rather than poll: their own retry comes only after ``POLL_SECONDS``, as a fallback."""
+    data = {**data, "resume": resume} if resume else data
     for _ in range(6):
         gens, mine = store.state(fleet, kind, member)
         now = _now()
@@ -343,10 +351,14 @@ def shared_result(
                 if (mine or stale) and store.update_generation(
                     joined, Status="Running", Owner=member, Beat=now.isoformat()
                 ):
-                    _run(store, fleet, kind, n, run)
+                    _run(store, fleet, kind, n, run, member, wake)
                     continue
-                # the owner too waits out the gathering on the queue, not in a handler thread
-                wait = max(1.0, gathering + (0.5 if joined["Owner"] == member else 2.0))
+                # the owner too waits out the gathering on the queue, not in a handler thread; the
+                # others are woken by the run (``resume``), or poll
+                if joined["Owner"] == member and status != "Running":
+                    wait = max(1.0, gathering + 0.5)
+                else:
+                    wait = max(1.0, gathering + 2.0, POLL_SECONDS if resume and wake else 0.0)
                 raise TransientError(
                     "FleetDiscoveryRunning",
                     f"waiting for fleet discovery {fleet} {kind} #{n}",
@@ -372,7 +384,15 @@ def shared_result(
     return None
 
 
-def _run(store: FleetStore, fleet: str, kind: str, n: int, run: Run) -> None:
+def _run(
+    store: FleetStore,
+    fleet: str,
+    kind: str,
+    n: int,
+    run: Run,
+    me: str = "",
+    wake: Callable[[str], None] | None = None,
+) -> None:
     """A claimed run of generation ``n`` (Running): read the member list (kept with the run's reads),
     then Azure (``run``), then write each member's result, then Done. Throttled: Paused, the reads so
     far kept, the owner goes on at its next visit (or a taker after the lease)."""
@@ -389,3 +409,7 @@ def _run(store: FleetStore, fleet: str, kind: str, n: int, run: Run) -> None:
         return
     store.put_blobs(fleet, {f"r|{kind}|{n:06d}|{m}": results[m] for m in results})
     store.finish(fleet, kind, n, "Done")
+    for m, d in members:
+        if wake is not None and m != me and d.get("resume"):
+            with contextlib.suppress(Exception):  # a member not woken polls (``POLL_SECONDS``)
+                wake(str(d["resume"]))
