@@ -120,8 +120,8 @@ class FleetStore:
         service = settings.storage.table_service()
         return cls(service.get_table_client(f"{safe}fleet"), stats)
 
-    def _ensure(self) -> None:
-        if not self._created:
+    def _ensure(self, again: bool = False) -> None:
+        if again or not self._created:
             self.stats.add("table.create")
             with contextlib.suppress(ResourceExistsError):
                 self.table.create_table()
@@ -131,9 +131,11 @@ class FleetStore:
         try:
             return action()
         except ResourceNotFoundError as exc:
-            if "TableNotFound" not in str(exc) or self._created:
+            if "TableNotFound" not in str(exc):
                 raise
-            self._ensure()
+            # the first write of any thread creates the table (threads racing here all do: the
+            # create of all but one answers "exists"), then writes again once
+            self._ensure(again=True)
             return action()
 
     def _query(self, flt: str, **parameters: Any) -> list[dict[str, Any]]:

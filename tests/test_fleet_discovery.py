@@ -335,3 +335,16 @@ def test_a_throttled_run_resumes_from_the_reads_it_stored(fleet_store: FleetStor
                 time.sleep(min(exc.retry_after or 1.0, 1.0))
     assert _until_done(fleet_store, fleet, "a", run) == {"sum": 3}
     assert reads == ["first", "second"]  # "first" was not read again
+
+
+def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writes_again(
+    engine_settings: Settings,
+) -> None:
+    """Threads racing on the table's first use: one creates it and sets the flag while another's write
+    was already answered TableNotFound. That write must create (answer "exists") and write again,
+    not fail its step (seen in a decommission of 8 identities on 8 threads). The flag is set here as
+    the other thread would have set it."""
+    store = FleetStore.for_settings(engine_settings)
+    store._created = True  # another thread's create came first; this thread's write still failed
+    store.link("move-1", "fleet-1")
+    assert store.fleet_of("move-1") == "fleet-1"
