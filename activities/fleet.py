@@ -48,13 +48,11 @@ log = logging.getLogger(__name__)
 
 
 def store_for(ctx: PhaseContext) -> FleetStore:
-    """One ``FleetStore`` per table per process; counted with the engine's ``StoreStats`` when the
-    context's cache is the engine's ``SharedCache`` (it carries the store)."""
+    """One ``FleetStore`` per table per process, counted with the engine's ``StoreStats`` (``ctx.stats``)."""
     settings = ctx.settings
     key = (settings.storage_connection_string or repr(settings.storage), settings.table_prefix)
     if key not in _stores:
-        stats = getattr(getattr(ctx.cache, "store", None), "stats", None)
-        _stores[key] = FleetStore.for_settings(settings, stats)
+        _stores[key] = FleetStore.for_settings(settings, ctx.stats)
     return _stores[key]
 
 

@@ -54,6 +54,7 @@ class PhaseContext:
     # duplicate. E.g. fleet discovery keeps it with each waiting move and wakes them when its run is
     # done, instead of the moves polling. "" outside the engine.
     resume_body: str = ""
+    stats: Any = None  # the engine's StoreStats: a phase's own storage (fleet discovery) counts there too
     send: Callable[[str], None] = field(default=lambda body: None)
 
 

@@ -203,6 +203,7 @@ class Engine:
                 move.id, message.phase, attempt=message.attempt + 1, epoch=message.epoch
             ).to_json(),
             send=self.queue.send_text,
+            stats=self.store.stats,
         )
 
     # ---- single-step phases --------------------------------------------------------------
