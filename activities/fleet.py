@@ -75,9 +75,12 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     fleet = store.fleet_of(ctx.move_id)
     if fleet is None:
         return None
-    # a member is this step of this move: a retry after a blocked plan, or cleanup again after
-    # SourceChanged, has another plan/snapshot and must not reuse what an earlier round read
-    state = hashlib.sha256(json.dumps([ctx.plan, ctx.snapshot], sort_keys=True, default=str).encode())
+    # a member is this step of this move in this round: a retry after a blocked plan, cleanup again
+    # after SourceChanged (another plan/snapshot), or a retry of a failed cleanup hours later (a new
+    # round, ctx.epoch) must not reuse what an earlier round read
+    state = hashlib.sha256(
+        json.dumps([ctx.plan, ctx.snapshot, ctx.epoch], sort_keys=True, default=str).encode()
+    )
     member = f"{ctx.move_id}|{state.hexdigest()[:16]}"
     request = ctx.request
     mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]

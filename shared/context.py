@@ -55,6 +55,7 @@ class PhaseContext:
     # done, instead of the moves polling. "" outside the engine.
     resume_body: str = ""
     stats: Any = None  # the engine's StoreStats: a phase's own storage (fleet discovery) counts there too
+    epoch: int = 0  # the step's round: a command that runs the phase afresh (retry, ...) starts a new one
     send: Callable[[str], None] = field(default=lambda body: None)
 
 

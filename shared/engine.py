@@ -31,8 +31,10 @@ anything else propagates so the queue redelivers it (poison after 5 dequeues -> 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -52,6 +54,7 @@ from shared.work_queue import WorkMessage, WorkQueue
 log = logging.getLogger(__name__)
 THROTTLE_JITTER = 0.5
 MAX_WAITS = 12  # ~1.5 min of looking again for a save a message overtook
+MARKS_EVERY_SECONDS = 60.0  # a step running its own items saves their marks at least this often
 Chain = tuple[MoveRecord, WorkMessage] | None  # the next phase's step, claimed by the same message
 
 
@@ -204,6 +207,7 @@ class Engine:
             ).to_json(),
             send=self.queue.send_text,
             stats=self.store.stats,
+            epoch=message.epoch,
         )
 
     # ---- single-step phases --------------------------------------------------------------
@@ -316,7 +320,9 @@ class Engine:
         """Run the phase's few pending items in this step, one after another; one transaction marks
         them Done and completes the phase. Items are idempotent, so a crash before that save only
         runs them again. Final items (deleting the old identity) run after the others' marks are saved."""
-        marked: list[Item] = []
+        # cleanup marks each item Done as it goes: what it has removed from the source must be on
+        # record at once (discard is refused once a cleanup item is Done), not at the phase's end
+        marked: list[Item] | None = None if phase.needs_commit else []
         if not any(i.status == "Failed" for i in items):
             pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
             if not self._run_items(move, phase, ctx, message, pending, marked):
@@ -336,7 +342,7 @@ class Engine:
             self.fail(move, _failure(failed[0]))
             return None
         rest = Status.COMPLETED if phase.name == "cleanup" else None
-        return self._complete_phase(move, phase.name, message, rest=rest, items=marked)
+        return self._complete_phase(move, phase.name, message, rest=rest, items=marked or [])
 
     def _batches(self, items: list[Item]) -> list[list[Item]]:
         serial: dict[str, list[Item]] = {}
@@ -372,9 +378,14 @@ class Engine:
         move failed. Each is marked on its own entity (ETag), or with ``marked`` (a step running its
         phase's items itself) kept in that list and saved on the way out of an error."""
         run_item = phase.function()
+        flushed = time.monotonic()
         for position, item in enumerate(items):
             if item.status != "Pending":
                 continue
+            if marked and time.monotonic() - flushed >= MARKS_EVERY_SECONDS:
+                # a long step shows progress (resume_stalled looks at the items' last change)
+                self.store.save_items(marked)
+                flushed = time.monotonic()
             try:
                 result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
             except TransientError as exc:
@@ -406,6 +417,11 @@ class Engine:
                 self._record(item, "Failed", marked, error=_error(exc))
                 self._fail_current(move.id, phase.name, exc)
                 return False
+            except Exception:  # unforeseen: the queue redelivers; what was done stays on record
+                if marked:
+                    with contextlib.suppress(Exception):
+                        self.store.save_items(marked)
+                raise
             self.crashpoint(f"{phase.name}:item-done")
             self._record(item, "Done", marked, result={"outcome": result.outcome, **result.detail})
         return True
@@ -575,8 +591,9 @@ class Engine:
             self.store.save_move(move, events, marks)
         except Conflict:
             log.info("move %s changed meanwhile: the other writer's decision stands", move.id)
-            if marks:  # the Azure work they record was done: keep it on record
-                self.store.save_items(marks)
+            done = [i for i in marks if i.status == "Done"]
+            if done:  # the Azure work they record was done: keep it on record (nothing else: the
+                self.store.save_items(done)  # other writer may have reset a Failed item to retry it)
             return False
         if move.status not in (Status.PENDING, Status.RUNNING, Status.AWAITING_COMMIT):
             self.store.release_lock(move.source_id, move.id)

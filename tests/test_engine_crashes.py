@@ -21,6 +21,7 @@ import pytest
 from idmove.estate import Estate, clients_for, seed
 from shared import crashpoints
 from shared.azure_clients import AzureClients
+from shared.errors import MoveConflict
 from shared.service import LOCK_ORPHAN_SECONDS, MoveService, utc_now
 from shared.settings import Settings
 from shared.work_queue import WorkMessage
@@ -169,3 +170,35 @@ def test_crash_during_discard_still_restores_the_source(
     assert full_dump(clients, estate) == before
     kinds = Counter(e["Type"].rsplit(".", 1)[-1] for e in emulated_service.store.events(status["id"]))
     assert kinds["Discarded"] == 1
+
+
+def test_a_cleanup_cut_short_is_on_record_so_discard_is_refused(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    """Cleanup runs its items in its own step, but marks each Done as it goes: a worker that dies
+    after removing some of the source's access leaves that on record, so a discard (which would
+    delete the target holding the copies) is refused -- the marks are not kept for the phase's end."""
+    service = emulated_service
+    move_id = service.start(move_body(estate))["id"]
+    drain(service)
+    assert service.get(move_id)["status"] == "AwaitingCommit"
+    service.commit(move_id)
+    done: list[str] = []
+
+    def die_at_the_third_item(name: str) -> None:
+        if name == "cleanup:item-done":
+            done.append(name)
+            if len(done) == 3:
+                raise Crash(name)
+
+    service.crashpoint = die_at_the_third_item
+    (message,) = service.queue.client.receive_messages(visibility_timeout=300, max_messages=1)
+    with pytest.raises(Crash):
+        service.handle_message(message.content)
+    service.crashpoint = lambda name: None
+    items = service.store.list_items(move_id, "cleanup")
+    assert sum(i.status == "Done" for i in items) == 2, [(i.key, i.status) for i in items]
+    service.cancel(move_id)
+    with pytest.raises(MoveConflict) as refused:
+        service.discard(move_id)
+    assert refused.value.code == "InvalidMoveState"

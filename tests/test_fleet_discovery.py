@@ -348,3 +348,41 @@ def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writ
     store._created = True  # another thread's create came first; this thread's write still failed
     store.link("move-1", "fleet-1")
     assert store.fleet_of("move-1") == "fleet-1"
+
+
+def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """A fleet move's cleanup fails after its re-read (a delete refused); access is granted to the
+    source; a person retries. The retry is a new round (epoch): its re-read is a new member of a new
+    generation, so it finds the new access and copies it before anything is deleted, instead of
+    reusing the first round's answer, whatever its age."""
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identities = _estate(emu, [sub], per_sub=1)
+    service = emulated_service
+    event_id = _decommission(service, [sub], autoCommit=True, acknowledgeActionsRequired=True)
+    ((identity_id, identity),) = identities.items()
+    move_id = move_id_for(event_id, identity_id)
+    principal = identity["properties"]["principalId"]
+    refuse = [{"method": "DELETE", "pathPattern": "/providers/Microsoft.Authorization/roleAssignments/",
+               "status": 403, "times": 100}]  # fmt: skip
+    httpx.post(f"{emu}/_emulator/faults", json=refuse).raise_for_status()
+    drain(service, timeout=240)
+    failed = service.get(move_id)
+    assert (failed["status"], failed["phase"]) == ("Failed", "cleanup"), failed.get("error")
+    httpx.delete(f"{emu}/_emulator/faults").raise_for_status()
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
+        put_group(arm, "rg-before-retry", SOURCE, sub)
+        _assign(arm, f"/subscriptions/{sub}/resourceGroups/rg-before-retry", principal, CONTRIBUTOR)
+    service.retry(move_id)
+    drain(service, timeout=240)
+    done = service.get(move_id)
+    assert done["status"] == "Completed", done.get("error")
+    assert [w for w in done["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
+    auth = httpx.get(
+        f"{emu}/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments",
+        params={**RBAC_API, "$filter": f"principalId eq '{done['target']['principalId']}'"},
+        headers=OWNER,
+    ).json()["value"]
+    assert any(a["properties"]["scope"].lower().endswith("/rg-before-retry") for a in auth), auth
