@@ -48,11 +48,9 @@ from datetime import datetime
 from itertools import islice
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
     HttpResponseError,
     ResourceExistsError,
-    ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableTransactionError, UpdateMode
@@ -63,6 +61,7 @@ from shared.errors import ApiError
 from shared.fleet_discovery import FleetStore
 from shared.models import MoveRequest, RegionDecommissionRequest
 from shared.settings import Settings
+from shared.storage import merge_if_unchanged
 from shared.store import Conflict, Event, StateStore
 from shared.work_queue import WorkQueue
 
@@ -327,20 +326,7 @@ class Decommissions:
             "ClaimedAt": self._now(),
         }
         self.stats.add("table.update")
-        try:
-            self.table.update_entity(
-                entity,
-                mode=UpdateMode.MERGE,
-                etag=row.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                return False
-            raise
-        return True
+        return merge_if_unchanged(self.table, entity, row.metadata["etag"])
 
     def _mark_done(self, done: dict[str, Any]) -> None:
         """``done|…`` written and its ``pending|…`` deleted in one transaction (pending gone: upsert alone)."""

@@ -46,17 +46,15 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
 from azure.core.exceptions import (
-    HttpResponseError,
     ResourceExistsError,
-    ResourceModifiedError,
     ResourceNotFoundError,
 )
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.errors import TransientError
 from shared.settings import Settings
+from shared.storage import merge_if_unchanged
 
 GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 10.0}  # cleanups come spread out: gather longer
 LEASE_SECONDS = 60.0
@@ -201,20 +199,7 @@ class FleetStore:
         """ETag-guarded merge; False when another writer changed it first."""
         entity = {"PartitionKey": gen["PartitionKey"], "RowKey": gen["RowKey"], **fields}
         self.stats.add("table.update")
-        try:
-            self.table.update_entity(
-                entity,
-                mode=UpdateMode.MERGE,
-                etag=gen.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except (ResourceModifiedError, ResourceNotFoundError):
-            return False
-        except HttpResponseError as exc:
-            if exc.status_code == 412:
-                return False
-            raise
-        return True
+        return merge_if_unchanged(self.table, entity, gen.metadata["etag"])
 
     def beat(self, fleet: str, kind: str, n: int) -> None:
         entity = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Beat": _now().isoformat()}

@@ -19,7 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from azure.data.tables import TableServiceClient
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, TextBase64DecodePolicy, TextBase64EncodePolicy
 
 PREFIX = "AzureWebJobsStorage__"
@@ -91,3 +93,19 @@ def as_access(connection: str | StorageAccess) -> StorageAccess:
     return (
         connection if isinstance(connection, StorageAccess) else StorageAccess(connection_string=connection)
     )
+
+
+def merge_if_unchanged(table: TableClient, entity: dict[str, Any], etag: str | None) -> bool:
+    """Merge ``entity`` into its row only if the row still has ``etag``; False when another writer
+    changed (or deleted) it first -- the caller's claim lost."""
+    try:
+        table.update_entity(
+            entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+    except (ResourceModifiedError, ResourceNotFoundError):
+        return False
+    except HttpResponseError as exc:
+        if exc.status_code == 412:
+            return False
+        raise
+    return True
