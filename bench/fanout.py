@@ -628,8 +628,31 @@ def summarise(
             "messagesHandled": sum(i["poller"]["handled"] for i in instances),
         },
         "floor": {**floor, "wallOverFloor": round(wall / floor["seconds"], 2) if floor["seconds"] else None},
+        # where the write floor's subscription left its budget unused (bench/README.md "What each number means")
+        "writeBudgetUse": _write_budget_use(log, t0, wall, floor),
         **({"simulation": simulation_summary(cfg, wall, floor)} if cfg.simulates else {}),
         **{k: v for k, v in extra.items() if k != "sequential" or v is not None},
+    }
+
+
+def _write_budget_use(
+    log: list[dict[str, Any]], t0: float, wall: float, floor: dict[str, Any]
+) -> dict[str, Any]:
+    """``metrics.budget_use`` of the write floor's subscription, for its binding kind."""
+    scope = floor.get("writeFloorSubscription")
+    if not scope:
+        return {}
+    per = floor["perSubscriptionSeconds"].get(scope, {})
+    kind = "deletes" if per.get("deletes", 0) > per.get("writes", 0) else "writes"
+    bucket = floor["budgets"].get(kind, {})
+    budget = (
+        float(bucket.get("capacity", metrics.ARM_BUDGET[kind][0])),
+        float(bucket.get("refillPerSecond", metrics.ARM_BUDGET[kind][1])),
+    )
+    return {
+        "subscription": scope,
+        "kind": kind,
+        **metrics.budget_use(log, t0, t0 + wall, scope, kind, budget, floor["timeScale"]),
     }
 
 

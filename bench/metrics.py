@@ -255,3 +255,51 @@ def merge_counts(parts: list[dict[str, int]]) -> dict[str, int]:
     for part in parts:
         total.update(part)
     return dict(sorted(total.items()))
+
+
+def budget_use(
+    entries: list[dict[str, Any]],
+    start: float,
+    end: float,
+    scope: str,
+    kind: str,
+    budget: tuple[float, float],
+    time_scale: float = 1.0,
+) -> dict[str, float]:
+    """Where one scope's ``kind`` budget went unused: the bucket replayed from the accepted requests
+    (full at ``start``, ``budget`` = (capacity, refill per s) times ``time_scale``). Refill lost while the
+    bucket was full is time the run gave away: ``idleBeforeFirst`` (nothing asked for it yet),
+    ``idleBetween`` (between the first and the last accepted request) in seconds of refill, and
+    ``tail`` (from the last accepted request to ``end``: the run's last moves waiting on something
+    else). With the bucket empty at the last request, ``wall = floor + idleBeforeFirst + idleBetween
+    + tail``."""
+    cap, rate = budget[0], budget[1] * time_scale
+    times = sorted(
+        parse_time(e["time"]) - start
+        for e in entries
+        if surface(e["path"]) == "arm"
+        and scope_of(e["path"]) == scope
+        and arm_kind(e["method"]) == kind
+        and int(e["status"]) != 429
+    )
+    if not times:
+        return {"requests": 0}
+    tokens, now, lost_before, lost_between = cap, 0.0, 0.0, 0.0
+    for index, t in enumerate(times):
+        gained = rate * max(0.0, t - now)
+        overflow = max(0.0, tokens + gained - cap)
+        if index == 0:
+            lost_before += overflow
+        else:
+            lost_between += overflow
+        tokens = min(cap, tokens + gained) - 1.0
+        now = max(now, t)
+    return {
+        "requests": len(times),
+        "firstSeconds": round(times[0], 2),
+        "lastSeconds": round(times[-1], 2),
+        "idleBeforeFirst": round(lost_before / rate, 2),
+        "idleBetween": round(lost_between / rate, 2),
+        "tail": round(max(0.0, end - start - times[-1]), 2),
+        "tokensLeftAtLast": round(max(0.0, tokens), 1),
+    }

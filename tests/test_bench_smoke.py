@@ -129,3 +129,29 @@ def test_floors_per_subscription_and_path_templates() -> None:
         == "/graph/v1.0/servicePrincipals/{}/memberOf"
     )
     assert metrics.latency([1.0, 2.0, 3.0, 4.0]) == {"p50": 2.0, "p95": 4.0, "max": 4.0}
+
+
+def test_budget_use_splits_unused_refill_into_before_between_and_tail() -> None:
+    def put(t: float) -> dict[str, object]:
+        stamp = f"2026-12-01T00:00:{t:06.3f}+00:00"
+        return {"method": "PUT", "path": f"/subscriptions/{SUB}/x", "status": 200, "time": stamp}
+
+    start = metrics.parse_time("2026-12-01T00:00:00+00:00")
+    # bucket 4, refill 1/s: nothing asked for 3 s (all 3 s of refill lost, the bucket was full), then
+    # 4 writes at 3.0..3.3 (the bucket's 4, 0.3 refilled meanwhile), a pause of 10.2 s of which all
+    # but the 3.7 s it takes to refill the bucket are lost, then the last write at 13.5; the run ends at 20
+    log = [put(3.0 + 0.1 * i) for i in range(4)] + [put(13.5)]
+    log.append(
+        {
+            "method": "GET",
+            "path": f"/subscriptions/{SUB}/x",
+            "status": 200,
+            "time": "2026-12-01T00:00:05+00:00",
+        }
+    )  # fmt: skip  (a read: not the writes budget)
+    use = metrics.budget_use(log, start, start + 20, SUB.lower(), "writes", (4.0, 1.0))
+    assert use["requests"] == 5 and use["firstSeconds"] == 3.0 and use["lastSeconds"] == 13.5
+    assert use["idleBeforeFirst"] == 3.0
+    assert abs(use["idleBetween"] - 6.5) < 0.01
+    assert use["tail"] == 6.5
+    assert metrics.budget_use(log, start, start + 20, "other", "writes", (4.0, 1.0)) == {"requests": 0}
