@@ -14,8 +14,8 @@ step instead of fanning them out as messages, default 16; 0 = always fan out),
 ARM writes, default 8/s with a burst of 20, see ``shared/arm_pacing.py``), ``IDMOVE_ARM_SHARED_BUDGET``
 (default on: one write and one delete budget per subscription for all instances, in Table Storage,
 ``shared/write_budget.py``; ``false`` = per-process pacing only) with ``IDMOVE_ARM_SHARED_RATE`` /
-``IDMOVE_ARM_SHARED_BURST`` (its refill per second and bucket, default 9.5 and 180, below ARM's 10
-and 200),
+``IDMOVE_ARM_SHARED_BURST`` (its refill per second and bucket, default ARM's own 10 and 200: every write
+is granted before it reaches ARM, so ARM's bucket never holds fewer tokens than the shared one),
 ``IDMOVE_ROLE_ASSIGNMENT_LIMIT`` (role assignments per subscription, default 4000; 2000 in sovereign
 clouds), ``IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS`` (how long a subscription's or management group's
 assignment count is reused by other moves, default 120), ``IDMOVE_INLINE_RETRY_MAX_SECONDS`` (longest
@@ -55,8 +55,8 @@ class Settings:
     # one ARM write budget per subscription for all instances (shared/write_budget.py): its refill
     # and bucket sit below ARM's 10/s and 200 (room for a person or a pipeline writing meanwhile)
     arm_shared_budget: bool = True
-    arm_shared_rate: float = 9.5
-    arm_shared_burst: float = 180.0
+    arm_shared_rate: float = 10.0
+    arm_shared_burst: float = 200.0
     role_assignment_limit: int = 4000
     role_assignment_count_ttl: float = 120.0
     inline_retry_max_seconds: float = 2.0
@@ -103,8 +103,8 @@ class Settings:
             arm_writes_burst=float(env.get("IDMOVE_ARM_WRITES_BURST", "20")),
             arm_shared_budget=env.get("IDMOVE_ARM_SHARED_BUDGET", "true").strip().lower()
             not in ("0", "false", "no"),
-            arm_shared_rate=float(env.get("IDMOVE_ARM_SHARED_RATE", "9.5")),
-            arm_shared_burst=float(env.get("IDMOVE_ARM_SHARED_BURST", "180")),
+            arm_shared_rate=float(env.get("IDMOVE_ARM_SHARED_RATE", "10")),
+            arm_shared_burst=float(env.get("IDMOVE_ARM_SHARED_BURST", "200")),
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
             role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
             inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),

@@ -67,7 +67,7 @@ def test_the_setting_puts_the_shared_budget_into_the_service_clients(storage_con
     settings = make_settings(storage_connection_string)
     assert Settings.from_env({}).arm_shared_budget  # on by default: zero write 429s with any instances
     assert not Settings.from_env({"IDMOVE_ARM_SHARED_BUDGET": "false"}).arm_shared_budget
-    assert (Settings.from_env({}).arm_shared_rate, Settings.from_env({}).arm_shared_burst) == (9.5, 180.0)
+    assert (Settings.from_env({}).arm_shared_rate, Settings.from_env({}).arm_shared_burst) == (10.0, 200.0)
     assert isinstance(MoveService(settings).clients().write_limiter, SharedWriteLimiter)
     plain = MoveService(settings.with_(arm_shared_budget=False)).clients().write_limiter
     assert isinstance(plain, WriteLimiter) and not isinstance(plain, SharedWriteLimiter)
