@@ -4,12 +4,15 @@ Needs: a move of a region decommission (``shared/fleet_discovery.py`` links it t
 in Azure: nothing. A generation's run reads, for all its members at once:
 
 * the visible subscriptions (``GET /subscriptions``, listed afresh);
-* Resource Graph, per batch of ``BATCH`` identities: the resources that use any of them (snapshot's
-  ``ARG_QUERY`` with the batch's predicates ORed, projecting ``tostring(identity)`` and
-  ``tostring(properties)``) and the candidates of every kind of access (``ARG_CANDIDATES``, each
-  kind's predicate per identity, projecting each needle expression). Rows are then given to each
-  identity whose own predicate they meet -- the same ``contains`` tests, case-insensitive, on the
-  same text -- so a member gets exactly the rows its own query would have returned;
+* Resource Graph, ONE query per batch of ``BATCH`` identities: the resources that use any of them
+  (snapshot's ``ARG_QUERY`` predicate per identity) ORed with the candidates of every kind of access
+  (``ARG_CANDIDATES``' predicates: per identity where a kind has a needle, and once, in the first
+  batch, where it has none -- every Cosmos DB account or SQL server in scope is a candidate of every
+  identity), projecting ``tostring(identity)``, ``tostring(properties)``, the issuer and each needle
+  expression. Rows of all batches are then given to each identity whose own predicates they meet --
+  the same ``contains`` and type tests, case-insensitive, on the same text -- so a member gets exactly
+  the rows its own two queries would have returned. A generation of up to ``BATCH`` members costs one
+  query (it was two: uses and candidates apart), a pass's quota being what bounds a fleet;
 * every role assignment of each subscription, once (kept only for the members' principals; the
   subscription's count goes to ``ctx.cache`` for snapshot's headroom check).
 
@@ -111,12 +114,7 @@ def discover(
     ctx: PhaseContext, members: list[tuple[str, dict[str, Any]]], parts: Parts, count: bool
 ) -> dict[str, Any]:
     """One run for every member: ``member -> {subscriptions, rows, candidates, assignments, principalId}``."""
-    from activities.snapshot import (
-        ARG_CANDIDATES,
-        ARG_QUERY,
-        _query,
-        subscriptions_from,
-    )  # no cycle at import
+    from activities.snapshot import ARG_QUERY, _query, subscriptions_from  # no cycle at import
 
     clients = ctx.clients
     try:
@@ -127,44 +125,54 @@ def discover(
             m: {"subscriptions": subs[m], "principalId": d["principalId"], "rows": [], "candidates": []}
             for m, d in members
         }
+        # ONE Resource Graph query per batch: the batch's identities' uses and needle candidates ORed
+        # with (first batch only) the candidates no identity narrows (every Cosmos DB account, SQL
+        # server, ... in scope: the same rows for all); each member's rows are then told apart by the
+        # same predicates, case-insensitive, on the projected text, over the rows of every batch
+        needles = sorted({k.candidate_needle[0] for k in KINDS if k.candidate_needle})
+        shared = [f"({k.candidates})" for k in KINDS if k.candidates and not k.candidate_needle]
+        found: dict[str, dict[str, Any]] = {}
         for start in range(0, len(members), BATCH):
             batch = members[start : start + BATCH]
-            uses = " or ".join(
+            predicates = [
                 "("
                 + ARG_QUERY.split(" | ")[1].removeprefix("where ").format(id=d["id"], client_id=d["clientId"])
                 + ")"
                 for _, d in batch
-            )
-            query = (
-                f"Resources | where {uses} | project {', '.join(USES_COLUMNS)}, identityText = tostring(identity), "
-                "propertiesText = tostring(properties) | order by id asc"
-            )
-            rows = parts.step(f"uses|{start}", partial(_query, clients, scope, query))
-            for m, d in batch:
-                mine = [r for r in rows if _uses(r, d) and _in(r, subs[m])]
-                results[m]["rows"] = [{c: r.get(c) for c in USES_COLUMNS} for r in mine]
-            needles = sorted({k.candidate_needle[0] for k in KINDS if k.candidate_needle})
-            predicates = list(
+            ]
+            predicates += list(
                 dict.fromkeys(
-                    f"({k.candidates.format(**_fields(d))})" for _, d in batch for k in KINDS if k.candidates
+                    f"({k.candidates.format(**_fields(d))})"
+                    for _, d in batch
+                    for k in KINDS
+                    if k.candidates and k.candidate_needle
                 )
             )
-            if not predicates:
-                continue
-            query = ARG_CANDIDATES.format(predicates=" or ".join(predicates)).replace(
-                " | order by", "".join(f", n{i} = {e}" for i, e in enumerate(needles)) + " | order by"
+            if start == 0:
+                predicates += shared
+            query = (
+                f"Resources | where {' or '.join(predicates)} | project {', '.join(USES_COLUMNS)}, "
+                "identityText = tostring(identity), propertiesText = tostring(properties), "
+                "issuer = tostring(properties.oidcIssuerProfile.issuerURL)"
+                + "".join(f", n{i} = {e}" for i, e in enumerate(needles))
+                + " | order by id asc"
             )
-            rows = parts.step(f"candidates|{start}", partial(_query, clients, scope, query))
-            for m, d in batch:
-                fields = _fields(d)
-                mine = []
-                for r in rows:
-                    texts = {e: str(r.get(f"n{i}") or "") for i, e in enumerate(needles)}
-                    if _in(r, subs[m]) and any(
-                        k.candidates and k.candidate_match(r, fields, texts) for k in KINDS
-                    ):
-                        mine.append({c: r.get(c) for c in CANDIDATE_COLUMNS})
-                results[m]["candidates"] = mine
+            for row in parts.step(f"rows|{start}", partial(_query, clients, scope, query)):
+                found.setdefault(str(row.get("id")), row)
+        rows = [found[k] for k in sorted(found)]
+        for m, d in members:
+            fields = _fields(d)
+            results[m]["rows"] = [
+                {c: r.get(c) for c in USES_COLUMNS} for r in rows if _uses(r, d) and _in(r, subs[m])
+            ]
+            mine = []
+            for r in rows:
+                texts = {e: str(r.get(f"n{i}") or "") for i, e in enumerate(needles)}
+                if _in(r, subs[m]) and any(
+                    k.candidates and k.candidate_match(r, fields, texts) for k in KINDS
+                ):
+                    mine.append({c: r.get(c) for c in CANDIDATE_COLUMNS})
+            results[m]["candidates"] = mine
         principals = {str(d["principalId"]).lower() for _, d in members}
         listed: dict[str, list[dict[str, Any]]] = {}
         for sub in scope:

@@ -175,9 +175,9 @@ def test_a_decommission_discovers_once_per_subscription_and_snapshots_equal_per_
     log = _log(emu)[before:]
     assert all(service.get(move_id_for(event_id, i))["status"] == "AwaitingCommit" for i in identities)
 
-    # O(S), not O(N): one batch of identities = 2 queries, one listing per subscription, per
-    # generation; the snapshots arrive in one or two generations
-    assert _graph_queries(log) <= 4, _graph_queries(log)
+    # O(S), not O(N): one batch of identities = 1 query (uses and candidates ORed), one listing per
+    # subscription, per generation; the snapshots arrive in one or two generations
+    assert _graph_queries(log) <= 2, _graph_queries(log)
     assert _subscription_listings(log, principals) <= 2 * len(subs), _subscription_listings(log, principals)
     for identity_id, snapshot in alone.items():
         assert _snapshot(service, move_id_for(event_id, identity_id)) == snapshot
@@ -218,7 +218,7 @@ def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_start
     scopes = {a["scope"].lower() for a in snap["roleAssignments"]}
     assert f"/subscriptions/{sub}/resourcegroups/rg-late" in scopes, scopes
     assert site.lower() in {a["id"].lower() for a in snap["attachments"]}
-    assert _graph_queries(_log(emu)[before:]) == 2  # a generation of its own (uses + candidates)
+    assert _graph_queries(_log(emu)[before:]) == 1  # a generation of its own (uses and candidates ORed)
 
 
 def test_cleanup_of_a_fleet_move_still_copies_access_granted_after_the_commit(
