@@ -16,9 +16,11 @@ in Azure: nothing. A generation's run reads, for all its members at once:
 * every role assignment of each subscription, once (kept only for the members' principals; the
   subscription's count goes to ``ctx.cache`` for snapshot's headroom check).
 
-Each finished read is stored (``Parts``): a throttled run resumes from it. ``lookup`` returns
-``{"subscriptions", "rows", "candidates", "assignments"}`` for one move, or ``None`` (per-move
-discovery: a move started by HTTP, a failed run, a wait too long).
+Each finished read is stored (``Parts``): a throttled run resumes from it. A move waiting for
+another's run waits on its own retry message, which the run wakes when it is done (``ctx.wake``,
+see ``shared_result``). ``lookup`` returns ``{"subscriptions", "rows", "candidates",
+"assignments"}`` for one move, or ``None`` (per-move discovery: a move started by HTTP, a failed
+run, a wait too long).
 
 Example::
 
@@ -97,10 +99,8 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
         return discover(ctx, members, parts, count=kind == "snapshot")
 
-    # the run wakes the members waiting for it (the engine's resume message) instead of their polling
-    found: dict[str, Any] | None = shared_result(
-        store, fleet, kind, member, data, run, ctx.resume_body, ctx.send
-    )
+    # the run wakes the members waiting for it (each one's own retry message) instead of their polling
+    found: dict[str, Any] | None = shared_result(store, fleet, kind, member, data, run, ctx.wake)
     if found is None or not _same_identity(found, source):
         return None
     return found

@@ -49,14 +49,13 @@ class PhaseContext:
     crashpoint: Callable[[str], None] = no_crash
     cache: Cache = field(default_factory=NoCache)
     plan: dict[str, Any] = field(default_factory=dict)  # the move's stored plan (cleanup compares with it)
-    # A work message (JSON) that runs this step again at once as its next attempt: sent (``send``), it
-    # takes the step's claim over, and the step's own delayed retry is then acknowledged as a
-    # duplicate. E.g. fleet discovery keeps it with each waiting move and wakes them when its run is
-    # done, instead of the moves polling. "" outside the engine.
-    resume_body: str = ""
     stats: Any = None  # the engine's StoreStats: a phase's own storage (fleet discovery) counts there too
     epoch: int = 0  # the step's round: a command that runs the phase afresh (retry, ...) starts a new one
-    send: Callable[[str], None] = field(default=lambda body: None)
+    # Makes a step's delayed retry message visible now, given the handle the engine passed to a
+    # ``TransientError``'s ``on_scheduled`` (``WorkQueue.wake``); False when that message was already
+    # delivered or deleted. E.g. fleet discovery wakes the moves waiting for its run when it is done,
+    # instead of their polling. Outside the engine: wakes nothing.
+    wake: Callable[[str], bool] = field(default=lambda handle: False)
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,11 @@ Crashpoints (``self.crashpoint(name)``) sit between every two writes; their name
 Errors: ``TransientError`` -> the step is re-sent with a visibility delay (the phase's backoff, or
 the ``Retry-After`` Azure asked for if longer) until the phase's ``max_attempts``; a throttled one
 (429, or 503 with ``Retry-After``) waits ``Retry-After`` WITHOUT counting an attempt -- throttling is
-not the step's fault -- and is bounded by the phase's timeout, checked at every step; ``PermanentError`` -> the move is Failed with error code/message/target;
-anything else propagates so the queue redelivers it (poison after 5 dequeues -> ``fail_poisoned``).
+not the step's fault -- and is bounded by the phase's timeout, checked at every step; the re-sent
+message's handle goes to the error's ``on_scheduled``, so what the step waits for can wake that
+message early (``WorkQueue.wake``; fleet discovery); ``PermanentError`` -> the move is Failed with
+error code/message/target; anything else propagates so the queue redelivers it (poison after 5
+dequeues -> ``fail_poisoned``).
 """
 
 from __future__ import annotations
@@ -202,12 +205,9 @@ class Engine:
             crashpoint=self.crashpoint,
             cache=SharedCache(self.store, self.clock),
             plan=dict(move.plan or {}),
-            resume_body=WorkMessage(
-                move.id, message.phase, attempt=message.attempt + 1, epoch=message.epoch
-            ).to_json(),
-            send=self.queue.send_text,
             stats=self.store.stats,
             epoch=message.epoch,
+            wake=self.queue.wake,
         )
 
     # ---- single-step phases --------------------------------------------------------------
@@ -237,7 +237,14 @@ class Engine:
         # a throttled step is the same attempt, still claimed by this message's token
         again = replace(message, attempt=attempt, waits=0) if exc.throttled else None
         fresh = WorkMessage(move.id, phase.name, message.batch, attempt, epoch=message.epoch)
-        self.queue.send(again or fresh, delay)
+        handle = self.queue.send(again or fresh, delay)
+        if exc.on_scheduled is not None and handle:
+            # whoever the step waits for may wake this very message early (fleet discovery): it stays
+            # the step's only message; if they cannot, it comes after its delay all the same
+            try:
+                exc.on_scheduled(handle)
+            except Exception:
+                log.warning("%s/%s: could not keep the retry's handle", move.id, phase.name, exc_info=True)
 
     def _apply_snapshot(self, move: MoveRecord, result: Any, message: WorkMessage) -> Chain:
         # the snapshot is persisted before anything else happens (separate transactions: it may be large)

@@ -18,6 +18,7 @@ Phases raise ``PhaseError`` subclasses; the engine decides what each means for t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -71,6 +72,10 @@ class TransientError(PhaseError):
 
     ``throttled``: Azure said "not now" (429, or 503 with ``Retry-After``); that is not the step's
     fault, so the engine waits ``retry_after`` without counting an attempt (the phase's timeout bounds it).
+
+    ``on_scheduled``: called with the handle of the retry message the engine sent (``WorkQueue.send``),
+    so whoever the step waits for can wake it early (``WorkQueue.wake``); e.g. fleet discovery keeps
+    it with the waiting member. If it fails, the step is still retried after its delay.
     """
 
     def __init__(
@@ -80,10 +85,12 @@ class TransientError(PhaseError):
         target: str | None = None,
         retry_after: float | None = None,
         throttled: bool = False,
+        on_scheduled: Callable[[str], None] | None = None,
     ) -> None:
         super().__init__(code, message, target)
         self.retry_after = retry_after
         self.throttled = throttled
+        self.on_scheduled = on_scheduled
 
 
 class PermanentError(PhaseError):

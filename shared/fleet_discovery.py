@@ -15,7 +15,8 @@ partition / row                             what
                                             throttled) -> Done | Failed,
                                             ``StartAt``, ``Owner`` (a member), ``Beat`` (last progress)
 ``{fleet}`` / ``m|{kind}|{member}``         a member (a move's step) and the generation it joined
-                                            (``Gen``), with what the run needs of it (``Data``)
+                                            (``Gen``), with what the run needs of it (``Data``) and
+                                            the handle of its waiting retry message (``Wake``)
 ``{fleet}`` / ``p|{kind}|{n}|{step}|…``     a finished read of a run (resumed after a throttle)
 ``{fleet}`` / ``r|{kind}|{n}|{member}|…``   a member's result
 ==========================================  ===========================================================
@@ -33,6 +34,16 @@ stops beating for ``LEASE_SECONDS`` is taken over, resuming from its stored read
 resumption of a run is an ETag-guarded claim (-> Running), so duplicates of a message never run it
 twice at once. A failed run, too many generations, or a wait past ``WAIT_LIMIT_SECONDS``: the
 member does its own discovery.
+
+Waking (``wake``): a member waiting for another's run keeps the handle of its own retry message in
+its row (``Wake``, one merge, from the error's ``on_scheduled`` once the engine has sent that
+message). The run, once its results and Done are saved, reads the generation's members again (one
+query: handles written after it first read the list count too) and wakes each other member's
+message (``WorkQueue.wake``: visible now). So a waiting step has exactly one message, with its own
+token and attempt: the wake runs the step that was waiting, never a second one beside it, and a
+message already delivered or deleted is simply not woken. A member whose handle came too late (or
+whose wake failed) comes back by itself after ``POLL_SECONDS``; one woken while its generation is
+not Done yet (a handle kept from an earlier wait) waits again, with a new handle.
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from azure.core.exceptions import (
@@ -58,7 +70,13 @@ from shared.storage import merge_if_unchanged
 
 GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 10.0}  # cleanups come spread out: gather longer
 LEASE_SECONDS = 60.0
-POLL_SECONDS = 20.0  # a member that can be woken by the run polls only this often
+# A member that can be woken by the run comes back by itself only this often (the engine adds up to
+# half again as jitter). The wake reaches every member whose handle was saved before the run, done,
+# re-read its members -- normally all that joined while it gathered, since the run reads Azure
+# first -- so this fallback is for a handle saved late or a lost wake; each extra visit of a waiting
+# member costs ~6 storage transactions (receive, record, state, send, handle, delete), so while a
+# long (throttled) run goes on, fewer visits are worth more than a quicker fallback.
+POLL_SECONDS = 30.0
 WAIT_LIMIT_SECONDS = 600.0
 MAX_GENERATIONS = 200
 CHUNK = 30_000  # characters per property (64 KB as UTF-16)
@@ -216,6 +234,23 @@ class FleetStore:
         self.stats.add("table.upsert")
         self._write(lambda: self.table.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
+    def keep_wake(self, fleet: str, kind: str, member: str, handle: str) -> None:
+        """The member's waiting retry message (``Wake``): merged into its row, ``Data`` untouched."""
+        entity = {"PartitionKey": fleet, "RowKey": f"m|{kind}|{member}", "Wake": handle}
+        self.stats.add("table.update")
+        self.table.update_entity(entity, mode=UpdateMode.MERGE)
+
+    def wakes(self, fleet: str, kind: str, n: int) -> dict[str, str]:
+        """``member -> Wake`` of generation ``n``'s members that kept one."""
+        self.stats.add("table.query")
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and Gen eq @n",
+            parameters={"pk": fleet, "lo": f"m|{kind}|", "hi": f"m|{kind}}}", "n": n},
+            select=["RowKey", "Wake"],
+        )
+        prefix = f"m|{kind}|"
+        return {str(r["RowKey"]).removeprefix(prefix): str(r["Wake"]) for r in rows if r.get("Wake")}
+
     def members(self, fleet: str, kind: str, n: int) -> list[tuple[str, dict[str, Any]]]:
         rows = self._query(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi and Gen eq @n",
@@ -300,17 +335,16 @@ def shared_result(
     member: str,
     data: dict[str, Any],
     run: Run,
-    resume: str = "",
-    wake: Callable[[str], None] | None = None,
+    wake: Callable[[str], bool] | None = None,
 ) -> Any:
     """The member's result from a generation it joined (see the module docstring); ``None``: do your
     own discovery. Raises a throttled ``TransientError`` while the generation gathers or runs, and
     whatever ``run`` raises (a throttled read: its finished reads are kept, the owner resumes).
 
-    ``resume``: a message that runs the member's step again at once (``PhaseContext.resume_body``),
-    kept with the member; the run, when Done, sends each other member's (``wake``), so members wait
-    for it rather than poll: their own retry comes only after ``POLL_SECONDS``, as a fallback."""
-    data = {**data, "resume": resume} if resume else data
+    ``wake`` (``PhaseContext.wake``): makes a waiting member's retry message visible now. With it, a
+    member waiting for another's run keeps its retry's handle (the error's ``on_scheduled``) and the
+    run, when Done, wakes it: members wait for the run rather than poll, their retry coming by
+    itself only after ``POLL_SECONDS``, as a fallback."""
     for _ in range(6):
         gens, mine = store.state(fleet, kind, member)
         now = _now()
@@ -340,18 +374,24 @@ def shared_result(
                 ):
                     _run(store, fleet, kind, n, run, member, wake)
                     continue
-                # the owner too waits out the gathering on the queue, not in a handler thread; the
-                # others are woken by the run (``resume``), or poll
+                # the owner too waits out the gathering on the queue, not in a handler thread (its
+                # retry comes when the gathering ends: no wake); the others keep their retry's
+                # handle for the run to wake, or poll
+                scheduled: Callable[[str], None] | None = None
                 if joined["Owner"] == member and status != "Running":
                     wait = max(1.0, gathering + 0.5)
+                elif wake is not None:
+                    wait = max(gathering + 2.0, POLL_SECONDS)
+                    scheduled = partial(store.keep_wake, fleet, kind, member)
                 else:
-                    wait = max(1.0, gathering + 2.0, POLL_SECONDS if resume and wake else 0.0)
+                    wait = max(1.0, gathering + 2.0)
                 raise TransientError(
                     "FleetDiscoveryRunning",
                     f"waiting for fleet discovery {fleet} {kind} #{n}",
                     fleet,
                     wait,
                     throttled=True,
+                    on_scheduled=scheduled,
                 )
             # Failed, or Done without this member (it joined after the run read its list): a newer one
         if len(gens) >= MAX_GENERATIONS:
@@ -378,11 +418,12 @@ def _run(
     n: int,
     run: Run,
     me: str = "",
-    wake: Callable[[str], None] | None = None,
+    wake: Callable[[str], bool] | None = None,
 ) -> None:
     """A claimed run of generation ``n`` (Running): read the member list (kept with the run's reads),
-    then Azure (``run``), then write each member's result, then Done. Throttled: Paused, the reads so
-    far kept, the owner goes on at its next visit (or a taker after the lease)."""
+    then Azure (``run``), then write each member's result, then Done, then wake the other members'
+    waiting messages (their handles read afresh). Throttled: Paused, the reads so far kept, the
+    owner goes on at its next visit (or a taker after the lease)."""
     parts = Parts(store, fleet, kind, n)
     members = parts.step("members", lambda: [list(m) for m in store.members(fleet, kind, n)])
     try:
@@ -396,7 +437,17 @@ def _run(
         return
     store.put_blobs(fleet, {f"r|{kind}|{n:06d}|{m}": results[m] for m in results})
     store.finish(fleet, kind, n, "Done")
-    for m, d in members:
-        if wake is not None and m != me and d.get("resume"):
-            with contextlib.suppress(Exception):  # a member not woken polls (``POLL_SECONDS``)
-                wake(str(d["resume"]))
+    if wake is None or all(m == me for m, _ in members):
+        return
+    try:
+        handles = store.wakes(fleet, kind, n)  # read now: handles kept since the list was read count
+    except Exception:
+        log.warning("fleet discovery %s %s #%d: members not woken", fleet, kind, n, exc_info=True)
+        return
+    for m, handle in handles.items():
+        if m == me:
+            continue
+        try:  # False: that message was delivered (it runs now) or is gone; a member not woken polls
+            wake(handle)
+        except Exception:
+            log.warning("fleet discovery %s %s #%d: %s not woken", fleet, kind, n, m, exc_info=True)

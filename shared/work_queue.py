@@ -10,6 +10,13 @@ or stale message is harmless::
     {"moveId": "<id>", "phase": "grant", "batch": ["item|grant|role-..."], "attempt": 0}
 
 ``batch`` is absent for the phase's own step (run it, or fan its items out).
+
+``send`` returns the sent message's handle (``"{id}:{pop receipt}"``, what Put Message answers);
+``wake(handle)`` makes that message visible now if it is still waiting out its delay (Update Message,
+visibility 0: the same body, so the same token and attempt). A message already delivered (its pop
+receipt changed: 400 ``PopReceiptMismatch``) or deleted (404 ``MessageNotFound``) is not woken:
+``False``. Azure and Azurite answer both cases alike. E.g. fleet discovery wakes a step waiting for
+its run through the step's own delayed retry, so the step never has a second message.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.storage import StorageAccess, as_access
@@ -94,11 +101,28 @@ class WorkQueue:
                 self.client.create_queue()
             self._created = True
 
-    def send(self, message: WorkMessage, delay_seconds: float = 0) -> None:
-        self.send_text(message.to_json(), delay_seconds)
+    def send(self, message: WorkMessage, delay_seconds: float = 0) -> str:
+        """Send ``message``, visible after ``delay_seconds``; its handle (for ``wake``)."""
+        return self.send_text(message.to_json(), delay_seconds)
 
-    def send_text(self, text: str, delay_seconds: float = 0) -> None:
+    def send_text(self, text: str, delay_seconds: float = 0) -> str:
         """Any JSON body on the work queue (e.g. a region decommission's steps, ``shared/decommission.py``)."""
         self.ensure()
         self.stats.add("queue.send")
-        self.client.send_message(text, visibility_timeout=max(0, round(delay_seconds)) or None)
+        sent = self.client.send_message(text, visibility_timeout=max(0, round(delay_seconds)) or None)
+        return f"{sent.id}:{sent.pop_receipt}"
+
+    def wake(self, handle: str) -> bool:
+        """Make the message ``send`` returned ``handle`` for visible now; False when it is no longer
+        waiting in the queue (delivered, or deleted), which is never an error."""
+        message_id, _, pop_receipt = handle.partition(":")
+        self.stats.add("queue.update")
+        try:
+            self.client.update_message(message_id, pop_receipt, visibility_timeout=0)
+        except ResourceNotFoundError:  # 404 MessageNotFound: deleted (done with)
+            return False
+        except HttpResponseError as exc:  # 400 PopReceiptMismatch: delivered, maybe running now
+            if exc.status_code == 400 and getattr(exc, "error_code", None) == "PopReceiptMismatch":
+                return False
+            raise
+        return True

@@ -298,9 +298,9 @@ def test_long_retry_after_leaves_the_handler_and_is_not_an_attempt(
     sent: list[tuple[WorkMessage, float]] = []
     original = queue.send
 
-    def send(message: WorkMessage, delay_seconds: float = 0) -> None:
+    def send(message: WorkMessage, delay_seconds: float = 0) -> str:
         sent.append((message, delay_seconds))
-        original(message, min(delay_seconds, 1))  # the delay is checked, not waited for
+        return original(message, min(delay_seconds, 1))  # the delay is checked, not waited for
 
     handled: list[float] = []
 

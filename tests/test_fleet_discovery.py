@@ -4,14 +4,18 @@ Real Azurite and the emulator. Requests are counted from the emulator's log: Res
 and subscription-wide role-assignment listings grow with the subscriptions, not with the identities;
 a move's snapshot from the fleet's discovery is the snapshot per-move discovery makes; a discovery
 read before a move's snapshot step began is never used by it; cleanup's re-read still finds access
-granted after the commit; and two members racing for one generation get one run.
+granted after the commit; and two members racing for one generation get one run. A move waiting for
+another's run is woken through its own retry message (one message per waiting step, the step's own
+token); a wake whose message is gone is harmless.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -19,11 +23,13 @@ import httpx
 import pytest
 
 from idmove.estate import ROLES
+from shared import fleet_discovery
 from shared.decommission import is_step, move_id_for
 from shared.errors import TransientError
 from shared.fleet_discovery import FleetStore, Parts, shared_result
 from shared.service import MoveService
 from shared.settings import Settings
+from shared.work_queue import WorkMessage
 from tests.plugins.emulator import RBAC_API, configure, identity_path, put_group, put_identity
 from tests.plugins.engine import drain
 
@@ -386,3 +392,226 @@ def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
         headers=OWNER,
     ).json()["value"]
     assert any(a["properties"]["scope"].lower().endswith("/rg-before-retry") for a in auth), auth
+
+
+# ---- waking a waiting member through its own retry message ----------------------------------------
+class Clock:
+    """Fleet discovery's clock (``shared.fleet_discovery._now``), moved by the test, not by time."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def fleet_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock()
+    monkeypatch.setattr(fleet_discovery, "_now", clock)
+    return clock
+
+
+def _claim_token(service: MoveService, move_id: str, phase: str) -> str:
+    move = service.store.get_move(move_id)
+    assert move is not None
+    return str(move.phase_entry(phase)["step"]["token"])
+
+
+def test_a_waiting_move_is_woken_by_the_run_through_its_own_retry_message(
+    emulated_service: MoveService, emu: str, fleet_clock: Clock
+) -> None:
+    """Two moves of a decommission: one creates the snapshot generation and waits out its gathering,
+    the other joins and waits for the run. When the run is done, the waiting move's step has exactly
+    one message, visible at once: the very retry the engine sent for it (same message, same token as
+    the step's claim), not a second message that takes the step over beside it."""
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identities = _estate(emu, [sub], per_sub=2)
+    service = emulated_service
+    service.store.ensure_tables()
+    queue = service.queue.client
+    event_id = _decommission(service, [sub])
+    moves = {move_id_for(event_id, i) for i in identities}
+
+    # the fleet's clock stands still: whoever comes second joins the first one's generation
+    while got := list(queue.receive_messages(max_messages=16, visibility_timeout=60)):
+        for message in got:
+            service.handle_message(message.content, message.dequeue_count or 1)
+            queue.delete_message(message)
+    store = FleetStore.for_settings(service.settings)
+    fleet = store.fleet_of(next(iter(moves)))
+    assert fleet is not None
+    generation = store.table.get_entity(fleet, "g|snapshot|000001")
+    owner = str(generation["Owner"]).split("|")[0]
+    (waiting,) = moves - {owner}
+    rows = list(
+        store.table.query_entities(f"PartitionKey eq '{fleet}' and RowKey ge 'm|' and RowKey lt 'm}}'")
+    )
+    assert {int(r["Gen"]) for r in rows} == {1} and len(rows) == 2, rows
+    handle = next(str(r["Wake"]) for r in rows if str(r["RowKey"]).split("|")[2] == waiting)
+    assert not any(r.get("Wake") for r in rows if str(r["RowKey"]).split("|")[2] == owner)  # no wake
+    token = _claim_token(service, waiting, "snapshot")
+
+    # the gathering is over: the owner's retry (seconds away) runs the generation
+    fleet_clock.now += timedelta(seconds=10)
+    for _ in range(300):
+        got = list(queue.receive_messages(max_messages=1, visibility_timeout=60))
+        if not got:
+            time.sleep(0.1)
+            continue
+        body = json.loads(got[0].content)
+        assert body["moveId"] == owner, body  # the waiting move's retry is not due for 30 s
+        service.handle_message(got[0].content, got[0].dequeue_count or 1)
+        queue.delete_message(got[0])
+        if store.table.get_entity(fleet, "g|snapshot|000001")["Status"] == "Done":
+            break
+    else:
+        raise AssertionError("the owner never ran the generation")
+
+    visible = [json.loads(m.content) | {"id": m.id} for m in queue.peek_messages(max_messages=32)]
+    mine = [m for m in visible if m["moveId"] == waiting]
+    assert len(mine) == 1, visible
+    assert mine[0]["token"] == token and mine[0]["attempt"] == 0, (mine, token)
+    assert mine[0]["id"] == handle.split(":")[0]  # the retry itself, made visible: no second message
+
+    # it runs the step it was sent for (no takeover: the claim is still its own) and nothing is left
+    while got := list(queue.receive_messages(max_messages=16, visibility_timeout=60)):
+        for message in got:
+            service.handle_message(message.content, message.dequeue_count or 1)
+            queue.delete_message(message)
+    assert all(service.get(m)["status"] == "AwaitingCommit" for m in moves)
+    assert _claim_token(service, waiting, "snapshot") == token
+    assert queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_a_wake_whose_message_was_delivered_or_deleted_is_harmless(
+    fleet_store: FleetStore, engine_service: MoveService, fleet_clock: Clock
+) -> None:
+    """Members whose retry was already delivered (its pop receipt changed: 400) or deleted (404) are
+    not woken (``wake`` answers False, never raises) and the run completes all the same."""
+    queue = engine_service.queue
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        return {m: {"for": m} for m, _ in members}
+
+    woken: dict[str, bool] = {}
+
+    def wake(handle: str) -> bool:
+        woken[handle] = queue.wake(handle)
+        return woken[handle]
+
+    with pytest.raises(TransientError) as owner_waits:
+        shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake)
+    assert owner_waits.value.on_scheduled is None  # the owner's retry comes when the gathering ends
+    handles = {}
+    for member in ("delivered", "deleted"):
+        with pytest.raises(TransientError) as waits:
+            shared_result(fleet_store, fleet, "snapshot", member, {}, run, wake)
+        assert waits.value.on_scheduled is not None
+        handles[member] = queue.send(WorkMessage(member, "snapshot"))  # what the engine does
+        waits.value.on_scheduled(handles[member])
+    (delivered,) = queue.client.receive_messages(max_messages=1, visibility_timeout=60)
+    (deleted,) = queue.client.receive_messages(max_messages=1, visibility_timeout=60)
+    assert {delivered.id, deleted.id} == {h.split(":")[0] for h in handles.values()}
+    if delivered.id != handles["delivered"].split(":")[0]:
+        delivered, deleted = deleted, delivered
+    queue.client.delete_message(deleted)
+
+    fleet_clock.now += timedelta(seconds=10)
+    assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake) == {"for": "a"}
+    assert woken == {handles["delivered"]: False, handles["deleted"]: False}
+    assert fleet_store.table.get_entity(fleet, "g|snapshot|000001")["Status"] == "Done"
+    assert shared_result(fleet_store, fleet, "snapshot", "delivered", {}, run, wake) == {"for": "delivered"}
+    assert shared_result(fleet_store, fleet, "snapshot", "deleted", {}, run, wake) == {"for": "deleted"}
+
+
+def test_a_member_woken_before_its_generation_is_done_waits_again_with_a_new_handle(
+    fleet_store: FleetStore, fleet_clock: Clock
+) -> None:
+    """The run is throttled (Paused) while a member waits; that member comes back (its own fallback,
+    or a wake kept from an earlier wait) and simply waits again; the run, when done, wakes the handle
+    it kept last."""
+    throttled: list[bool] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        if not throttled:
+            throttled.append(True)
+            raise TransientError("Throttled", "Resource Graph said 429", None, 1.0, throttled=True)
+        return {m: {"for": m} for m, _ in members}
+
+    woken: list[str] = []
+
+    def wake(handle: str) -> bool:
+        woken.append(handle)
+        return True
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TransientError):
+        shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake)
+    with pytest.raises(TransientError) as waits:
+        shared_result(fleet_store, fleet, "snapshot", "b", {}, run, wake)
+    assert waits.value.on_scheduled is not None
+    waits.value.on_scheduled("first")
+    fleet_clock.now += timedelta(seconds=10)
+    with pytest.raises(TransientError) as paused:
+        shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake)
+    assert paused.value.code == "Throttled"
+    assert fleet_store.table.get_entity(fleet, "g|snapshot|000001")["Status"] == "Paused"
+    assert woken == []  # not Done: nobody woken
+
+    with pytest.raises(TransientError) as again:
+        shared_result(fleet_store, fleet, "snapshot", "b", {}, run, wake)
+    assert again.value.code == "FleetDiscoveryRunning" and again.value.on_scheduled is not None
+    again.value.on_scheduled("second")
+    assert fleet_store.table.get_entity(fleet, "m|snapshot|b")["Wake"] == "second"
+    assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake) == {"for": "a"}
+    assert woken == ["second"]
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run, wake) == {"for": "b"}
+
+
+def test_the_engine_gives_on_scheduled_the_handle_of_its_retry_and_wake_makes_it_visible_now(
+    engine_service: MoveService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A step waiting for someone: the engine sends its retry with the delay, hands its handle to the
+    error's ``on_scheduled``, and ``wake(handle)`` makes that message receivable at once, with the
+    step's token and attempt. A callback that fails does not fail the step: its retry is sent."""
+    service = engine_service
+    handles: list[str] = []
+    callback: list[Any] = [handles.append]
+
+    def waiting(ctx: Any) -> Any:
+        raise TransientError("Waiting", "for a run", None, 600.0, throttled=True, on_scheduled=callback[0])
+
+    monkeypatch.setattr("activities.snapshot.run", waiting)
+    identity = f"/subscriptions/{uuid.uuid4()}/resourceGroups/rg/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id-1"
+    move_id = service.start({"sourceIdentityId": identity, "targetRegion": TARGET})["id"]
+    queue = service.queue.client
+    (first,) = queue.receive_messages(max_messages=1, visibility_timeout=60)
+    service.handle_message(first.content, first.dequeue_count or 1)
+    queue.delete_message(first)
+    assert len(handles) == 1
+    assert not list(queue.receive_messages(visibility_timeout=60))  # the retry waits out its 600 s
+
+    assert service.queue.wake(handles[0]) is True
+    (woken,) = queue.receive_messages(max_messages=1, visibility_timeout=60)
+    assert woken.id == handles[0].split(":")[0]
+    body = WorkMessage.from_json(woken.content)
+    assert (body.move_id, body.token, body.attempt) == (
+        move_id,
+        _claim_token(service, move_id, "snapshot"),
+        0,
+    )
+    assert service.queue.wake(handles[0]) is False  # delivered: its pop receipt changed
+
+    def broken(handle: str) -> None:
+        raise RuntimeError("the fleet table is down")
+
+    callback[0] = broken
+    service.handle_message(woken.content, woken.dequeue_count or 1)
+    queue.delete_message(woken)
+    assert service.queue.wake(handles[0]) is False  # deleted
+    assert service.get(move_id)["status"] in ("Pending", "Running")
+    assert queue.get_queue_properties().approximate_message_count == 1  # its retry, waiting
+    assert "could not keep the retry's handle" in caplog.text
