@@ -46,6 +46,7 @@ from shared.context import PhaseContext
 from shared.fleet_discovery import FleetStore, Parts, shared_result
 
 BATCH = 25  # identities per Resource Graph query
+SERIES = "discovery"  # the one kind of generation snapshots and cleanups share
 USES_COLUMNS = ("id", "name", "type", "location", "resourceGroup", "subscriptionId")
 CANDIDATE_COLUMNS = (*USES_COLUMNS, "issuer")
 _stores: dict[tuple[str, str], FleetStore] = {}
@@ -86,7 +87,7 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     state = hashlib.sha256(
         json.dumps([ctx.plan, ctx.snapshot, ctx.epoch], sort_keys=True, default=str).encode()
     )
-    member = f"{ctx.move_id}|{state.hexdigest()[:16]}"
+    member = f"{ctx.move_id}|{kind}|{state.hexdigest()[:16]}"
     request = ctx.request
     mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
     data = {
@@ -97,10 +98,12 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     }
 
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
-        return discover(ctx, members, parts, count=kind == "snapshot")
+        return discover(ctx, members, parts, count=True)
 
+    # snapshots and cleanups join the same generations (``SERIES``): a run reads the same things for
+    # both, and the fleet's Resource Graph quota is spent once for those that wait at the same time;
     # the run wakes the members waiting for it (each one's own retry message) instead of their polling
-    found: dict[str, Any] | None = shared_result(store, fleet, kind, member, data, run, ctx.wake)
+    found: dict[str, Any] | None = shared_result(store, fleet, SERIES, member, data, run, ctx.wake)
     if found is None or not _same_identity(found, source):
         return None
     return found

@@ -10,7 +10,8 @@ partition / row                             what
 ``link`` / ``{move id}``                    the move belongs to fleet ``Fleet`` (the decommission's
                                             partition); written by the decommission's start step
                                             before the move exists. No link: per-move discovery.
-``{fleet}`` / ``g|{kind}|{n:06d}``          generation ``n`` of a kind (``snapshot``, ``cleanup``):
+``{fleet}`` / ``g|{kind}|{n:06d}``          generation ``n`` of a series (``discovery``, snapshots
+                                            and cleanups together; ``activities/fleet.py`` ``SERIES``):
                                             ``Status`` Gathering -> Running (<-> Paused when
                                             throttled) -> Done | Failed,
                                             ``StartAt``, ``Owner`` (a member), ``Beat`` (last progress)
@@ -68,7 +69,14 @@ from shared.errors import TransientError
 from shared.settings import Settings
 from shared.storage import merge_if_unchanged
 
-GATHER_SECONDS = {"snapshot": 4.0, "cleanup": 10.0}  # cleanups come spread out: gather longer
+# How long a new generation gathers members before its run. Each second is a second every member
+# waits; the generations it spares cost one Resource Graph query (25 members) each. The quota (15 per
+# 5 s per user) allows several per second, a fleet's moves arrive a page at a time, and snapshots
+# and cleanups share one series (``activities/fleet.py`` ``SERIES``): a short gathering costs a few
+# queries more at most. 4 s for snapshots and 10 s for cleanups kept the last moves of a 60-identity
+# bench waiting ~10 s with ARM's write budget unused.
+GATHER_SECONDS = {"discovery": 2.0}
+GATHER_DEFAULT = 2.0
 LEASE_SECONDS = 60.0
 # A member that can be woken by the run comes back by itself only this often (the engine adds up to
 # half again as jitter). The wake reaches every member whose handle was saved before the run, done,
@@ -405,7 +413,7 @@ def shared_result(
             store.join(fleet, kind, max(open_), member, data)
             continue
         n = max(gens, default=0) + 1
-        start_at = now + timedelta(seconds=GATHER_SECONDS.get(kind, 4.0))
+        start_at = now + timedelta(seconds=GATHER_SECONDS.get(kind, GATHER_DEFAULT))
         if store.create_generation(fleet, kind, n, member, start_at):
             store.join(fleet, kind, n, member, data)
     return None

@@ -267,6 +267,15 @@ def test_cleanup_of_a_fleet_move_still_copies_access_granted_after_the_commit(
     other = service.get(next(m for i, m in moves.items() if i != late_id))
     assert other["status"] == "Completed", other.get("error")
     assert not [w for w in other["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
+    # snapshots and cleanups joined generations of one series (activities/fleet.py SERIES), each
+    # move's cleanup as a member of its own beside its snapshot's
+    store = FleetStore.for_settings(service.settings)
+    fleet = store.fleet_of(moves[late_id])
+    rows = list(store.table.query_entities(f"PartitionKey eq '{fleet}'"))
+    kinds = {str(r["RowKey"]).split("|")[1] for r in rows if str(r["RowKey"])[:2] in ("g|", "m|")}
+    assert kinds == {"discovery"}, kinds
+    steps = {tuple(str(r["RowKey"]).split("|")[2:4]) for r in rows if str(r["RowKey"]).startswith("m|")}
+    assert {(m, step) for m in moves.values() for step in ("snapshot", "cleanup")} <= steps, steps
 
 
 # ---- the coordination itself, on Azurite --------------------------------------------------------
@@ -442,7 +451,7 @@ def test_a_waiting_move_is_woken_by_the_run_through_its_own_retry_message(
     store = FleetStore.for_settings(service.settings)
     fleet = store.fleet_of(next(iter(moves)))
     assert fleet is not None
-    generation = store.table.get_entity(fleet, "g|snapshot|000001")
+    generation = store.table.get_entity(fleet, "g|discovery|000001")
     owner = str(generation["Owner"]).split("|")[0]
     (waiting,) = moves - {owner}
     rows = list(
@@ -464,7 +473,7 @@ def test_a_waiting_move_is_woken_by_the_run_through_its_own_retry_message(
         assert body["moveId"] == owner, body  # the waiting move's retry is not due for 30 s
         service.handle_message(got[0].content, got[0].dequeue_count or 1)
         queue.delete_message(got[0])
-        if store.table.get_entity(fleet, "g|snapshot|000001")["Status"] == "Done":
+        if store.table.get_entity(fleet, "g|discovery|000001")["Status"] == "Done":
             break
     else:
         raise AssertionError("the owner never ran the generation")
