@@ -14,7 +14,8 @@ Cosmos DB ``sqlRoleAssignments`` per account, server administrators, site settin
 steps a person must take (``plan.actionsRequired``; ``plan.discovery`` counts what was read); the
 target name and resource group; the assignment count of each subscription the copies land in (4,000
 limit: a paged list, the plan's most expensive read, shared by moves for a short while through
-``ctx.cache``, see ``_check_headroom``).
+``ctx.cache``, see ``_check_headroom``). A step throttled part-way keeps its own discovery's reads
+for its re-run (``_Progress``); a move of a region decommission takes them from its fleet's.
 
 Example::
 
@@ -110,7 +111,8 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
             if shared is not None and not same_id(source["principalId"], known["principalId"]):
                 shared = None  # not the identity the snapshot knew (deleted and made again)
         else:
-            source = progress.step("identity", lambda: _identity(ctx))
+            source = _identity(ctx)
+            progress.principal = source["principalId"]
             shared = fleet.lookup(ctx, source, "cleanup" if fresh else "snapshot")
         assignments: list[dict[str, Any]] | None = None
         if shared is not None:
@@ -134,8 +136,9 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
     except (HttpResponseError, GraphError) as exc:
         progress.keep()
         raise classify(exc, ref.id) from exc
-    except TransientError:
-        progress.keep()
+    except TransientError as exc:
+        if exc.code != "FleetDiscoveryRunning":  # a wait for the fleet's run is not a throttle: the
+            progress.keep()  # share comes from the run, and nothing of this step's own is worth keeping
         raise
     snapshot = {
         "identity": source,
@@ -157,21 +160,33 @@ PROGRESS_MAX_AGE = 900.0  # a resumed snapshot uses reads of its own earlier run
 
 
 class _Progress:
-    """What a throttled snapshot step already read (the identity, the subscriptions, each Resource
-    Graph answer), kept in ``ctx.cache`` under the move's id so that its re-run (after Retry-After)
-    resumes instead of reading it all again. Written only when a step ends early (no cost on the
-    straight path but one cache read), cleared when the snapshot is made; never used by cleanup's
-    re-read (``fresh``), whose data must be read after the commit."""
+    """What a throttled snapshot step already read of its own discovery (the subscriptions, each
+    Resource Graph answer), kept in ``ctx.cache`` under the move's id and round so that its re-run
+    (after Retry-After) resumes instead of reading it all again. Written only when Azure throttled
+    the step, not when it waits for its fleet's discovery; read only when the step comes to its
+    first such read, so a move whose share of a fleet discovery is ready reads nothing (a
+    decommission's moves: no storage at all); cleared when the snapshot is made, only if it was
+    there. The identity is read again at every visit (one ARM read): what was kept for another
+    principal (the identity deleted and made again) is not used. Never used by cleanup's re-read
+    (``fresh``), whose data must be read after the commit."""
 
     def __init__(self, ctx: PhaseContext, enabled: bool) -> None:
         self.ctx, self.enabled = ctx, enabled
-        self.key = f"snapshotProgress|{ctx.move_id}"
-        loaded = ctx.cache.get(self.key, PROGRESS_MAX_AGE) if enabled else None
-        self.done: dict[str, Any] = dict(loaded) if isinstance(loaded, dict) else {}
-        self.resumed = bool(self.done)
+        self.key = f"snapshotProgress|{ctx.move_id}|{ctx.epoch}"
+        self.principal = ""  # the identity's, read at this visit
+        self.done: dict[str, Any] = {}
+        self.loaded = False
+        self.resumed = False
         self.new = False
 
     def step(self, name: str, read: Callable[[], Any]) -> Any:
+        if self.enabled and not self.loaded:
+            self.loaded = True
+            kept = self.ctx.cache.get(self.key, PROGRESS_MAX_AGE)
+            if isinstance(kept, dict):
+                self.resumed = True  # something is there to clear, used or not
+                if kept.get("principalId") == self.principal:
+                    self.done = {k: v for k, v in kept.items() if k != "principalId"}
         if name not in self.done:
             self.done[name] = read()
             self.new = True
@@ -179,7 +194,7 @@ class _Progress:
 
     def keep(self) -> None:
         if self.enabled and self.new:
-            self.ctx.cache.put(self.key, self.done)
+            self.ctx.cache.put(self.key, {**self.done, "principalId": self.principal})
 
     def clear(self) -> None:
         if self.enabled and self.resumed:

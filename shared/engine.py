@@ -4,11 +4,13 @@ Step of a move (``Engine.handle``):
 
 1. read the move; a message for a move at rest or for another phase is stale: acknowledge it (unless
    its token claims the current phase's step: a chained step whose handler died, see 4);
-2. single-step phase: run it; fanned-out phase: without ``batch`` create the item entities; at most
+2. single-step phase: run it; fanned-out phase: without ``batch`` create the item entities (the
+   phase's first time: inserted with the record saying so, ``itemsCreated``, in one transaction and
+   no query; cleanup's record also says ``removing``, which refuses a discard from then on); at most
    ``IDMOVE_INLINE_ITEMS`` pending items run one after another in this step and are marked Done in
-   the transaction that completes the phase; more are sent out as one message per batch (at most
-   ``IDMOVE_MAX_PARALLEL_ITEMS`` batches), and with ``batch`` a message runs its items one by one,
-   each marked Done on its own entity (ETag-guarded);
+   the transaction that completes the phase (cleanup's too); more are sent out as one message per
+   batch (at most ``IDMOVE_MAX_PARALLEL_ITEMS`` batches), and with ``batch`` a message runs its items
+   one by one, each marked Done on its own entity (ETag-guarded);
 3. a phase is complete when all its items are Done ("check all items done", idempotent);
 4. completing a phase saves the move record with its outbox events in one transaction (ETag) that
    also claims the next phase's step for the same message (its token), and the handler goes on with
@@ -51,7 +53,7 @@ from shared.outbox import new_event
 from shared.phases import BY_NAME, Phase, next_phase
 from shared.settings import Settings
 from shared.statuses import Status
-from shared.store import Conflict, Event, Item, MoveRecord, SharedCache, StateStore
+from shared.store import MAX_NEW_ITEMS, Conflict, Event, Item, MoveRecord, SharedCache, StateStore
 from shared.work_queue import WorkMessage, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -304,14 +306,18 @@ class Engine:
         except PermanentError as exc:  # e.g. cleanup may no longer read the source: nothing deleted
             self.fail(move, exc)
             return None
-        items = self.store.add_items(
-            move.id,
-            phase.name,
+        stored = self._add_items(
+            move,
+            phase,
+            message,
             [
                 Item(move.id, phase.name, spec.key, spec.kind, {**spec.data, "_serial": spec.serial})
                 for spec in specs
             ],
         )
+        if stored is None:
+            return None
+        move, items = stored
         self.crashpoint(f"{phase.name}:after-items")
         pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
         if len(pending) <= self.settings.inline_items:
@@ -321,15 +327,77 @@ class Engine:
             self.crashpoint(f"{phase.name}:after-send-batch")
         return None
 
+    def _add_items(
+        self, move: MoveRecord, phase: Phase, message: WorkMessage, items: list[Item]
+    ) -> tuple[MoveRecord, list[Item]] | None:
+        """The phase's items as stored, new ones created; cleanup's ``removing`` mark on the record
+        (``MoveService._discard``). None: the record changed meanwhile and the step is not this
+        message's any more (a cancel, a later attempt's claim): nothing runs.
+
+        The first time the phase creates its items (no ``itemsCreated`` in its entry: no earlier
+        round or attempt created any, or it would have said so in the same transaction) they are
+        inserted, with the record saying so, in ONE transaction and no query. An insert that meets
+        an existing item (a record from before ``itemsCreated``) or a changed record fails whole:
+        then the record is read again, and the phase's items are listed and only new ones added,
+        as every later round does."""
+        entry = move.phase_entry(phase.name)
+        if not entry.get("itemsCreated") and len(items) <= MAX_NEW_ITEMS:
+            if not items and not phase.needs_commit:
+                return move, []  # nothing to create, and nothing was ever created
+            entry["itemsCreated"] = True
+            if phase.needs_commit:
+                entry.setdefault("removing", message.epoch)
+            move.updated_at = self.now()
+            try:
+                self.store.create_items(move, items)
+                return move, sorted(items, key=lambda i: i.row_key)  # as listed: in RowKey order
+            except Conflict:
+                fresh = self._still_mine(move.id, phase, message)
+                if fresh is None:
+                    return None
+                move = fresh
+        if phase.needs_commit and "removing" not in move.phase_entry(phase.name):
+            marked = self._mark_removing(move, phase, message)
+            if marked is None:
+                return None
+            move = marked
+        return move, self.store.add_items(move.id, phase.name, items)
+
+    def _mark_removing(self, move: MoveRecord, phase: Phase, message: WorkMessage) -> MoveRecord | None:
+        """Save ``removing`` = the round on cleanup's entry (ETag) before it deletes anything: from
+        then on ``discard`` is refused, whatever the items' marks say (they are saved with the
+        phase's completion, or every ``MARKS_EVERY_SECONDS``). None: the step is not ours any more."""
+        for _ in range(3):
+            move.phase_entry(phase.name).setdefault("removing", message.epoch)
+            move.updated_at = self.now()
+            try:
+                self.store.save_move(move)
+                return move
+            except Conflict:
+                fresh = self._still_mine(move.id, phase, message)
+                if fresh is None:
+                    return None
+                move = fresh
+        raise TransientError("StepClaimContended", f"{phase.name}: the move kept changing", phase.name)
+
+    def _still_mine(self, move_id: str, phase: Phase, message: WorkMessage) -> MoveRecord | None:
+        """The record read again after a lost ETag race: None unless its phase's step is still
+        running and claimed by ``message``'s token."""
+        fresh = self.store.get_move(move_id)
+        if fresh is None or fresh.status != Status.RUNNING or fresh.phase != phase.name:
+            return None
+        step = fresh.phase_entry(phase.name).get("step") or {}
+        return fresh if step.get("token") == message.token else None
+
     def _run_inline(
         self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage, items: list[Item]
     ) -> Chain:
         """Run the phase's few pending items in this step, one after another; one transaction marks
         them Done and completes the phase. Items are idempotent, so a crash before that save only
-        runs them again. Final items (deleting the old identity) run after the others' marks are saved."""
-        # cleanup marks each item Done as it goes: what it has removed from the source must be on
-        # record at once (discard is refused once a cleanup item is Done), not at the phase's end
-        marked: list[Item] | None = None if phase.needs_commit else []
+        runs them again. Final items (deleting the old identity) run after the others' marks are saved.
+        Cleanup too keeps its marks for that transaction: what it may have removed from the source is
+        on record before its first item runs (``removing``, saved with its items by ``_add_items``)."""
+        marked: list[Item] = []
         if not any(i.status == "Failed" for i in items):
             pending = [i for i in items if i.status == "Pending" and not i.data.get("_final")]
             if not self._run_items(move, phase, ctx, message, pending, marked):
@@ -349,7 +417,7 @@ class Engine:
             self.fail(move, _failure(failed[0]))
             return None
         rest = Status.COMPLETED if phase.name == "cleanup" else None
-        return self._complete_phase(move, phase.name, message, rest=rest, items=marked or [])
+        return self._complete_phase(move, phase.name, message, rest=rest, items=marked)
 
     def _batches(self, items: list[Item]) -> list[list[Item]]:
         serial: dict[str, list[Item]] = {}

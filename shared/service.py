@@ -62,6 +62,16 @@ def _next_round(entry: dict[str, Any]) -> int:
     return int(entry["epoch"])
 
 
+def _cleanup_began(record: MoveRecord) -> bool:
+    """Cleanup saved ``removing`` (``Engine._add_items``) before its first item ran. Its items' Done
+    marks are saved only with the phase's end (or every 60 s), so after a worker died mid-cleanup this
+    is the only record that the source may be partly removed. It stays through later rounds (a
+    retry, a way back to grant): their removals came first. A cleanup that goes back to grant
+    (``SourceChanged``) before it removes anything never saves it: discard stays possible."""
+    entry = next((e for e in record.phases if e.get("name") == "cleanup"), {})
+    return "removing" in entry
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -386,11 +396,11 @@ class MoveService:
 
     def _discard(self, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
         record = self._command(move_id, "discard")
-        if record.committed and any(
-            i.status == "Done" for i in self.store.list_items(move_id, "cleanup")
+        if _cleanup_began(record) or (
+            record.committed and any(i.status == "Done" for i in self.store.list_items(move_id, "cleanup"))
         ):  # (a cleanup that went back to grant for new source access has deleted nothing)
             raise MoveConflict(
-                "InvalidMoveState", "cleanup has begun: the source is partly removed; retry it", "status"
+                "InvalidMoveState", "cleanup has begun: the source may be partly removed; retry it", "status"
             )
         self._audit(record, "discard", who)
         now = self._now()
@@ -582,6 +592,10 @@ def inventory(snapshot: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+# a phase entry's keys the engine keeps for itself (not in the status body)
+ENGINE_KEYS = ("step", "epoch", "itemsCreated", "removing")
+
+
 def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     """The contract's status body (``get`` and each ``list`` item alike).
 
@@ -590,7 +604,7 @@ def view(record: MoveRecord, counts: dict[str, dict[str, int]]) -> dict[str, Any
     """
     phases = []
     for entry in record.phases:
-        item = {k: v for k, v in entry.items() if k not in ("step", "epoch")}  # the engine's own
+        item = {k: v for k, v in entry.items() if k not in ENGINE_KEYS}
         default = {
             "total": 1,
             "done": int(entry["status"] == "Succeeded"),

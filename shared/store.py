@@ -18,7 +18,9 @@ id) naming the move that holds it. Table ``{prefix}cache`` holds short-lived val
 moves and instances (``SharedCache``: e.g. a subscription's role-assignment count); created on
 first use. Writes to the move record and items are guarded by ETags
 (``update_entity(mode=REPLACE, etag=..., match_condition=IfNotModified)``); a lost race raises
-``Conflict`` and the caller re-reads. ``StoreStats`` counts every storage transaction.
+``Conflict`` and the caller re-reads. A fanned-out phase's first items are inserted in the
+transaction that saves the record (``create_items``: no query; an existing item fails it whole).
+``StoreStats`` counts every storage transaction.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ MOVE_ROW = "move"
 # time (ms) + id, so a query reads moves in creation order, newest first, without a scan
 RECENT_PARTITION = "~recent"
 RECENT_READ_BUDGET = 10  # a filtered page reads at most this many index rows per move it may return
+MAX_NEW_ITEMS = 99  # ``create_items``: the record and its new items in one transaction (<= 100 operations)
 
 
 def recent_row(created_at: str, move_id: str) -> str:
@@ -483,6 +486,29 @@ class StateStore:
         if raced:
             return self.list_items(move_id, phase)
         return sorted([*stored, *fresh], key=lambda i: i.row_key)
+
+    def create_items(self, record: MoveRecord, items: list[Item]) -> None:
+        """Save the move record (ETag) and create ``items`` (at most ``MAX_NEW_ITEMS``) in ONE
+        transaction, no query: inserts, never upserts, so an item that exists (its progress kept) fails
+        it whole, like a record changed meanwhile: ``Conflict``, nothing written."""
+        if len(items) > MAX_NEW_ITEMS:
+            raise ValueError(f"{len(items)} items: at most {MAX_NEW_ITEMS} fit beside the record")
+        guard = {
+            "mode": UpdateMode.REPLACE,
+            "etag": record.etag,
+            "match_condition": MatchConditions.IfNotModified,
+        }
+        record.version += 1
+        ops: list[Any] = [("update", record.to_entity(), guard)]
+        ops += [("create", item.to_entity()) for item in items]
+        try:
+            results = self._transact(ops)
+        except Conflict:
+            record.version -= 1
+            raise
+        record.etag = results[0].get("etag")
+        for item, result in zip(items, results[1:], strict=True):
+            item.etag = (result or {}).get("etag")
 
     def save_items(self, items: list[Item]) -> None:
         """Write items' progress as they are (no ETag: the caller holds the phase's step), 100 per

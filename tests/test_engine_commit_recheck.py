@@ -178,3 +178,24 @@ def test_added_access_the_plan_refuses_fails_the_move_before_anything_is_deleted
     assert service.discard(status["id"])["status"] == "Running"  # nothing deleted: discard is allowed
     drain(service)
     assert service.get(status["id"])["status"] == "Discarded"
+
+
+def test_a_cleanup_that_goes_back_to_grant_before_removing_anything_leaves_discard_possible(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients
+) -> None:
+    """Cleanup saves ``removing`` (which refuses a discard) only after its re-read found nothing new:
+    a cleanup sent back to grant deleted nothing, and the move can still be discarded."""
+    service = emulated_service
+    status = run(service, move_body(estate))
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    _grant_more(clients, estate)
+    service.commit(status["id"])
+    drain(service)
+    back = service.get(status["id"])
+    assert back["status"] == "AwaitingCommit", back.get("error")  # the late GitHub step (see above)
+    assert [w for w in back["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
+    record = service.store.get_move(status["id"])
+    assert record is not None and "removing" not in record.phase_entry("cleanup")
+    assert service.discard(status["id"])["status"] == "Running"
+    drain(service)
+    assert service.get(status["id"])["status"] == "Discarded"

@@ -175,9 +175,10 @@ def test_crash_during_discard_still_restores_the_source(
 def test_a_cleanup_cut_short_is_on_record_so_discard_is_refused(
     emulated_service: MoveService, estate: Estate
 ) -> None:
-    """Cleanup runs its items in its own step, but marks each Done as it goes: a worker that dies
-    after removing some of the source's access leaves that on record, so a discard (which would
-    delete the target holding the copies) is refused -- the marks are not kept for the phase's end."""
+    """Cleanup runs its items in its own step and keeps their marks for the phase's end, but saves
+    ``removing`` on its phase entry before the first item runs: a worker that dies after removing
+    some of the source's access leaves that on record, so a discard (which would delete the target
+    holding the copies) is refused although no item is marked Done."""
     service = emulated_service
     move_id = service.start(move_body(estate))["id"]
     drain(service)
@@ -197,7 +198,69 @@ def test_a_cleanup_cut_short_is_on_record_so_discard_is_refused(
         service.handle_message(message.content)
     service.crashpoint = lambda name: None
     items = service.store.list_items(move_id, "cleanup")
-    assert sum(i.status == "Done" for i in items) == 2, [(i.key, i.status) for i in items]
+    assert sum(i.status == "Done" for i in items) == 0, [(i.key, i.status) for i in items]
+    record = service.store.get_move(move_id)
+    assert record is not None and "removing" in record.phase_entry("cleanup")
+    service.cancel(move_id)
+    with pytest.raises(MoveConflict) as refused:
+        service.discard(move_id)
+    assert refused.value.code == "InvalidMoveState"
+
+
+def _cleanup_items_of_an_older_record(service: MoveService, estate: Estate) -> str:
+    """A committed move whose cleanup worker died right after creating the items, then made to look
+    like a record saved before ``itemsCreated``/``removing`` existed, with its first item Done."""
+    move_id = str(service.start(move_body(estate))["id"])
+    drain(service)
+    service.commit(move_id)
+
+    def die_after_items(name: str) -> None:
+        if name == "cleanup:after-items":
+            raise Crash(name)
+
+    service.crashpoint = die_after_items
+    (message,) = service.queue.client.receive_messages(visibility_timeout=1, max_messages=1)
+    with pytest.raises(Crash):
+        service.handle_message(message.content)
+    service.crashpoint = lambda name: None
+    record = service.store.get_move(move_id)
+    assert record is not None
+    entry = record.phase_entry("cleanup")
+    assert entry.pop("itemsCreated") is True and "removing" in entry  # saved with the items
+    del entry["removing"]
+    service.store.save_move(record)
+    first = next(i for i in service.store.list_items(move_id, "cleanup") if not i.data.get("_final"))
+    first.status, first.result = "Done", {"outcome": "kept"}
+    service.store.save_items([first])
+    return move_id
+
+
+def test_items_a_record_does_not_know_of_are_listed_not_reset(
+    emulated_service: MoveService, estate: Estate, clients: AzureClients
+) -> None:
+    """The first fan-out inserts a phase's items without listing them; items that exist although the
+    record does not say so (a record saved before it did) fail that insert whole, and the step lists
+    them instead: a Done mark stays Done, the rest run, and cleanup saves ``removing`` first."""
+    service = emulated_service
+    move_id = _cleanup_items_of_an_older_record(service, estate)
+    drain(service)
+    status = service.get(move_id)
+    assert status["status"] == "Completed", status.get("error")
+    items = service.store.list_items(move_id, "cleanup")
+    assert all(i.status == "Done" for i in items), [(i.key, i.status) for i in items]
+    assert [i.result for i in items].count({"outcome": "kept"}) == 1  # not run again: not reset
+    record = service.store.get_move(move_id)
+    assert record is not None and "removing" in record.phase_entry("cleanup")
+    assert_no_duplicates(clients, estate, status["target"])
+
+
+def test_a_done_cleanup_item_still_refuses_discard_without_the_removing_mark(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    """A move recorded before ``removing`` existed, or a batch of cleanup items (each marked Done on
+    its own entity): a cleanup item Done is enough to refuse a discard."""
+    service = emulated_service
+    move_id = _cleanup_items_of_an_older_record(service, estate)
     service.cancel(move_id)
     with pytest.raises(MoveConflict) as refused:
         service.discard(move_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -343,3 +344,43 @@ def test_short_retry_after_is_retried_inline(
     assert status["status"] == "Completed", status.get("error")
     assert len([r for r in requests(emu) if r["status"] == 429]) == 2
     assert_no_duplicates(clients, estate, status["target"])
+
+
+def test_a_throttled_snapshot_resumes_from_what_it_read_and_clears_it(
+    emulated_service: MoveService, estate: Estate, emu: str
+) -> None:
+    """A move's own snapshot throttled after both Resource Graph queries (a long Retry-After on a
+    direct GET of a resource they found) keeps what it read; its re-run reads the identity again and
+    resumes from the rest (no third query), and the kept progress is cleared once the snapshot is made."""
+    web = estate.resources["web"]
+    faults(
+        emu,
+        [{"method": "GET", "pathPattern": re.escape(web) + "$", "status": 429, "times": 1, "retryAfter": 30}],
+    )
+    service = emulated_service
+    kept: list[Any] = []
+    put_cached = service.store.put_cached
+
+    def put(key: str, value: Any, now: str) -> None:
+        if key.startswith("snapshotProgress|"):
+            kept.append(value)
+        put_cached(key, value, now)
+
+    send = service.queue.send
+
+    def send_soon(message: WorkMessage, delay_seconds: float = 0) -> None:
+        send(message, min(delay_seconds, 1))  # the delay is Retry-After's; not waited for here
+
+    service.store.put_cached = put  # type: ignore[method-assign]
+    service.queue.send = send_soon  # type: ignore[method-assign]
+    before = len(requests(emu))
+    status = run(service, move_body(estate))
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    log = requests(emu)[before:]
+    assert [r["status"] for r in log if r["method"] == "GET" and r["path"].endswith(web)][:2] == [429, 200]
+    queries = [r for r in log if "/providers/microsoft.resourcegraph/resources" in r["path"].lower()]
+    assert len(queries) == 2, queries  # uses + candidates, once each
+    identity = [r for r in log if r["method"] == "GET" and r["path"].lower() == estate.identity_id.lower()]
+    assert len(identity) >= 2  # read again at the re-run (not kept)
+    assert len(kept) == 2 and kept[1] is None, kept  # kept once, cleared once
+    assert set(kept[0]) == {"subscriptions", "rows", "candidates", "principalId"}, kept[0]

@@ -195,6 +195,31 @@ def test_full_move_with_commit(
     RESULTS.write_text(json.dumps(costs, indent=2))
 
 
+def test_a_phase_creates_its_items_without_listing_them_first(
+    emulated_service: MoveService, estate: Estate
+) -> None:
+    """Grant, rebind and cleanup insert their items the first time in one transaction with the record
+    saying so (``itemsCreated``; cleanup's ``removing`` too): no query of what exists. A crash after
+    it, or items the record does not know of, are in ``tests/test_engine_crashes.py``."""
+    service = emulated_service
+    listed: list[str] = []
+    list_items = service.store.list_items
+
+    def listing(move_id: str, phase: str) -> Any:
+        listed.append(phase)
+        return list_items(move_id, phase)
+
+    service.store.list_items = listing  # type: ignore[method-assign]
+    status = run(service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    assert listed == []
+    record = service.store.get_move(status["id"])
+    assert record is not None
+    assert all(record.phase_entry(name).get("itemsCreated") for name in ("grant", "rebind", "cleanup"))
+    assert "removing" in record.phase_entry("cleanup")
+    assert all(set(p) & {"itemsCreated", "removing"} == set() for p in status["phases"])  # not shown
+
+
 def test_dry_run_writes_nothing(emulated_service: MoveService, estate: Estate, emu: str) -> None:
     before = len(requests(emu))
     status = run(emulated_service, move_body(estate, dryRun=True))

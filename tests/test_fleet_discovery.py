@@ -403,6 +403,47 @@ def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
     assert any(a["properties"]["scope"].lower().endswith("/rg-before-retry") for a in auth), auth
 
 
+def test_a_snapshot_waiting_for_its_fleets_discovery_keeps_and_reads_no_progress(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """A decommission's snapshot ends early to wait for its fleet's run (at least the gathering): not a
+    throttle, so it keeps nothing of its own read (``snapshotProgress``), and with its share ready it
+    reads nothing back either: no storage for it at all."""
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identities = _estate(emu, [sub], per_sub=2)
+    service = emulated_service
+    service.store.ensure_tables()
+    used: list[tuple[str, str]] = []
+    get_cached, put_cached = service.store.get_cached, service.store.put_cached
+
+    def get(key: str) -> Any:
+        used.append(("get", key))
+        return get_cached(key)
+
+    def put(key: str, value: Any, now: str) -> None:
+        used.append(("put", key))
+        put_cached(key, value, now)
+
+    waits: list[str] = []
+    send = service.queue.send
+
+    def sending(message: WorkMessage, delay_seconds: float = 0) -> str:
+        if message.phase == "snapshot" and delay_seconds > 0:
+            waits.append(message.move_id)  # the engine's re-send of a step that waited
+        return send(message, delay_seconds)
+
+    service.store.get_cached = get  # type: ignore[method-assign]
+    service.store.put_cached = put  # type: ignore[method-assign]
+    service.queue.send = sending  # type: ignore[method-assign]
+    event_id = _decommission(service, [sub])
+    drain(service, timeout=120, handler=snapshot_phase_only(service))
+    for identity_id in identities:
+        assert service.get(move_id_for(event_id, identity_id))["status"] == "AwaitingCommit"
+    assert waits, "no snapshot waited for the fleet's run"
+    assert [u for u in used if u[1].startswith("snapshotProgress|")] == []
+
+
 # ---- waking a waiting member through its own retry message ----------------------------------------
 class Clock:
     """Fleet discovery's clock (``shared.fleet_discovery._now``), moved by the test, not by time."""
