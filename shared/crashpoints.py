@@ -24,6 +24,21 @@ point                       between
 ``discard:after-resource``  restoring one resource and the next
 ``cleanup:after-snapshot``  cleanup found new source access: the widened snapshot, back to grant
 ==========================  ==============================================================
+
+A region decommission's steps (``shared/decommission.py``, ``Decommissions.crashpoint``):
+
+===============================  =========================================================
+point                            between
+===============================  =========================================================
+``decommission:after-record``    the decommission's row and its ``subscriptions`` message
+``decommission:after-pending``   a page's ``pending|start|`` rows and its ``starts`` messages
+``decommission:after-claim``     a ``starts`` message's claim and its links and moves
+``decommission:after-move``      one move of a ``starts`` message and the next (or its marks)
+``decommission:after-marks``     a ``starts`` message's marks (one transaction) and its check
+``decommission:after-summary``   the summary event and the decommission's ``Done``
+``decommission:after-start``     a ``start`` message's move and its mark (messages sent
+                                 before ``starts``: ``for_decommission_start``)
+===============================  =========================================================
 """
 
 from __future__ import annotations
@@ -67,7 +82,34 @@ def for_source_changed() -> list[str]:
     return ["cleanup:after-snapshot", "cleanup:after-send-next"]
 
 
-ALL: frozenset[str] = frozenset([*for_move(), *for_batches(), *for_discard(), *for_source_changed()])
+def for_decommission() -> list[str]:
+    """The points a region decommission passes through, in order (``tests/test_decommission_fanout.py``
+    crashes at each and checks that a real one passes through exactly these)."""
+    return [
+        "decommission:after-record",
+        "decommission:after-pending",
+        "decommission:after-claim",
+        "decommission:after-move",
+        "decommission:after-marks",
+        "decommission:after-summary",
+    ]
+
+
+def for_decommission_start() -> list[str]:
+    """A one-identity ``start`` message's (sent before ``starts`` existed; still accepted)."""
+    return ["decommission:after-start"]
+
+
+ALL: frozenset[str] = frozenset(
+    [
+        *for_move(),
+        *for_batches(),
+        *for_discard(),
+        *for_source_changed(),
+        *for_decommission(),
+        *for_decommission_start(),
+    ]
+)
 
 
 def is_declared(name: str) -> bool:

@@ -9,12 +9,19 @@ step               does
 handler            creates the ``decommission`` row (event id, request); sends ``subscriptions``
 ``subscriptions``  a ``pending|sub|{sub}`` row per allowed subscription (``done|sub|{sub}``, skipped,
                    for the others); one ``page`` message per subscription
-``page``           ONE ARM list page of the subscription's identities; a ``pending|id|{hash}`` row per
-                   identity in the region, then a ``start`` message each; then the next page's
-                   message, or (last page) deletes ``pending|sub|{sub}`` and checks completion
-``start``          the move, id uuid5(event id | identity) (``MoveService._start``, idempotent by that
-                   id); then ``done|id|{hash}`` written and ``pending|id|{hash}`` deleted in one
-                   transaction; checks completion
+``page``           ONE ARM list page of the subscription's identities; those in the region in groups
+                   of up to 98 (``STARTS_PER_MESSAGE``, < 64 KB a message): a ``pending|start|{key}``
+                   row per group (key: a hash of its identities, so a page listed again gives the
+                   same keys), then one ``starts`` message each; then the next page's message, or
+                   (last page) deletes ``pending|sub|{sub}`` and checks completion
+``starts``         claims its ``pending|start|{key}`` row (``_claim_starts``); links its moves to the
+                   fleet (one transaction); starts each move, id uuid5(event id | identity)
+                   (``MoveService._start``: lock, first message, index, record; idempotent by that
+                   id); then in ONE transaction the ``done|id|{hash}`` rows written, the
+                   ``pending|start|{key}`` row deleted and ``ran|{key}`` written; checks completion
+``start``          (one identity; sent before ``starts`` existed, still accepted) the move; then
+                   ``done|id|{hash}`` written and ``pending|id|{hash}`` deleted in one transaction;
+                   checks completion
 check              no ``pending|`` row left: the summary ``IdentityMover.RegionDecommissioning.Started``
                    (``{eventId, started, skipped}``) from the ``done|`` rows, written once as a chunked
                    outbox event (``StateStore.create_chunked_event``: no 64 KB property limit); the
@@ -28,6 +35,19 @@ find nothing pending write the same chunks). The last writer of a ``done|`` row 
 page) sees no ``pending|`` row and writes the summary: a ``pending|`` row is always written before
 the message that will remove it is sent. A redelivered event re-sends ``subscriptions`` unless the
 decommission is ``Done``: the listing runs again, moves already written count as started.
+
+A ``starts`` message is run by one claimant at a time: a second message of the same key (the page
+listed again) or a second copy of the same message (same token, same dequeue count) finds the claim
+and is acknowledged; the claimant's own redelivery (a higher dequeue count: it died) resumes at
+once, reading each move before starting it; a claim older than ``CLAIM_SECONDS`` may be taken over.
+A message's completion is one transaction, so a page listed again sees its ``pending|start|`` row
+with all of it still to do, or ``ran|{key}`` (done: a row written again is deleted), never half. A
+``starts`` message poisoned (5 failed deliveries) marks its identities whose move exists started
+and the others ``Skipped`` (``StartFailed``).
+
+Storage per identity (one ``starts`` message of 98): the move's lock, first message, index row and
+record (4), plus the message's send, receive, delete, claim query and update, links, completion and
+check shared by its identities (8 / 98). A ``start`` message cost ~13 per identity.
 
 Example (what ``MoveService.start_region_decommission`` does)::
 
@@ -70,10 +90,20 @@ DECOMMISSION_NAMESPACE = uuid.UUID("6f1c1f3e-5b7a-4d0e-9a61-2f4b8d1c7e90")
 SUMMARY_TYPE = "IdentityMover.RegionDecommissioning.Started"
 RECORD_ROW = "decommission"
 BATCH = 100  # operations per entity-group transaction
-CLAIM_SECONDS = 120.0  # a start message's claim on its identity (``_claim``) may be taken over after this
+CLAIM_SECONDS = 120.0  # a claim (``_claim_starts``, ``_claim``) may be taken over after this
+# identities per ``starts`` message: their ``done|`` rows, the message's ``pending|start|`` row deleted
+# and its ``ran|`` row written are ONE transaction (98 + 2 = BATCH operations)
+STARTS_PER_MESSAGE = BATCH - 2
+# identity ids per ``starts`` message, in characters of JSON: 98 ids of ARM's longest (~350 characters)
+# are ~35,000; the queue takes 64 KB after base64 (x 4/3), so a body stays under ~50 KB
+STARTS_MAX_CHARS = 36_000
 
 # MoveService._start: (request, move id, who asked -- recorded in the move's audit)
 StartMove = Callable[[MoveRequest, str, dict[str, Any]], dict[str, Any]]
+
+# what ``_claim_starts`` found
+FRESH, RESUMED, BUSY, DONE, RELISTED = "fresh", "resumed", "busy", "done", "relisted"
+POISONED = 1_000  # the dequeue count the poison trigger claims with: above any delivery's
 
 
 def partition_for(event_id: str) -> str:
@@ -91,6 +121,37 @@ def is_step(body: str) -> bool:
 
 def _hash(identity_id: str) -> str:
     return hashlib.sha256(identity_id.lower().encode()).hexdigest()[:40]
+
+
+def starts_key(identities: list[str]) -> str:
+    """A ``starts`` message's key: the same identities (a page listed again) give the same key."""
+    return hashlib.sha256("\n".join(sorted(i.lower() for i in identities)).encode()).hexdigest()[:40]
+
+
+def chunk_identities(identities: list[str]) -> list[list[str]]:
+    """In listing order, at most ``STARTS_PER_MESSAGE`` and ``STARTS_MAX_CHARS`` (as JSON) each."""
+    groups: list[list[str]] = []
+    size = 0
+    for identity_id in identities:
+        cost = len(json.dumps(identity_id)) + 1
+        if not groups or len(groups[-1]) >= STARTS_PER_MESSAGE or size + cost > STARTS_MAX_CHARS:
+            groups.append([])
+            size = 0
+        groups[-1].append(identity_id)
+        size += cost
+    return groups
+
+
+def _unique(identities: list[Any]) -> list[str]:
+    """Each identity once (ARM ids compare case-insensitively), in order."""
+    return list({str(i).lower(): str(i) for i in identities}.values())
+
+
+def _done_row(pk: str, event_id: str, identity_id: str) -> dict[str, Any]:
+    """An identity's ``done|`` row, as started (a skip adds ``Reason`` ...)."""
+    row: dict[str, Any] = {"PartitionKey": pk, "RowKey": f"done|id|{_hash(identity_id)}"}
+    row.update(Identity=identity_id, MoveId=move_id_for(event_id, identity_id), Outcome="Started")
+    return row
 
 
 def _dumps(value: Any) -> str:
@@ -179,14 +240,17 @@ class Decommissions:
             return None
 
     # ---- the queue steps -------------------------------------------------------------------
-    def handle(self, body: str) -> None:
+    def handle(self, body: str, delivery: int = 1) -> None:
+        """One step; ``delivery`` is the queue message's dequeue count (1 on its first delivery)."""
         message = json.loads(body)
         step = message["step"]
         if step == "subscriptions":
             self._subscriptions(message)
         elif step == "page":
             self._page(message)
-        elif step == "start":
+        elif step == "starts":
+            self._starts(message, delivery)
+        elif step == "start":  # one identity's, sent before ``starts`` existed: a queue may hold them
             self._start(message)
         else:
             log.warning("unknown decommission step %r: dropped", step)
@@ -244,12 +308,23 @@ class Decommissions:
             for identity in page
             if (identity.location or "").replace(" ", "").lower() == region
         ]
-        pending = [{"PartitionKey": pk, "RowKey": f"pending|id|{_hash(i)}", "Identity": i} for i in found]
-        self._upsert(pending, UpdateMode.MERGE)  # MERGE: a start's claim on its row stays
+        groups = chunk_identities(_unique(found))
+        # MERGE: a starts message's claim on its row stays when the page is listed again
+        pending = [{"PartitionKey": pk, "RowKey": f"pending|start|{starts_key(g)}"} for g in groups]
+        self._upsert(pending, UpdateMode.MERGE)
         self.crashpoint("decommission:after-pending")
-        for identity_id in found:
+        for group in groups:
             token = uuid.uuid4().hex[:16]  # the message's own: kept by its redeliveries
-            self._send(pk, event_id, "start", identity=identity_id, move=template, topic=topic, token=token)
+            self._send(
+                pk,
+                event_id,
+                "starts",
+                key=starts_key(group),
+                identities=group,
+                move=template,
+                topic=topic,
+                token=token,
+            )
         if next_link:
             more = {"region": region, "move": template, "topic": topic, "next": next_link}
             self._send(pk, event_id, "page", subscription=sub, **more)
@@ -273,7 +348,114 @@ class Decommissions:
         self.table.delete_entity(pk, f"pending|sub|{sub}")  # absent: no error
         self._check(pk, event_id)
 
+    def _starts(self, message: dict[str, Any], delivery: int) -> None:
+        """Start the moves of one ``starts`` message (its identities, in listing order), then write
+        what became of each, delete the message's ``pending|start|`` row and write its ``ran|`` row,
+        in one transaction; then one completion check."""
+        pk, event_id, key = message["decommission"], message["eventId"], str(message["key"])
+        identities = _unique(message["identities"])
+        state = self._claim_starts(pk, key, str(message.get("token") or ""), delivery)
+        if state == BUSY:
+            return  # another message (or a second copy of this one) is starting them now
+        if state in (DONE, RELISTED):
+            self._settled(pk, event_id, key, state)
+            return
+        self.crashpoint("decommission:after-claim")
+        # before the moves exist, so that their snapshots find them: the moves of this decommission
+        # share one discovery (shared/fleet_discovery.py, DESIGN.md "Fleet discovery")
+        self.fleet.link_all([move_id_for(event_id, i) for i in identities], pk)
+        done = []
+        for identity_id in identities:
+            # RESUMED: an earlier run of this message (or a claimant taken over) may have started it
+            done.append(self._start_one(pk, event_id, identity_id, message, known=state == RESUMED))
+            self.crashpoint("decommission:after-move")
+        self._complete(pk, key, done)
+        self.crashpoint("decommission:after-marks")
+        self._check(pk, event_id)
+
+    def _settled(self, pk: str, event_id: str, key: str, state: str) -> None:
+        """The message's identities are done: a row a later listing wrote again goes; then the
+        completion check (again, if a crash cut the last one short)."""
+        if state == RELISTED:
+            self.stats.add("table.delete")
+            self.table.delete_entity(pk, f"pending|start|{key}")
+        self._check(pk, event_id)
+
+    def _start_one(
+        self, pk: str, event_id: str, identity_id: str, message: dict[str, Any], known: bool
+    ) -> dict[str, Any]:
+        """One identity's move (``MoveService._start``: lock, first message, index, record; a lock
+        already naming this move means an earlier try: the record is read, not written twice). The
+        ``done|`` row to write for it. ``known``: read the move first (a resumed message)."""
+        done = _done_row(pk, event_id, identity_id)
+        move_id = str(done["MoveId"])
+        if known and self.store.get_move(move_id) is not None:
+            return done
+        who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": message.get("topic")}
+        try:
+            request = MoveRequest.parse({**message["move"], "sourceIdentityId": identity_id})
+            self.start_move(request, move_id, who)
+        except ApiError as exc:
+            done.update(Outcome="Skipped", Reason=exc.code, Message=exc.message, Location=exc.location or "")
+        except Conflict:  # a duplicate wrote the move meanwhile: started
+            pass
+        return done
+
+    def _claim_starts(self, pk: str, key: str, token: str, delivery: int) -> str:
+        """Make this message the one that starts its identities: its ``pending|start|{key}`` row's
+        ``Claim`` (ETag-guarded), read with the ``ran|{key}`` row in one query.
+
+        A page listed twice sends a second message with the same key (and its own token); a message
+        may also be delivered twice (two copies: same token, same dequeue count). Neither runs beside
+        a live claim: BUSY. The claimant's own redelivery (same token, a higher dequeue count: its
+        first delivery died) resumes at once; any claim older than ``CLAIM_SECONDS`` may be taken
+        over (RESUMED). DONE: the row is gone (the message completed); RELISTED: completed, and a later
+        listing wrote the row again. FRESH: claimed, nobody ran it before."""
+        claim_key, ran_key = f"pending|start|{key}", f"ran|{key}"
+        self.stats.add("table.query")
+        rows = {
+            str(r["RowKey"]): r
+            for r in self.table.query_entities(
+                "PartitionKey eq @pk and ( RowKey eq @claim or RowKey eq @ran )",
+                parameters={"pk": pk, "claim": claim_key, "ran": ran_key},
+            )
+        }
+        row = rows.get(claim_key)
+        if ran_key in rows or row is None:
+            return DONE if row is None else RELISTED
+        claim, at = str(row.get("Claim") or ""), str(row.get("ClaimedAt") or "")
+        young = bool(at) and (self.clock() - datetime.fromisoformat(at)).total_seconds() < CLAIM_SECONDS
+        own_redelivery = bool(token) and claim == token and delivery > int(row.get("ClaimDelivery") or 0)
+        if claim and young and not own_redelivery:
+            return BUSY
+        entity = {
+            "PartitionKey": pk,
+            "RowKey": claim_key,
+            "Claim": token or uuid.uuid4().hex,
+            "ClaimedAt": self._now(),
+            "ClaimDelivery": delivery,
+        }
+        self.stats.add("table.update")
+        if not merge_if_unchanged(self.table, entity, row.metadata["etag"]):
+            return BUSY
+        return RESUMED if claim else FRESH
+
+    def _complete(self, pk: str, key: str, done: list[dict[str, Any]]) -> None:
+        """The ``done|`` rows, the ``pending|start|{key}`` row deleted and ``ran|{key}`` written: one
+        transaction. Row gone (another run of the same key completed first): its rows stand."""
+        claim = {"PartitionKey": pk, "RowKey": f"pending|start|{key}"}
+        ran = {"PartitionKey": pk, "RowKey": f"ran|{key}", "Identities": len(done)}
+        ops: list[Any] = [("upsert", row, {"mode": UpdateMode.REPLACE}) for row in done]
+        ops += [("delete", claim), ("upsert", ran, {"mode": UpdateMode.REPLACE})]
+        self.stats.add("table.transaction")
+        try:
+            self.table.submit_transaction(ops)
+        except TableTransactionError as exc:
+            if exc.status_code != 404:
+                raise
+
     def _start(self, message: dict[str, Any]) -> None:
+        """A ``start`` message of one identity (sent by the ``page`` step before ``starts``)."""
         pk, event_id, identity_id = message["decommission"], message["eventId"], message["identity"]
         move_id = move_id_for(event_id, identity_id)
         done: dict[str, Any] = {"PartitionKey": pk, "RowKey": f"done|id|{_hash(identity_id)}"}
@@ -345,10 +527,14 @@ class Decommissions:
             self._upsert([done])
 
     def fail_step(self, body: str) -> None:
-        """Poison trigger: a step that failed 5 deliveries; its identity (or subscription) is skipped."""
+        """Poison trigger: a step that failed 5 deliveries; its identities (or subscription) are
+        skipped. A ``starts`` message: each of its identities whose move exists counts as started,
+        the others are ``Skipped`` (``StartFailed``); nothing, if the message had completed."""
         message = json.loads(body)
         pk, event_id = message["decommission"], message["eventId"]
-        if message["step"] == "start":
+        if message["step"] == "starts":
+            self._fail_starts(message)
+        elif message["step"] == "start":
             identity_id = message["identity"]
             done = {"PartitionKey": pk, "RowKey": f"done|id|{_hash(identity_id)}", "Identity": identity_id}
             done.update(MoveId=move_id_for(event_id, identity_id), Outcome="Skipped", Reason="StartFailed")
@@ -356,6 +542,22 @@ class Decommissions:
             self._check(pk, event_id)
         elif message["step"] == "page":
             self._finish_subscription(pk, event_id, message["subscription"], "ListFailed")
+
+    def _fail_starts(self, message: dict[str, Any]) -> None:
+        pk, event_id, key = message["decommission"], message["eventId"], str(message["key"])
+        # as the message's own last delivery; a live claim of another message will finish the work
+        state = self._claim_starts(pk, key, str(message.get("token") or ""), POISONED)
+        if state == BUSY:
+            return
+        if state in (FRESH, RESUMED):
+            done = []
+            for identity_id in _unique(message["identities"]):
+                row = _done_row(pk, event_id, identity_id)
+                if self.store.get_move(row["MoveId"]) is None:
+                    row.update(Outcome="Skipped", Reason="StartFailed")
+                done.append(row)
+            self._complete(pk, key, done)
+        self._settled(pk, event_id, key, state)
 
     # ---- completion ------------------------------------------------------------------------
     def _check(self, pk: str, event_id: str) -> None:

@@ -63,7 +63,7 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.errors import TransientError
 from shared.settings import Settings
@@ -174,6 +174,24 @@ class FleetStore:
         entity = {"PartitionKey": LINKS, "RowKey": move_id, "Fleet": fleet}
         self.stats.add("table.upsert")
         self._write(lambda: self.table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def link_all(self, move_ids: list[str], fleet: str) -> None:
+        """``link`` for many moves at once: upserts in entity-group transactions of ``BATCH`` (the
+        links share their partition), e.g. one per decommission ``starts`` message."""
+        unique = list(dict.fromkeys(move_ids))
+        for start in range(0, len(unique), BATCH):
+            ops: list[Any] = [
+                ("upsert", {"PartitionKey": LINKS, "RowKey": m, "Fleet": fleet}, {"mode": UpdateMode.REPLACE})
+                for m in unique[start : start + BATCH]
+            ]
+            self.stats.add("table.transaction")
+            try:
+                self.table.submit_transaction(ops)
+            except TableTransactionError as exc:  # a transaction's TableNotFound is not ``_write``'s
+                if "TableNotFound" not in str(exc):
+                    raise
+                self._ensure(again=True)
+                self.table.submit_transaction(ops)
 
     def fleet_of(self, move_id: str) -> str | None:
         """The fleet a move belongs to (never changes once written: kept by this process)."""

@@ -102,7 +102,9 @@ class MoveService:
         self.queue = WorkQueue(settings.storage, settings.queue_name, self.stats)
         self._clients = clients
         self.engine = Engine(settings, self.store, self.queue, self.clients, clock, self._crash)
-        self.decommissions = Decommissions(self.store, self.queue, self.clients, settings, self._start, clock)
+        # a decommission publishes once per message (``handle_message``), not once per move it starts
+        quiet_start = functools.partial(self._start, publish=False)
+        self.decommissions = Decommissions(self.store, self.queue, self.clients, settings, quiet_start, clock)
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> MoveService:
@@ -141,16 +143,24 @@ class MoveService:
                 )
         return self._start(request, self.new_id(), {"by": by or UNKNOWN_ACTOR})
 
-    def _start(self, request: MoveRequest, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    def _start(
+        self, request: MoveRequest, move_id: str, who: dict[str, Any], publish: bool = True
+    ) -> dict[str, Any]:
         """Lock, first message, then the record: a crash never leaves a Pending move without its message.
 
         The message names version 1 (the record as created), so a worker that gets it before the
         record exists waits for it (bounded). A crash between the two leaves no move, only a lock
         naming a move that was never written: a retry is 409 (with that ``Location``) for at most
-        ``LOCK_ORPHAN_SECONDS``, then the identity is free.
+        ``LOCK_ORPHAN_SECONDS``, then the identity is free. A start run again with the same move id
+        (a region decommission's, after a crash) that finds the lock already its own reads the move
+        and, if the record exists, answers it as it is (nothing sent again); without the record, it
+        goes on (message, then record). ``publish=False``: the caller publishes the outbox itself.
         """
         self.store.ensure_tables()
-        self._claim_lock(request.source_identity_id, move_id)
+        if self._claim_lock(request.source_identity_id, move_id):
+            existing = self.store.get_move(move_id)
+            if existing is not None:
+                return {"id": move_id, "status": existing.status.value, "links": self.links(move_id)}
         now = self._now()
         ref = request.identity
         record = MoveRecord(
@@ -178,25 +188,27 @@ class MoveService:
         self.store.index_move(record)  # newest-first listing (``list``); harmless without the record
         self.store.create_move(record, [new_event(record, "Started", now)])
         self.crashpoint("start:after-record")
-        self._publish_quietly()
+        if publish:
+            self._publish_quietly()
         return {"id": move_id, "status": record.status.value, "links": self.links(move_id)}
 
-    def _claim_lock(self, source_id: str, move_id: str) -> None:
+    def _claim_lock(self, source_id: str, move_id: str) -> bool:
         """Every 409 ``MoveInProgress`` names (``location``) the move that holds the identity, also
-        one still starting (its lock is written, its record not yet)."""
+        one still starting (its lock is written, its record not yet). True: the lock already named
+        ``move_id`` (an earlier try of the same start wrote it); False: written now."""
         holder_id: str | None = None
         for _ in range(3):
             try:
                 self.store.create_lock(source_id, move_id, self._now())
-                return
+                return False
             except Conflict:
                 pass
             lock = self.store.get_lock(source_id)
             if lock is None:
                 continue
             holder_id = str(lock["MoveId"])
-            if holder_id == move_id:  # ours: a redelivered decommission event whose first try died here
-                return
+            if holder_id == move_id:  # ours: a redelivered decommission start whose first try got here
+                return True
             holder = self.store.get_move(lock["MoveId"])
             if holder is not None and holder.status in IN_FLIGHT and holder.id != move_id:
                 raise MoveConflict(
@@ -214,7 +226,7 @@ class MoveService:
                 )
             try:
                 self.store.take_lock(lock, move_id, self._now())
-                return
+                return False
             except Conflict:
                 continue
         raise MoveConflict(
@@ -424,7 +436,7 @@ class MoveService:
         """Queue trigger. Returns = done (delete the message); raises = redeliver later."""
         self.store.ensure_tables()
         if is_decommission_step(body):
-            self.decommissions.handle(body)
+            self.decommissions.handle(body, dequeue_count)
         else:
             self.engine.handle(WorkMessage.from_json(body))
         self._publish_quietly()
@@ -547,11 +559,11 @@ class MoveService:
         """One move per user-assigned identity in ``sourceRegion``; a redelivered event starts nothing new.
 
         Answers in a few storage calls at any fleet size: records the event and sends one message;
-        the listing (one ARM page a message) and the per-identity starts run on the work queue
-        (``shared/decommission.py``). Move ids are uuid5(namespace, event id + lower-case identity
-        id), so a redelivery finishes what an earlier delivery began and starts nothing twice. The
-        summary ``IdentityMover.RegionDecommissioning.Started`` is written once, in chunks, when the
-        last start is done. Returns ``{eventId, decommissionId, status}`` (``Accepted`` or ``Done``).
+        the listing (one ARM page a message) and the starts (one message per up to 98 identities)
+        run on the work queue (``shared/decommission.py``). Move ids are uuid5(namespace, event id +
+        lower-case identity id), so a redelivery finishes what an earlier delivery began and starts
+        nothing twice. The summary ``IdentityMover.RegionDecommissioning.Started`` is written once,
+        in chunks, when the last start is done. Returns ``{eventId, decommissionId, status}`` (``Accepted`` or ``Done``).
         """
         request = RegionDecommissionRequest.parse(data)
         self.store.ensure_tables()

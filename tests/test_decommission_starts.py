@@ -1,0 +1,261 @@
+"""A region decommission starts a page's moves with one ``starts`` message per up to 98 identities
+(``shared/decommission.py``).
+
+Real Azurite and the emulator; only the decommission's steps are worked (each move's own first
+message is acknowledged unworked). What is under test: every move starts once (a duplicate delivery
+of a ``starts`` message, a second listing of the page, a claim taken over, a message from before
+``starts``), the storage it costs per identity (counted in ``StoreStats``, not timed) and the size of
+its messages. Time that must pass (a claim's lease) is skipped with an injected clock.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import uuid
+from collections import Counter
+from typing import Any
+
+import httpx
+import pytest
+
+from shared import crashpoints
+from shared.decommission import (
+    CLAIM_SECONDS,
+    STARTS_PER_MESSAGE,
+    _hash,
+    is_step,
+    move_id_for,
+    partition_for,
+)
+from shared.models import MoveRequest
+from shared.service import MoveService
+from shared.settings import Settings
+from tests.plugins.emulator import configure
+from tests.plugins.engine import drain
+from tests.test_decommission_fanout import SOURCE, TARGET, _identities, _moves
+from tests.test_engine_outbox import Clock, Crash, crash_once
+
+QUEUE_LIMIT = 64 * 1024  # a Storage queue message, after base64
+
+
+class Starts:
+    """Counts ``start_move`` per move id and works only the decommission's steps."""
+
+    def __init__(self, service: MoveService) -> None:
+        self.service = service
+        self.counts: Counter[str] = Counter()
+        self.bodies: list[str] = []  # every starts message received
+        self.carrier: dict[str, str] = {}  # move id -> the starts message that named it
+        self.lock = threading.Lock()
+        self.start_move = service.decommissions.start_move
+        service.decommissions.start_move = self.counting
+
+    def counting(self, request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+        with self.lock:
+            self.counts[move_id] += 1
+        return self.start_move(request, move_id, who)
+
+    def handle(self, body: str, dequeue_count: int) -> None:
+        if not is_step(body):
+            return
+        message = json.loads(body)
+        if message["step"] == "starts":
+            with self.lock:
+                self.bodies.append(body)
+                for identity_id in message["identities"]:
+                    self.carrier[move_id_for(message["eventId"], identity_id)] = body
+        self.service.handle_message(body, dequeue_count)
+
+
+def _decommission(service: MoveService, emu: str, count: int, page_size: int = 100, **kw: Any) -> Any:
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0, pageSize=page_size)
+    subscription = str(uuid.uuid4())
+    sources = _identities(emu, subscription, count, **kw)
+    data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": [subscription]}
+    return sources, data, str(uuid.uuid4())
+
+
+def test_a_page_of_120_identities_starts_each_move_once_under_a_duplicate_delivery(
+    emulated_settings: Settings, emu: str
+) -> None:
+    # no Event Grid: the outbox (2 transactions per move's Started event) is not the start's cost
+    emulated_service = MoveService(emulated_settings.with_(eventgrid_endpoint=None))
+    # ids as long as ARM makes them (resource group 90, name 128 characters): the biggest messages
+    sources, data, event_id = _decommission(emulated_service, emu, 120, page_size=150, pad=90, name_pad=128)
+    decommissions = emulated_service.decommissions
+    seen: list[str] = []
+    decommissions.crashpoint = seen.append
+    starts = Starts(emulated_service)
+    duplicated: list[str] = []
+
+    def deliver_again_while_it_runs(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+        with starts.lock:
+            body = None if duplicated else starts.carrier[move_id]
+            duplicated.append(move_id)
+        if body is not None:  # a second copy of the running message (same token, first delivery)
+            emulated_service.handle_message(body, 1)
+        return starts.counting(request, move_id, who)
+
+    decommissions.start_move = deliver_again_while_it_runs
+    emulated_service.store.ensure_tables()
+    before = Counter(emulated_service.stats.counts)
+    assert emulated_service.start_region_decommission(event_id, data)["status"] == "Accepted"
+    poller = drain(emulated_service, timeout=300, handler=starts.handle)
+    cost = Counter(emulated_service.stats.counts) - before
+
+    # one page: 98 + 22 identities, two starts messages, each under the queue's 64 KB
+    sizes = sorted(len(json.loads(b)["identities"]) for b in starts.bodies)
+    assert sizes == [120 - STARTS_PER_MESSAGE, STARTS_PER_MESSAGE], sizes
+    longest = max(len(base64.b64encode(b.encode())) for b in starts.bodies)
+    assert longest < QUEUE_LIMIT * 0.85, longest
+    assert poller.failures == 0
+
+    moves = _moves(emulated_service)
+    assert sorted(json.loads(m["Request"])["sourceIdentityId"].lower() for m in moves) == sorted(sources)
+    assert starts.counts == Counter({m["PartitionKey"]: 1 for m in moves}), starts.counts
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and status["skipped"] == []
+    assert set(status) == {"decommissionId", "status", "eventId", "started", "skipped"}
+    assert all(set(s) == {"id", "moveId"} for s in status["started"])
+    assert {s["moveId"] for s in status["started"]} == {m["PartitionKey"] for m in moves}
+    assert set(seen) == set(crashpoints.for_decommission())
+
+    # per identity: a move's lock, first message, index row and record, plus a share of the steps
+    storage = sum(n for kind, n in cost.items() if kind.startswith(("table.", "queue.")))
+    assert storage / 120 < 4.5, cost
+    assert cost["table.transaction"] <= 2 + 2 + 120 + 4, cost  # links, marks, records, the rest
+
+    for body in starts.bodies:  # late copies of both messages: their work is done
+        emulated_service.handle_message(body, 1)
+    assert sum(starts.counts.values()) == 120
+    assert emulated_service.decommission(event_id) == status
+
+
+def test_a_page_listed_again_waits_for_a_live_claim_takes_over_an_old_one_and_after_the_end_starts_nothing(
+    emulated_service: MoveService, emu: str
+) -> None:
+    sources, data, event_id = _decommission(emulated_service, emu, 3)
+    clock = Clock()
+    decommissions = emulated_service.decommissions
+    decommissions.clock = clock
+    starts = Starts(emulated_service)
+    hung: list[str] = []
+
+    def handle(body: str, dequeue_count: int) -> None:
+        if is_step(body) and json.loads(body)["step"] == "starts" and not hung:
+            # its worker stops after the claim and never comes back (the message is gone with it)
+            decommissions.crashpoint, _ = crash_once("decommission:after-claim")
+            with pytest.raises(Crash):
+                emulated_service.handle_message(body, dequeue_count)
+            decommissions.crashpoint = lambda name: None
+            hung.append(body)
+            return
+        starts.handle(body, dequeue_count)
+
+    emulated_service.start_region_decommission(event_id, data)
+    drain(emulated_service, timeout=60, handler=handle)
+    (body,) = hung
+    relisted = json.dumps({**json.loads(body), "token": uuid.uuid4().hex[:16]})  # the page's again
+    emulated_service.handle_message(relisted, 1)
+    assert starts.counts == Counter()  # the claim is young: its holder may be at work
+    assert emulated_service.decommission(event_id)["status"] == "Starting"  # type: ignore[index]
+
+    clock.advance(CLAIM_SECONDS + 1)
+    emulated_service.handle_message(relisted, 1)  # now it may take the claim over
+    ids = {move_id_for(event_id, i) for i in json.loads(body)["identities"]}
+    assert starts.counts == Counter({m: 1 for m in ids})
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done"
+    assert sorted(s["id"].lower() for s in status["started"]) == sorted(sources)
+
+    emulated_service.handle_message(body, 2)  # the first message after all: nothing left to do
+    emulated_service.handle_message(relisted, 1)
+    assert sum(starts.counts.values()) == 3
+
+    # the page listed once more (its step redelivered): its row is written again, then its message
+    pk, key = partition_for(event_id), json.loads(body)["key"]
+    emulated_service.store.moves.upsert_entity({"PartitionKey": pk, "RowKey": f"pending|start|{key}"})
+    emulated_service.handle_message(json.dumps({**json.loads(body), "token": "again"}), 1)
+    assert sum(starts.counts.values()) == 3  # its ``ran|`` row says it is done: the row goes
+    assert emulated_service.store.moves.get_entity(pk, "decommission")["Status"] == "Done"
+    assert not list(
+        emulated_service.store.moves.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": pk, "lo": "pending|", "hi": "pending}"},
+        )
+    )
+
+
+@pytest.mark.parametrize("point", [None, *crashpoints.for_decommission_start()])
+def test_start_messages_sent_before_starts_existed_are_still_run(
+    emulated_service: MoveService, emu: str, point: str | None
+) -> None:
+    sources, data, event_id = _decommission(emulated_service, emu, 4)
+    pk = partition_for(event_id)
+    decommissions = emulated_service.decommissions
+    crashed: list[str] = []
+    if point:
+        decommissions.crashpoint, crashed = crash_once(point)
+    starts = Starts(emulated_service)
+
+    def old_page(body: str, dequeue_count: int) -> None:
+        """The page step as it was: a ``pending|id|`` row and a ``start`` message per identity."""
+        message = json.loads(body)
+        if not (is_step(body) and message["step"] == "page"):
+            starts.handle(body, dequeue_count)
+            return
+        for identity_id in sorted(sources):
+            emulated_service.store.moves.upsert_entity(
+                {"PartitionKey": pk, "RowKey": f"pending|id|{_hash(identity_id)}", "Identity": identity_id}
+            )
+            start = {"decommission": pk, "eventId": event_id, "step": "start", "identity": identity_id}
+            start.update(move=message["move"], topic=message.get("topic"), token=uuid.uuid4().hex[:16])
+            emulated_service.queue.send_text(json.dumps(start, separators=(",", ":")))
+        decommissions._finish_subscription(pk, event_id, message["subscription"], None)
+
+    emulated_service.start_region_decommission(event_id, data)
+    drain(emulated_service, timeout=60, handler=old_page)
+    assert crashed == ([point] if point else [])
+    moves = _moves(emulated_service)
+    assert sorted(json.loads(m["Request"])["sourceIdentityId"].lower() for m in moves) == sorted(sources)
+    assert starts.counts == Counter({m["PartitionKey"]: 1 for m in moves})
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and len(status["started"]) == 4
+
+
+def test_a_start_run_again_with_its_move_id_reads_the_move_instead_of_writing_it_twice(
+    emulated_service: MoveService, emu: str
+) -> None:
+    (source,), _, _ = _decommission(emulated_service, emu, 1)
+    request = MoveRequest.parse({"sourceIdentityId": source, "targetRegion": TARGET})
+    move_id = str(uuid.uuid4())
+    first = emulated_service._start(request, move_id, {"by": "test"})
+    before = Counter(emulated_service.stats.counts)
+    again = emulated_service._start(request, move_id, {"by": "test"})  # e.g. a resumed starts message
+    cost = Counter(emulated_service.stats.counts) - before
+    assert again == first
+    assert cost["queue.send"] == cost["table.upsert"] == cost["table.transaction"] == 0, cost
+    index = emulated_service.store.moves.query_entities("MoveId eq @id", parameters={"id": move_id})
+    assert len(list(index)) == 1
+
+
+def test_the_outbox_is_published_once_per_message_not_once_per_move(
+    emulated_service: MoveService, emu: str
+) -> None:
+    _, data, event_id = _decommission(emulated_service, emu, 5)
+    published: list[int] = []
+    publish = emulated_service.publish_outbox
+
+    def counting_publish() -> int:
+        published.append(1)
+        return publish()
+
+    emulated_service.publish_outbox = counting_publish  # type: ignore[method-assign]
+    starts = Starts(emulated_service)
+    emulated_service.start_region_decommission(event_id, data)
+    poller = drain(emulated_service, timeout=60, handler=starts.handle)
+    assert sum(starts.counts.values()) == 5
+    # subscriptions, page, starts: one each (the handler's own publish is not a message's)
+    assert len(published) == poller.handled - 5 == 3, (len(published), poller.handled)
