@@ -43,7 +43,10 @@ once, reading each move before starting it; a claim older than ``CLAIM_SECONDS``
 A message's completion is one transaction, so a page listed again sees its ``pending|start|`` row
 with all of it still to do, or ``ran|{key}`` (done: a row written again is deleted), never half. A
 ``starts`` message poisoned (5 failed deliveries) marks its identities whose move exists started
-and the others ``Skipped`` (``StartFailed``).
+and the others ``Skipped`` (``StartFailed``); from its ``ISOLATE_FROM``-th delivery on, an identity
+whose start fails with anything unforeseen is Skipped alone and the others go on. A listing that is
+not the first (``again``: a redelivered event or ``page`` step) may have grouped a changed page under
+new keys: its ``starts`` messages read each move before starting it.
 
 Storage per identity (one ``starts`` message of 98): the move's lock, first message, index row and
 record (4), plus the message's send, receive, delete, claim query and update, links, completion and
@@ -91,6 +94,7 @@ SUMMARY_TYPE = "IdentityMover.RegionDecommissioning.Started"
 RECORD_ROW = "decommission"
 BATCH = 100  # operations per entity-group transaction
 CLAIM_SECONDS = 120.0  # a claim (``_claim_starts``, ``_claim``) may be taken over after this
+ISOLATE_FROM = 4  # from this delivery of a ``starts`` message on, one identity's failure is its own
 # identities per ``starts`` message: their ``done|`` rows, the message's ``pending|start|`` row deleted
 # and its ``ran|`` row written are ONE transaction (98 + 2 = BATCH operations)
 STARTS_PER_MESSAGE = BATCH - 2
@@ -228,8 +232,11 @@ class Decommissions:
             existing = self._record(pk)
             if existing is not None and existing.get("Status") == "Done":
                 return {"eventId": event_id, "decommissionId": pk, "status": "Done"}
+            again = True  # a redelivered event: its identities are listed again (see ``_starts``)
+        else:
+            again = False
         self.crashpoint("decommission:after-record")
-        self._send(pk, event_id, "subscriptions", topic=topic)
+        self._send(pk, event_id, "subscriptions", topic=topic, **({"again": True} if again else {}))
         return {"eventId": event_id, "decommissionId": pk, "status": "Accepted"}
 
     def _record(self, pk: str) -> Any:
@@ -245,9 +252,9 @@ class Decommissions:
         message = json.loads(body)
         step = message["step"]
         if step == "subscriptions":
-            self._subscriptions(message)
+            self._subscriptions(message, delivery)
         elif step == "page":
-            self._page(message)
+            self._page(message, delivery)
         elif step == "starts":
             self._starts(message, delivery)
         elif step == "start":  # one identity's, sent before ``starts`` existed: a queue may hold them
@@ -255,8 +262,9 @@ class Decommissions:
         else:
             log.warning("unknown decommission step %r: dropped", step)
 
-    def _subscriptions(self, message: dict[str, Any]) -> None:
+    def _subscriptions(self, message: dict[str, Any], delivery: int = 1) -> None:
         pk, event_id = message["decommission"], message["eventId"]
+        again = bool(message.get("again")) or delivery > 1
         record = self._record(pk)
         if record is None or record.get("Status") == "Done":
             return
@@ -286,13 +294,17 @@ class Decommissions:
                 region=request.source_region,
                 move=template,
                 topic=topic,
+                **({"again": True} if again else {}),
             )
         if not allowed:
             self._check(pk, event_id)
 
-    def _page(self, message: dict[str, Any]) -> None:
+    def _page(self, message: dict[str, Any], delivery: int = 1) -> None:
         pk, event_id, sub = message["decommission"], message["eventId"], message["subscription"]
         region, template, topic = message["region"], message["move"], message.get("topic")
+        # listed before (a redelivered event or page): the page may have changed since, so its groups,
+        # and their keys, may be new while their moves exist already (``_starts`` reads them first)
+        again = {"again": True} if message.get("again") or delivery > 1 else {}
         listing = self.clients().msi(sub).user_assigned_identities.list_by_subscription()
         pages = listing.by_page(continuation_token=message.get("next"))
         try:
@@ -324,9 +336,10 @@ class Decommissions:
                 move=template,
                 topic=topic,
                 token=token,
+                **again,
             )
         if next_link:
-            more = {"region": region, "move": template, "topic": topic, "next": next_link}
+            more = {"region": region, "move": template, "topic": topic, "next": next_link, **again}
             self._send(pk, event_id, "page", subscription=sub, **more)
         else:
             self._finish_subscription(pk, event_id, sub, None)
@@ -365,9 +378,11 @@ class Decommissions:
         # share one discovery (shared/fleet_discovery.py, DESIGN.md "Fleet discovery")
         self.fleet.link_all([move_id_for(event_id, i) for i in identities], pk)
         done = []
+        # RESUMED: an earlier run of this message (or a claimant taken over) may have started them;
+        # ``again``: an earlier listing's message (other keys, if the page changed) may have
+        known = state == RESUMED or bool(message.get("again"))
         for identity_id in identities:
-            # RESUMED: an earlier run of this message (or a claimant taken over) may have started it
-            done.append(self._start_one(pk, event_id, identity_id, message, known=state == RESUMED))
+            done.append(self._isolated(pk, event_id, identity_id, message, known, delivery))
             self.crashpoint("decommission:after-move")
         self._complete(pk, key, done)
         self.crashpoint("decommission:after-marks")
@@ -380,6 +395,23 @@ class Decommissions:
             self.stats.add("table.delete")
             self.table.delete_entity(pk, f"pending|start|{key}")
         self._check(pk, event_id)
+
+    def _isolated(
+        self, pk: str, event_id: str, identity_id: str, message: dict[str, Any], known: bool, delivery: int
+    ) -> dict[str, Any]:
+        """``_start_one``; from the ``ISOLATE_FROM``-th delivery on, an identity whose start fails with
+        anything unforeseen is Skipped (``StartFailed``, the error's text) and the others go on: one
+        identity that fails every time must not take the rest of its message (up to 97) down with it
+        when the message is poisoned."""
+        if delivery < ISOLATE_FROM:
+            return self._start_one(pk, event_id, identity_id, message, known)
+        try:
+            return self._start_one(pk, event_id, identity_id, message, True)
+        except Exception as exc:  # recorded on the identity, not lost
+            log.warning("decommission %s: %s could not be started", pk, identity_id, exc_info=True)
+            done = _done_row(pk, event_id, identity_id)
+            done.update(Outcome="Skipped", Reason="StartFailed", Message=str(exc)[:1000])
+            return done
 
     def _start_one(
         self, pk: str, event_id: str, identity_id: str, message: dict[str, Any], known: bool

@@ -259,3 +259,70 @@ def test_the_outbox_is_published_once_per_message_not_once_per_move(
     assert sum(starts.counts.values()) == 5
     # subscriptions, page, starts: one each (the handler's own publish is not a message's)
     assert len(published) == poller.handled - 5 == 3, (len(published), poller.handled)
+
+
+def test_a_page_listed_again_after_it_changed_reads_its_moves_instead_of_starting_them_again(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """A redelivered page (or event) lists a page that changed meanwhile: its groups, and their keys,
+    are new, so no claim says its identities were started. A move of the first listing that came to
+    rest (its lock released) must be read, not started a second time (a second first message, a
+    second list-index row, its ``Started`` outcome overwritten)."""
+    sources, data, event_id = _decommission(emulated_service, emu, 3)
+    starts = Starts(emulated_service)
+    pages: list[str] = []
+
+    def handle(body: str, dequeue_count: int) -> None:
+        if is_step(body) and json.loads(body)["step"] == "page":
+            pages.append(body)
+        starts.handle(body, dequeue_count)
+
+    emulated_service.start_region_decommission(event_id, data)
+    drain(emulated_service, timeout=60, handler=handle)
+    first = {move_id_for(event_id, i) for i in sources}
+    assert starts.counts == Counter({m: 1 for m in first})
+    resting = sorted(first)[0]
+    record = emulated_service.store.get_move(resting)
+    assert record is not None
+    emulated_service.store.release_lock(record.source_id, resting)  # as when a move comes to rest
+    subscription = data["subscriptionIds"][0]
+    (added,) = _identities(emu, subscription, 1)  # the page changed
+
+    emulated_service.handle_message(pages[0], 2)  # the page step's redelivery lists it again
+    drain(emulated_service, timeout=60, handler=starts.handle)
+    assert starts.counts == Counter({**{m: 1 for m in first}, move_id_for(event_id, added): 1})
+    index = emulated_service.store.moves.query_entities("MoveId eq @id", parameters={"id": resting})
+    assert len([r for r in index if str(r["RowKey"]).endswith(f"|{resting}")]) == 1  # list index rows
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["skipped"] == []
+    assert {s["moveId"] for s in status["started"]} == {*first, move_id_for(event_id, added)}
+
+
+def test_an_identity_whose_start_fails_every_time_is_skipped_alone(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """From the ``ISOLATE_FROM``-th delivery of a ``starts`` message on, an identity whose start fails
+    with something unforeseen is Skipped (``StartFailed``) and the others start: it does not take
+    the whole message's identities down with it when the message is poisoned."""
+    sources, data, event_id = _decommission(emulated_service, emu, 3)
+    starts = Starts(emulated_service)
+    bad: list[str] = []
+
+    def failing(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+        if not bad:
+            bad.append(move_id)  # the message's first identity: without isolation none would start
+        if move_id == bad[0]:
+            raise RuntimeError("this identity's start always fails")
+        return starts.counting(request, move_id, who)
+
+    emulated_service.decommissions.start_move = failing
+    emulated_service.start_region_decommission(event_id, data)
+    drain(emulated_service, timeout=90, handler=starts.handle)
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done", status
+    (skipped,) = status["skipped"]
+    assert (skipped["moveId"], skipped["reason"]) == (bad[0], "StartFailed"), skipped
+    assert "always fails" in skipped["message"]
+    others = {move_id_for(event_id, i) for i in sources} - {bad[0]}
+    assert {s["moveId"] for s in status["started"]} == others
+    assert starts.counts == Counter({m: 1 for m in others})
