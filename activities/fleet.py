@@ -10,9 +10,12 @@ in Azure: nothing. A generation's run reads, for all its members at once:
   batch, where it has none -- every Cosmos DB account or SQL server in scope is a candidate of every
   identity), projecting ``tostring(identity)``, ``tostring(properties)``, the issuer and each needle
   expression. Rows of all batches are then given to each identity whose own predicates they meet --
-  the same ``contains`` and type tests, case-insensitive, on the same text -- so a member gets exactly
-  the rows its own two queries would have returned. A generation of up to ``BATCH`` members costs one
-  query (it was two: uses and candidates apart), a pass's quota being what bounds a fleet;
+  the same ``contains`` and type tests, case-insensitive, on the same text, every batch's copy of a
+  row tested (a throttled run may read its batches minutes apart) -- so a member gets the rows its
+  own two queries would have returned at one of those reads. A generation of up to ``BATCH`` members
+  costs one query (it was two: uses and candidates apart), a pass's quota being what bounds a fleet.
+  Such an answer can outgrow a transaction (every candidate's properties): ``FleetStore.put_blobs``
+  spreads it;
 * every role assignment of each subscription, once (kept only for the members' principals; the
   subscription's count goes to ``ctx.cache`` for snapshot's headroom check).
 
@@ -134,7 +137,7 @@ def discover(
         # same predicates, case-insensitive, on the projected text, over the rows of every batch
         needles = sorted({k.candidate_needle[0] for k in KINDS if k.candidate_needle})
         shared = [f"({k.candidates})" for k in KINDS if k.candidates and not k.candidate_needle]
-        found: dict[str, dict[str, Any]] = {}
+        found: list[dict[str, Any]] = []
         for start in range(0, len(members), BATCH):
             batch = members[start : start + BATCH]
             predicates = [
@@ -160,22 +163,24 @@ def discover(
                 + "".join(f", n{i} = {e}" for i, e in enumerate(needles))
                 + " | order by id asc"
             )
-            for row in parts.step(f"rows|{start}", partial(_query, clients, scope, query)):
-                found.setdefault(str(row.get("id")), row)
-        rows = [found[k] for k in sorted(found)]
+            found += parts.step(f"rows|{start}", partial(_query, clients, scope, query))
+        # every batch's copy of a row is tested (a throttled run may read its batches minutes apart,
+        # and a resource may change in between): a member gets a row if any copy meets its predicate
+        rows = sorted(found, key=lambda r: str(r.get("id")))
         for m, d in members:
             fields = _fields(d)
-            results[m]["rows"] = [
-                {c: r.get(c) for c in USES_COLUMNS} for r in rows if _uses(r, d) and _in(r, subs[m])
-            ]
-            mine = []
+            uses: dict[str, dict[str, Any]] = {}
+            mine: dict[str, dict[str, Any]] = {}
             for r in rows:
+                if not _in(r, subs[m]):
+                    continue
+                if _uses(r, d):
+                    uses.setdefault(str(r.get("id")), {c: r.get(c) for c in USES_COLUMNS})
                 texts = {e: str(r.get(f"n{i}") or "") for i, e in enumerate(needles)}
-                if _in(r, subs[m]) and any(
-                    k.candidates and k.candidate_match(r, fields, texts) for k in KINDS
-                ):
-                    mine.append({c: r.get(c) for c in CANDIDATE_COLUMNS})
-            results[m]["candidates"] = mine
+                if any(k.candidates and k.candidate_match(r, fields, texts) for k in KINDS):
+                    mine.setdefault(str(r.get("id")), {c: r.get(c) for c in CANDIDATE_COLUMNS})
+            results[m]["rows"] = list(uses.values())
+            results[m]["candidates"] = list(mine.values())
         principals = {str(d["principalId"]).lower() for _, d in members}
         listed: dict[str, list[dict[str, Any]]] = {}
         for sub in scope:

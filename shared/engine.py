@@ -335,8 +335,10 @@ class Engine:
         message's any more (a cancel, a later attempt's claim): nothing runs.
 
         The first time the phase creates its items (no ``itemsCreated`` in its entry: no earlier
-        round or attempt created any, or it would have said so in the same transaction) they are
-        inserted, with the record saying so, in ONE transaction and no query. An insert that meets
+        round or attempt created them by this path, which says so in the same transaction; items
+        created by the fallback below, or more than ``MAX_NEW_ITEMS``, leave no mark, so a later
+        attempt tries the insert again, fails whole and falls back) they are inserted, with the
+        record saying so, in ONE transaction and no query. An insert that meets
         an existing item (a record from before ``itemsCreated``) or a changed record fails whole:
         then the record is read again, and the phase's items are listed and only new ones added,
         as every later round does."""

@@ -40,7 +40,8 @@ Waking (``wake``): a member waiting for another's run keeps the handle of its ow
 its row (``Wake``, one merge, from the error's ``on_scheduled`` once the engine has sent that
 message). The run, once its results and Done are saved, reads the generation's members again (one
 query: handles written after it first read the list count too) and wakes each other member's
-message (``WorkQueue.wake``: visible now). So a waiting step has exactly one message, with its own
+message (``WorkQueue.wake``: visible now). So a waiting step has exactly one message (unless a
+move idle past ``resume_stalled``'s limit is sent a new attempt), with its own
 token and attempt: the wake runs the step that was waiting, never a second one beside it, and a
 message already delivered or deleted is simply not woken. A member whose handle came too late (or
 whose wake failed) comes back by itself after ``POLL_SECONDS``; one woken while its generation is
@@ -86,10 +87,11 @@ LEASE_SECONDS = 60.0
 # long (throttled) run goes on, fewer visits are worth more than a quicker fallback.
 POLL_SECONDS = 30.0
 WAIT_LIMIT_SECONDS = 600.0
-MAX_GENERATIONS = 200
+MAX_GENERATIONS = 2_000  # snapshots and cleanups share one series; cleanups arrive spread out
 CHUNK = 30_000  # characters per property (64 KB as UTF-16)
 PROPERTIES = 12  # chunks per row (well under 1 MB)
 BATCH = 100  # operations per entity-group transaction
+TRANSACTION_CHARACTERS = 3_000_000  # of JSON per transaction (Table Storage allows a 4 MB payload)
 LINKS = "link"
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class FleetStore:
         self.stats = stats or Stats()
         self._created = False
         self._links: OrderedDict[str, str | None] = OrderedDict()
+        self._newest: dict[tuple[str, str], int] = {}  # (fleet, kind) -> the newest generation seen
         self._lock = threading.Lock()
 
     @classmethod
@@ -154,7 +157,7 @@ class FleetStore:
     def _write(self, action: Callable[[], Any]) -> Any:
         try:
             return action()
-        except ResourceNotFoundError as exc:
+        except (ResourceNotFoundError, TableTransactionError) as exc:  # a transaction says it its way
             if "TableNotFound" not in str(exc):
                 raise
             # the first write of any thread creates the table (threads racing here all do: the
@@ -185,13 +188,7 @@ class FleetStore:
                 for m in unique[start : start + BATCH]
             ]
             self.stats.add("table.transaction")
-            try:
-                self.table.submit_transaction(ops)
-            except TableTransactionError as exc:  # a transaction's TableNotFound is not ``_write``'s
-                if "TableNotFound" not in str(exc):
-                    raise
-                self._ensure(again=True)
-                self.table.submit_transaction(ops)
+            self._write(partial(self.table.submit_transaction, ops))
 
     def fleet_of(self, move_id: str) -> str | None:
         """The fleet a move belongs to (never changes once written: kept by this process)."""
@@ -211,16 +208,29 @@ class FleetStore:
 
     # ---- generations and members ---------------------------------------------------------------
     def state(self, fleet: str, kind: str, member: str) -> tuple[dict[int, Any], Any]:
-        """Every generation of ``kind`` and the member's own row, in one query."""
+        """The recent generations of ``kind`` and the member's own row, in one query (and the
+        member's own generation, if older, in a second read). Recent: from two below the newest this
+        process has seen -- generations are only ever added, so the newest is always among them --
+        not all of them: a fleet's series grows by one every couple of seconds while cleanups
+        arrive, and every waiting member reads this at each visit."""
+        with self._lock:
+            low = max(0, self._newest.get((fleet, kind), 0) - 2)
         rows = self._query(
             "PartitionKey eq @pk and ((RowKey ge @lo and RowKey lt @hi ) or RowKey eq @me )",
             pk=fleet,
-            lo=f"g|{kind}|",
+            lo=f"g|{kind}|{low:06d}",
             hi=f"g|{kind}}}",
             me=f"m|{kind}|{member}",
         )
         gens = {int(r["RowKey"].rsplit("|", 1)[-1]): r for r in rows if r["RowKey"].startswith("g|")}
         mine = next((r for r in rows if r["RowKey"].startswith("m|")), None)
+        if mine is not None and int(mine["Gen"]) not in gens:
+            self.stats.add("table.get")
+            with contextlib.suppress(ResourceNotFoundError):
+                gens[int(mine["Gen"])] = self.table.get_entity(fleet, f"g|{kind}|{int(mine['Gen']):06d}")
+        if gens:
+            with self._lock:
+                self._newest[(fleet, kind)] = max(self._newest.get((fleet, kind), 0), max(gens))
         return gens, mine
 
     def create_generation(self, fleet: str, kind: str, n: int, owner: str, start_at: datetime) -> bool:
@@ -290,16 +300,36 @@ class FleetStore:
 
     # ---- values of any size ----------------------------------------------------------------------
     def put_blobs(self, fleet: str, blobs: dict[str, Any]) -> None:
-        """Each ``name -> value`` as rows ``{name}|{k}``; as few transactions as fit (a blob's rows in one)."""
+        """Each ``name -> value`` as rows ``{name}|{k}``; as few transactions as fit (a blob's rows in
+        one). A blob too big for one transaction (4 MB, 100 operations: e.g. a Resource Graph answer
+        of thousands of resources) is written over several, its first row (which says how many rows
+        there are) last: read before that, it is absent, never cut short."""
         ops: list[Any] = []
         size = 0
         for name, value in blobs.items():
             rows = _rows_of(fleet, name, value)
             weight = sum(len(_dumps(r)) for r in rows)
-            if ops and (len(ops) + len(rows) > BATCH or size + weight > 3_000_000):
+            if len(rows) > BATCH or weight > TRANSACTION_CHARACTERS:
+                self._spread(rows[1:] + rows[:1])
+                continue
+            if ops and (len(ops) + len(rows) > BATCH or size + weight > TRANSACTION_CHARACTERS):
                 self._submit(ops)
                 ops, size = [], 0
             ops += [("upsert", r, {"mode": UpdateMode.REPLACE}) for r in rows]
+            size += weight
+        if ops:
+            self._submit(ops)
+
+    def _spread(self, rows: list[dict[str, Any]]) -> None:
+        """``rows`` in order, in as few transactions as fit."""
+        ops: list[Any] = []
+        size = 0
+        for row in rows:
+            weight = len(_dumps(row))
+            if ops and (len(ops) == BATCH or size + weight > TRANSACTION_CHARACTERS):
+                self._submit(ops)
+                ops, size = [], 0
+            ops.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
             size += weight
         if ops:
             self._submit(ops)
@@ -420,7 +450,7 @@ def shared_result(
                     on_scheduled=scheduled,
                 )
             # Failed, or Done without this member (it joined after the run read its list): a newer one
-        if len(gens) >= MAX_GENERATIONS:
+        if max(gens, default=0) >= MAX_GENERATIONS:
             return None
         open_ = [
             n

@@ -64,8 +64,9 @@ def _next_round(entry: dict[str, Any]) -> int:
 
 def _cleanup_began(record: MoveRecord) -> bool:
     """Cleanup saved ``removing`` (``Engine._add_items``) before its first item ran. Its items' Done
-    marks are saved only with the phase's end (or every 60 s), so after a worker died mid-cleanup this
-    is the only record that the source may be partly removed. It stays through later rounds (a
+    marks are saved only with the phase's end (or every 60 s) when it runs them in its own step (a
+    batch message still marks each one), so after a worker died mid-cleanup this is the only record
+    that the source may be partly removed. It stays through later rounds (a
     retry, a way back to grant): their removals came first. A cleanup that goes back to grant
     (``SourceChanged``) before it removes anything never saves it: discard stays possible."""
     entry = next((e for e in record.phases if e.get("name") == "cleanup"), {})

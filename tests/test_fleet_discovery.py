@@ -365,6 +365,40 @@ def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writ
     assert store.fleet_of("move-1") == "fleet-1"
 
 
+def test_a_value_too_big_for_one_transaction_is_written_over_several_and_read_whole(
+    fleet_store: FleetStore,
+) -> None:
+    """A Resource Graph answer of thousands of resources (their properties projected) is more than one
+    entity-group transaction carries (4 MB): written over several, its first row last."""
+    fleet = f"f-{uuid.uuid4().hex[:8]}"
+    rows = [{"id": f"/subscriptions/s/r/{i}", "propertiesText": "x" * 2_000} for i in range(3_000)]
+    fleet_store.put_blobs(fleet, {"p|big": rows, "p|small": {"a": 1}})
+    assert fleet_store.get_blob(fleet, "p|big") == rows
+    assert fleet_store.get_blob(fleet, "p|small") == {"a": 1}
+    stored = list(fleet_store.table.query_entities(f"PartitionKey eq '{fleet}'"))
+    assert len(stored) > 12  # ~6 MB of text in rows of 360,000 characters: more than one transaction
+    # cut short (its first row, written last, missing): absent, not half a value
+    fleet_store.table.delete_entity(fleet, "p|big|0000")
+    assert fleet_store.get_blob(fleet, "p|big") is None
+
+
+def test_a_member_reads_the_recent_generations_and_its_own_not_the_whole_series(
+    fleet_store: FleetStore,
+) -> None:
+    fleet = f"f-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(UTC)
+    for n in range(1, 11):
+        assert fleet_store.create_generation(fleet, "discovery", n, f"owner-{n}", start)
+    fleet_store.join(fleet, "discovery", 2, "old", {})
+    gens, mine = fleet_store.state(fleet, "discovery", "old")  # a fresh process: the whole series
+    assert set(gens) == set(range(1, 11)) and mine is not None and int(mine["Gen"]) == 2
+    gens, mine = fleet_store.state(fleet, "discovery", "old")  # then: from two below the newest seen
+    assert set(gens) == {2, 8, 9, 10}, sorted(gens)
+    assert fleet_store.create_generation(fleet, "discovery", 11, "owner-11", start)
+    gens, _ = fleet_store.state(fleet, "discovery", "new")
+    assert set(gens) == {8, 9, 10, 11}, sorted(gens)  # one created elsewhere meanwhile is among them
+
+
 def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
     emulated_service: MoveService, emu: str
 ) -> None:
