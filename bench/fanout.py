@@ -262,6 +262,10 @@ def bench_settings(stack: Stack, tag: str, cfg: RunConfig | None = None) -> Sett
         # the mover is told the ARM it works against: the emulator's refill runs at timeScale
         arm_shared_rate=Settings.arm_shared_rate * cfg.time_scale,
         arm_shared_burst=Settings.arm_shared_burst * cfg.budget_scale,
+        # every completed phase is published, as in Azure (the emulator's Event Grid topic): the
+        # outbox's storage is part of a move's cost
+        eventgrid_endpoint=f"{stack.emulator}/eventgrid/api/events",
+        eventgrid_key="bench-key",
     )
 
 

@@ -2,9 +2,13 @@
 
 ``new_event`` adds an ``Event`` to a move's partition (same entity-group transaction as the move
 record, see ``StateStore.save_move``). ``publish`` sends pending ones as CloudEvents 1.0 to
-``IDMOVE_EVENTGRID_ENDPOINT``: per partition it first *claims* the rows (``ClaimedAt``, ETag-guarded,
-so of several workers publishing after their steps only one sends a row), sends, then marks them
-published. A failed send gives the claim back; a claim older than ``CLAIM_LEASE_SECONDS`` (its
+``IDMOVE_EVENTGRID_ENDPOINT``. A row is born claimed by the thread that writes it (``ClaimedAt`` in the
+same transaction, ``StateStore.claim_on_write``), and that thread sends it once its step is done
+(``publish_written``: one send and one marking transaction per move, no query): until 2026-12-01
+every step ended with a query for every unsent row of the table, and all instances raced to claim
+the same rows, ~46 storage transactions per move in a 60-identity decommission. The timer's sweep
+(``publish``) sends what a writer left: per partition it first *claims* the rows (ETag-guarded, so
+of several sweepers only one sends a row), sends, then marks them published. A failed send gives the claim back; a claim older than ``CLAIM_LEASE_SECONDS`` (its
 publisher died between send and mark) may be claimed again -- the one case that sends an event
 twice. Unsent rows are retried on the next call (after each step and from the timer trigger). Event
 ids are ``{move id}/event|{seq}``: stable across retries, so consumers can de-duplicate.
@@ -54,6 +58,50 @@ def claimable(entity: Any, now: datetime) -> bool:
     return not at or (now - datetime.fromisoformat(at)).total_seconds() >= CLAIM_LEASE_SECONDS
 
 
+def publish_written(
+    store: StateStore,
+    clients: AzureClients,
+    entities: list[Any],
+    crashpoint: Callable[[str], None] | None = None,
+) -> int:
+    """Send the outbox rows this thread wrote itself (born claimed, ``StateStore.claim_on_write``):
+    per partition one send and one transaction marking them published -- no query, no claim. A
+    failed send gives the claim back, so the timer's sweep (``publish``) sends them at its next
+    run; a writer that dies first leaves them claimed, and the sweep sends them once the claim is
+    older than ``CLAIM_LEASE_SECONDS``."""
+    client = clients.eventgrid()
+    if client is None or not entities:
+        return 0
+    by_partition: dict[str, list[Any]] = defaultdict(list)
+    for entity in entities:
+        by_partition[entity["PartitionKey"]].append(entity)
+    sent = 0
+    for partition, written in by_partition.items():
+        events = [_cloud_event(store, partition, e) for e in written]
+        try:
+            client.send(events)
+        except AzureError as exc:
+            log.warning("publishing %d events of %s failed: %s", len(events), partition, type(exc).__name__)
+            store.release_events(written)
+            continue
+        if crashpoint is not None:
+            crashpoint("outbox:after-send")
+        store.mark_published(written)
+        sent += len(events)
+    return sent
+
+
+def _cloud_event(store: StateStore, partition: str, e: Any) -> CloudEvent[Any]:
+    return CloudEvent(
+        source=SOURCE,
+        type=e["Type"],
+        data=store.event_data(e),  # chunked rows too (a large decommission summary)
+        subject=subject_for(partition),
+        id=f"{partition}/{e['RowKey']}",
+        time=datetime.fromisoformat(e["Time"]),
+    )
+
+
 def publish(
     store: StateStore,
     clients: AzureClients,
@@ -77,17 +125,7 @@ def publish(
         entities = store.claim_events(pending, now.isoformat())
         if not entities:
             continue  # another publisher is sending them
-        events = [
-            CloudEvent(
-                source=SOURCE,
-                type=e["Type"],
-                data=store.event_data(e),  # chunked rows too (a large decommission summary)
-                subject=subject_for(partition),
-                id=f"{partition}/{e['RowKey']}",
-                time=datetime.fromisoformat(e["Time"]),
-            )
-            for e in entities
-        ]
+        events = [_cloud_event(store, partition, e) for e in entities]
         try:
             client.send(events)
         except AzureError as exc:  # given back: the next publish retries it

@@ -99,6 +99,7 @@ class MoveService:
         # whose points are exactly those a move's steps pass through (shared/crashpoints.py)
         self.outbox_crashpoint: Callable[[str], None] = no_crash
         self.store = StateStore(settings.storage, settings.table_prefix, stats)
+        self.store.claim_on_write = bool(settings.eventgrid_endpoint)
         self.stats = self.store.stats
         self.queue = WorkQueue(settings.storage, settings.queue_name, self.stats)
         self._clients = clients
@@ -477,11 +478,14 @@ class MoveService:
         return outbox.publish(self.store, self.clients(), self.clock(), self.outbox_crashpoint)
 
     def _publish_quietly(self) -> None:
+        """Send the outbox rows this thread wrote (``outbox.publish_written``); what it cannot send
+        the timer's sweep (``publish_outbox``) sends."""
         if not self.settings.eventgrid_endpoint:
             return
+        written = self.store.take_written()
         try:
-            self.publish_outbox()
-        except AzureError as exc:  # the timer trigger retries
+            outbox.publish_written(self.store, self.clients(), written, self.outbox_crashpoint)
+        except AzureError as exc:  # the timer trigger sends them once their claim is old
             log.warning("outbox publish failed: %s", type(exc).__name__)
 
     def resume_stalled(self, older_than_seconds: float = 600) -> int:

@@ -33,7 +33,7 @@ import threading
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from azure.core import MatchConditions
@@ -324,6 +324,32 @@ class StateStore:
         self._created = False
         self._snapshot_lock = threading.Lock()
         self._snapshots: OrderedDict[tuple[str, int, int], str] = OrderedDict()
+        # Outbox rows born claimed by their writer (``claim_on_write``, set when events are
+        # published): the writing thread sends them itself once its step is done (``take_written``),
+        # with no query and no claim of its own; the timer's sweep takes only rows whose claim is older
+        # than the lease (a writer that died before sending).
+        self.claim_on_write = False
+        self._written = threading.local()
+
+    def _event_entities(self, events: Iterable[Event]) -> list[dict[str, Any]]:
+        entities = [event.to_entity() for event in events]
+        if self.claim_on_write:
+            now = datetime.now(UTC).isoformat()
+            for entity in entities:
+                entity["ClaimedAt"] = now
+        return entities
+
+    def _wrote(self, entities: list[dict[str, Any]]) -> None:
+        """Outbox rows this thread has just written (their transaction succeeded), to send."""
+        if self.claim_on_write and entities:
+            pending: list[dict[str, Any]] = getattr(self._written, "rows", [])
+            self._written.rows = [*pending, *entities]
+
+    def take_written(self) -> list[dict[str, Any]]:
+        """The outbox rows this thread wrote (claimed) since it last asked; the list is emptied."""
+        rows: list[dict[str, Any]] = getattr(self._written, "rows", [])
+        self._written.rows = []
+        return rows
 
     def ensure_tables(self) -> None:
         if self._created:
@@ -336,9 +362,11 @@ class StateStore:
 
     # ---- move record + outbox, atomically -------------------------------------------------
     def create_move(self, record: MoveRecord, events: Iterable[Event] = ()) -> None:
+        entities = self._event_entities(events)
         ops: list[Any] = [("create", record.to_entity())]
-        ops += [("create", event.to_entity()) for event in events]
+        ops += [("create", entity) for entity in entities]
         self._transact(ops)
+        self._wrote(entities)
 
     def save_move(self, record: MoveRecord, events: Iterable[Event] = (), items: Iterable[Item] = ()) -> None:
         """Replace the move record if unchanged since read (ETag) and add its events; raise ``Conflict``."""
@@ -348,11 +376,13 @@ class StateStore:
             "match_condition": MatchConditions.IfNotModified,
         }
         record.version += 1
+        entities = self._event_entities(events)
         ops: list[Any] = [("update", record.to_entity(), guard)]
-        ops += [("create", event.to_entity()) for event in events]
+        ops += [("create", entity) for entity in entities]
         ops += [("upsert", item.to_entity(), {"mode": UpdateMode.REPLACE}) for item in items]
         results = self._transact(ops)
         record.etag = results[0].get("etag")
+        self._wrote(entities)
 
     def _transact(self, ops: list[Any]) -> list[Any]:
         self.stats.add("table.transaction")
@@ -595,11 +625,13 @@ class StateStore:
     # ---- outbox --------------------------------------------------------------------------
     def create_move_event(self, event: Event) -> None:
         """An event with no move record (e.g. a region decommission summary); ``Conflict`` if it exists."""
+        (entity,) = self._event_entities([event])
         self.stats.add("table.create")
         try:
-            self.moves.create_entity(event.to_entity())
+            self.moves.create_entity(entity)
         except ResourceExistsError as exc:
             raise Conflict(str(exc)) from exc
+        self._wrote([entity])
 
     def create_chunked_event(self, event: Event) -> None:
         """An event whose data may outgrow a property's 64 KB (e.g. the summary of a region's
@@ -619,12 +651,14 @@ class StateStore:
         ]
         for start in range(0, len(ops), 50):  # 50 x 30,000 UTF-16 characters < 4 MiB per transaction
             self._transact(ops[start : start + 50])
-        entity = {**event.to_entity(), "Data": "", "DataChunks": len(chunks)}
+        (written,) = self._event_entities([event])
+        entity = {**written, "Data": "", "DataChunks": len(chunks)}
         self.stats.add("table.create")
         try:
             self.moves.create_entity(entity)
         except ResourceExistsError as exc:
             raise Conflict(str(exc)) from exc
+        self._wrote([entity])
 
     def event_data(self, entity: Any) -> Any:
         """An outbox row's data, also when ``create_chunked_event`` wrote it in chunks."""

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from shared import crashpoints
+from shared import crashpoints, outbox
 from shared.decommission import (
     CLAIM_SECONDS,
     STARTS_PER_MESSAGE,
@@ -242,23 +242,26 @@ def test_a_start_run_again_with_its_move_id_reads_the_move_instead_of_writing_it
 
 
 def test_the_outbox_is_published_once_per_message_not_once_per_move(
-    emulated_service: MoveService, emu: str
+    emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, data, event_id = _decommission(emulated_service, emu, 5)
     published: list[int] = []
-    publish = emulated_service.publish_outbox
+    publish = outbox.publish_written
 
-    def counting_publish() -> int:
-        published.append(1)
-        return publish()
+    def counting_publish(store: Any, clients: Any, entities: list[Any], crashpoint: Any = None) -> int:
+        published.append(len(entities))
+        return publish(store, clients, entities, crashpoint)
 
-    emulated_service.publish_outbox = counting_publish  # type: ignore[method-assign]
+    monkeypatch.setattr(outbox, "publish_written", counting_publish)
     starts = Starts(emulated_service)
     emulated_service.start_region_decommission(event_id, data)
     poller = drain(emulated_service, timeout=60, handler=starts.handle)
     assert sum(starts.counts.values()) == 5
-    # subscriptions, page, starts: one each (the handler's own publish is not a message's)
-    assert len(published) == poller.handled - 5 == 3, (len(published), poller.handled)
+    # subscriptions, page, starts: one publish each (the handler's own is not a message's); the
+    # starts message's sends the 5 moves' Started events and the summary, which it wrote itself
+    assert len(published) == poller.handled - 5 == 3, (published, poller.handled)
+    assert published[-1] == 6, published
+    assert emulated_service.publish_outbox() == 0  # the timer's sweep: nothing left
 
 
 def test_a_page_listed_again_after_it_changed_reads_its_moves_instead_of_starting_them_again(

@@ -109,6 +109,29 @@ def test_a_move_with_parallel_workers_sends_each_event_exactly_once(
     assert instances[1].publish_outbox() == 0  # the timer finds nothing left
 
 
+def test_a_step_sends_the_events_it_wrote_without_querying_the_outbox(
+    emulated_settings: Settings, emu: str
+) -> None:
+    """The rows a step writes are born claimed by it and sent by it: no step queries the table for
+    unsent rows (the timer's sweep does), and no other instance claims them meanwhile."""
+    estate: Estate = seed(clients_for(emu))
+    service = MoveService(emulated_settings)
+
+    def no_sweep() -> None:
+        raise AssertionError("a step swept the outbox")
+
+    service.store.pending_events = no_sweep  # type: ignore[assignment,method-assign]
+    move_id = service.start(move_body(estate))["id"]
+    drain(service)
+    assert service.get(move_id)["status"] == "AwaitingCommit"
+    service.commit(move_id)
+    drain(service)
+    assert service.get(move_id)["status"] == "Completed"
+    rows = service.store.events(move_id)
+    assert rows and all(e["Published"] and e.get("ClaimedAt") for e in rows)  # claimed at write, sent
+    assert delivered(emu, f"moves/{move_id}") == Counter({f"{move_id}/{e['RowKey']}": 1 for e in rows})
+
+
 def test_a_crash_between_send_and_mark_sends_those_events_once_more_at_most(
     emulated_settings: Settings, emu: str
 ) -> None:
