@@ -87,6 +87,7 @@ LEASE_SECONDS = 60.0
 # long (throttled) run goes on, fewer visits are worth more than a quicker fallback.
 POLL_SECONDS = 30.0
 WAIT_LIMIT_SECONDS = 600.0
+WINDOW = 6  # generations below the newest a member reads (its own, if older, apart)
 MAX_GENERATIONS = 2_000  # snapshots and cleanups share one series; cleanups arrive spread out
 CHUNK = 30_000  # characters per property (64 KB as UTF-16)
 PROPERTIES = 12  # chunks per row (well under 1 MB)
@@ -214,7 +215,7 @@ class FleetStore:
         not all of them: a fleet's series grows by one every couple of seconds while cleanups
         arrive, and every waiting member reads this at each visit."""
         with self._lock:
-            low = max(0, self._newest.get((fleet, kind), 0) - 2)
+            low = max(0, self._newest.get((fleet, kind), 0) - WINDOW)
         rows = self._query(
             "PartitionKey eq @pk and ((RowKey ge @lo and RowKey lt @hi ) or RowKey eq @me )",
             pk=fleet,
@@ -265,8 +266,12 @@ class FleetStore:
         self.stats.add("table.update")
         self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
-    def join(self, fleet: str, kind: str, n: int, member: str, data: dict[str, Any]) -> None:
+    def join(self, fleet: str, kind: str, n: int, member: str, data: dict[str, Any], wake: str = "") -> None:
+        """The member's row: the generation it joined, what the run needs of it, and (``wake``) the
+        handle of its waiting retry message, all in one write."""
         entity = {"PartitionKey": fleet, "RowKey": f"m|{kind}|{member}", "Gen": n, "Data": _dumps(data)}
+        if wake:
+            entity["Wake"] = wake
         self.stats.add("table.upsert")
         self._write(lambda: self.table.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
@@ -458,12 +463,33 @@ def shared_result(
             if g["Status"] == "Gathering" and _at(g["StartAt"]) - now > timedelta(seconds=0.5)
         ]
         if open_:
-            store.join(fleet, kind, max(open_), member, data)
-            continue
+            # joins as it waits: no second read of what it just read. With a wake, the join itself
+            # waits for the retry's handle (``on_scheduled``), so that one write says both; without
+            # one (or should the engine not call it back) the member joins now, or at its next visit
+            n = max(open_)
+            gathering = (_at(gens[n]["StartAt"]) - now).total_seconds()
+            if wake is None:
+                store.join(fleet, kind, n, member, data)
+            raise TransientError(
+                "FleetDiscoveryRunning",
+                f"waiting for fleet discovery {fleet} {kind} #{n}",
+                fleet,
+                max(gathering + 2.0, POLL_SECONDS) if wake is not None else max(1.0, gathering + 2.0),
+                throttled=True,
+                # the handle comes as ``join``'s ``wake``
+                on_scheduled=partial(store.join, fleet, kind, n, member, data) if wake is not None else None,
+            )
         n = max(gens, default=0) + 1
-        start_at = now + timedelta(seconds=GATHER_SECONDS.get(kind, GATHER_DEFAULT))
-        if store.create_generation(fleet, kind, n, member, start_at):
+        gather = GATHER_SECONDS.get(kind, GATHER_DEFAULT)
+        if store.create_generation(fleet, kind, n, member, now + timedelta(seconds=gather)):
             store.join(fleet, kind, n, member, data)
+            raise TransientError(  # the owner waits out its gathering; its retry runs the generation
+                "FleetDiscoveryRunning",
+                f"waiting for fleet discovery {fleet} {kind} #{n}",
+                fleet,
+                max(1.0, gather + 0.5),
+                throttled=True,
+            )
     return None
 
 

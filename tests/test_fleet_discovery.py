@@ -387,16 +387,18 @@ def test_a_member_reads_the_recent_generations_and_its_own_not_the_whole_series(
 ) -> None:
     fleet = f"f-{uuid.uuid4().hex[:8]}"
     start = datetime.now(UTC)
-    for n in range(1, 11):
+    newest = fleet_discovery.WINDOW + 6
+    for n in range(1, newest + 1):
         assert fleet_store.create_generation(fleet, "discovery", n, f"owner-{n}", start)
     fleet_store.join(fleet, "discovery", 2, "old", {})
     gens, mine = fleet_store.state(fleet, "discovery", "old")  # a fresh process: the whole series
-    assert set(gens) == set(range(1, 11)) and mine is not None and int(mine["Gen"]) == 2
-    gens, mine = fleet_store.state(fleet, "discovery", "old")  # then: from two below the newest seen
-    assert set(gens) == {2, 8, 9, 10}, sorted(gens)
-    assert fleet_store.create_generation(fleet, "discovery", 11, "owner-11", start)
+    assert set(gens) == set(range(1, newest + 1)) and mine is not None and int(mine["Gen"]) == 2
+    gens, mine = fleet_store.state(fleet, "discovery", "old")  # then: WINDOW below the newest seen
+    assert set(gens) == {2, *range(newest - fleet_discovery.WINDOW, newest + 1)}, sorted(gens)
+    assert fleet_store.create_generation(fleet, "discovery", newest + 1, "owner-new", start)
     gens, _ = fleet_store.state(fleet, "discovery", "new")
-    assert set(gens) == {8, 9, 10, 11}, sorted(gens)  # one created elsewhere meanwhile is among them
+    # one created elsewhere meanwhile is among them
+    assert set(gens) == set(range(newest - fleet_discovery.WINDOW, newest + 2)), sorted(gens)
 
 
 def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
