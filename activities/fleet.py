@@ -47,7 +47,6 @@ from activities.access.role_assignments import raw_assignment
 from shared.azure_clients import subscription_of
 from shared.context import PhaseContext
 from shared.fleet_discovery import FleetStore, Parts, shared_result
-from shared.resource_graph_quota import QUOTA
 
 BATCH = 25  # identities per Resource Graph query
 SERIES = "discovery"  # the one kind of generation snapshots and cleanups share
@@ -107,9 +106,7 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     # snapshots and cleanups join the same generations (``SERIES``): a run reads the same things for
     # both, and the fleet's Resource Graph quota is spent once for those that wait at the same time;
     # the run wakes the members waiting for it (each one's own retry message) instead of their polling
-    found: dict[str, Any] | None = shared_result(
-        store, fleet, SERIES, member, data, run, ctx.wake, QUOTA.free_at
-    )
+    found: dict[str, Any] | None = shared_result(store, fleet, SERIES, member, data, run, ctx.wake)
     if found is None or not _same_identity(found, source):
         return None
     return found

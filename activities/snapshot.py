@@ -46,7 +46,6 @@ from activities.access import KINDS, Found
 from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
 from shared.context import PhaseContext
 from shared.errors import PermanentError, TransientError
-from shared.resource_graph_quota import QUOTA
 
 MANAGEMENT_GROUP_LIMIT = 500
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
@@ -269,21 +268,13 @@ def subscriptions_from(ctx: PhaseContext, extra: list[str], visible: list[str] |
 
 
 def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str, Any]]:
-    """Every page of ``query``; what each answer says of the quota goes to ``QUOTA`` (fleet discovery
-    sizes its generations by it)."""
     rows: list[dict[str, Any]] = []
     skip_token: str | None = None
     while True:
         options = QueryRequestOptions(skip_token=skip_token, top=1000)
-        try:
-            response = clients.resource_graph().resources(
-                QueryRequest(subscriptions=subs, query=query, options=options),
-                raw_response_hook=lambda answer: QUOTA.observe(answer.http_response.headers),
-            )
-        except HttpResponseError as exc:
-            if exc.status_code == 429:
-                QUOTA.observe(getattr(exc.response, "headers", None) or {}, refused=True)
-            raise
+        response = clients.resource_graph().resources(
+            QueryRequest(subscriptions=subs, query=query, options=options)
+        )
         data = response.data
         rows += data if isinstance(data, list) else []
         skip_token = response.skip_token

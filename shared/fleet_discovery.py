@@ -397,7 +397,6 @@ def shared_result(
     data: dict[str, Any],
     run: Run,
     wake: Callable[[str], bool] | None = None,
-    not_before: Callable[[], datetime | None] | None = None,
 ) -> Any:
     """The member's result from a generation it joined (see the module docstring); ``None``: do your
     own discovery. Raises a throttled ``TransientError`` while the generation gathers or runs, and
@@ -406,10 +405,7 @@ def shared_result(
     ``wake`` (``PhaseContext.wake``): makes a waiting member's retry message visible now. With it, a
     member waiting for another's run keeps its retry's handle (the error's ``on_scheduled``) and the
     run, when Done, wakes it: members wait for the run rather than poll, their retry coming by
-    itself only after ``POLL_SECONDS``, as a fallback.
-
-    ``not_before``: when the run's query could run at the earliest (Resource Graph's quota, spent:
-    ``shared/resource_graph_quota.py``), or None; a new generation gathers at least until then."""
+    itself only after ``POLL_SECONDS``, as a fallback."""
     for _ in range(6):
         gens, mine = store.state(fleet, kind, member)
         now = _now()
@@ -485,11 +481,6 @@ def shared_result(
             )
         n = max(gens, default=0) + 1
         gather = GATHER_SECONDS.get(kind, GATHER_DEFAULT)
-        # a run that could not query before Resource Graph's quota resets gathers until then: the
-        # members that join meanwhile cost no query of their own
-        free_at = not_before() if not_before is not None else None
-        if free_at is not None:
-            gather = max(gather, (free_at - now).total_seconds() + 0.5)
         if store.create_generation(fleet, kind, n, member, now + timedelta(seconds=gather)):
             store.join(fleet, kind, n, member, data)
             raise TransientError(  # the owner waits out its gathering; its retry runs the generation

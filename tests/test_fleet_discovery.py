@@ -701,38 +701,3 @@ def test_the_engine_gives_on_scheduled_the_handle_of_its_retry_and_wake_makes_it
     assert service.get(move_id)["status"] in ("Pending", "Running")
     assert queue.get_queue_properties().approximate_message_count == 1  # its retry, waiting
     assert "could not keep the retry's handle" in caplog.text
-
-
-def test_a_generation_whose_query_must_wait_for_the_quota_gathers_until_then(fleet_store: FleetStore) -> None:
-    """Resource Graph said the quota is spent until T: a new generation gathers until T (its query
-    could not run sooner), so the members that come meanwhile join it instead of opening their own."""
-    fleet = f"f-{uuid.uuid4().hex[:8]}"
-    free_at = datetime.now(UTC) + timedelta(seconds=40)
-
-    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
-        return {m: {} for m, _ in members}
-
-    with pytest.raises(TransientError) as first:
-        shared_result(fleet_store, fleet, "discovery", "a", {}, run, None, lambda: free_at)
-    assert (first.value.retry_after or 0) >= 40  # the owner's retry comes when the quota is back
-    generation = fleet_store.table.get_entity(fleet, "g|discovery|000001")
-    assert datetime.fromisoformat(generation["StartAt"]) >= free_at
-    with pytest.raises(TransientError):  # 30 s later still gathering: joins, no generation of its own
-        shared_result(fleet_store, fleet, "discovery", "b", {}, run, None, lambda: free_at)
-    gens, mine = fleet_store.state(fleet, "discovery", "b")
-    assert set(gens) == {1} and mine is not None and int(mine["Gen"]) == 1
-
-
-def test_the_quota_is_read_from_resource_graph_answers() -> None:
-    from shared.resource_graph_quota import Quota
-
-    now = datetime(2026, 12, 1, tzinfo=UTC)
-    quota = Quota(clock=lambda: now)
-    quota.observe({"x-ms-user-quota-remaining": "3", "x-ms-user-quota-resets-after": "00:00:04"})
-    assert quota.free_at() is None
-    quota.observe({"x-ms-user-quota-remaining": "0", "x-ms-user-quota-resets-after": "00:00:04"})
-    assert quota.free_at() == now + timedelta(seconds=4)
-    quota.observe({"Retry-After": "9", "x-ms-user-quota-resets-after": "00:00:02"}, refused=True)
-    assert quota.free_at() == now + timedelta(seconds=9)
-    quota.observe({"x-ms-user-quota-remaining": "14", "x-ms-user-quota-resets-after": "00:00:05"})
-    assert quota.free_at() is None
