@@ -364,10 +364,17 @@ def refused_by_condition(rights: Rights, snapshot: dict[str, Any]) -> Iterator[d
     for a in snapshot.get("roleAssignments") or []:
         attributes = {"RoleDefinitionId": [a["roleDefinitionId"]], "PrincipalType": ["ServicePrincipal"]}
         for action in (RA_WRITE, RA_DELETE):
-            entries = rights.entries(a["scope"])
-            if entries is None or not holds(entries, action):
-                continue  # already a plain MissingPermission (or nothing to check)
-            granting = [g for g, blocks in rights.own(a["scope"]) if holds(blocks, action)]
+            if not rights.held_above(a["scope"], action):  # held above: held at the scope too
+                entries = rights.entries(a["scope"])
+                if entries is None or not holds(entries, action):
+                    continue  # already a plain MissingPermission (or nothing to check)
+            try:
+                own = rights.own(a["scope"])
+            except HttpResponseError as exc:
+                if exc.status_code == 404:
+                    continue  # the scope is gone (so is the assignment): nothing to check
+                raise
+            granting = [g for g, blocks in own if holds(blocks, action)]
             if not granting or any(not g["condition"] for g in granting):
                 continue
             try:
