@@ -192,6 +192,7 @@ class Rights:
         self._own: dict[str, list[tuple[dict[str, Any], list[dict[str, Any]]]] | None] = {}
         self._definitions: dict[str, list[dict[str, Any]]] = {}
         self._kept: set[str] = set()
+        self._unreadable: set[str] = set()  # subscriptions whose answer ``held_above`` could not read
         self.calls = 0
         self.refused: list[dict[str, Any]] = []  # reads of the mover's own rights that were refused
 
@@ -231,16 +232,23 @@ class Rights:
         too, without a read of its own (role assignments are inherited and only ever add: every entry
         the subscription's answer has, a scope inside it has as well). That answer is the one every
         move of a fleet reads anyway (kept by the process, used only to say yes); a refused or absent
-        answer says nothing here, and the scope is read as before."""
+        answer says nothing here (and is not asked again in this plan), and the scope is read as
+        before. It assumes nothing inside a subscription takes away what the subscription grants:
+        role assignments cannot; a deny assignment (a managed application, a deployment stack) can,
+        and whether the per-scope answer would have shown one is not established here -- such a
+        write then fails with ``AuthorizationFailed`` in its phase rather than in the plan."""
         sub = subscription_of(scope)
         top = f"/subscriptions/{sub}" if sub else ""
         if not top or scope.lower().rstrip("/") == top.lower():
             return False
         key = top.lower()
+        if key in self._unreadable:
+            return False
         if key not in self._entries:
             try:
                 self._entries[key] = self._remembered(top, fresh=False)
             except HttpResponseError:
+                self._unreadable.add(key)  # asked once per plan: not again for every scope in it
                 return False  # not recorded: the scope's own read reports what is refused
         entries = self._entries[key]
         return entries is not None and holds(entries, action)

@@ -410,6 +410,9 @@ class Decommissions:
         except Exception as exc:  # recorded on the identity, not lost
             log.warning("decommission %s: %s could not be started", pk, identity_id, exc_info=True)
             done = _done_row(pk, event_id, identity_id)
+            with contextlib.suppress(Exception):  # its record may have been written all the same
+                if self.store.get_move(str(done["MoveId"])) is not None:
+                    return done  # Started: the move exists and runs
             done.update(Outcome="Skipped", Reason="StartFailed", Message=str(exc)[:1000])
             return done
 

@@ -210,7 +210,7 @@ class FleetStore:
     # ---- generations and members ---------------------------------------------------------------
     def state(self, fleet: str, kind: str, member: str) -> tuple[dict[int, Any], Any]:
         """The recent generations of ``kind`` and the member's own row, in one query (and the
-        member's own generation, if older, in a second read). Recent: from two below the newest this
+        member's own generation, if older, in a second read). Recent: from ``WINDOW`` below the newest this
         process has seen -- generations are only ever added, so the newest is always among them --
         not all of them: a fleet's series grows by one every couple of seconds while cleanups
         arrive, and every waiting member reads this at each visit."""
@@ -463,21 +463,20 @@ def shared_result(
             if g["Status"] == "Gathering" and _at(g["StartAt"]) - now > timedelta(seconds=0.5)
         ]
         if open_:
-            # joins as it waits: no second read of what it just read. With a wake, the join itself
-            # waits for the retry's handle (``on_scheduled``), so that one write says both; without
-            # one (or should the engine not call it back) the member joins now, or at its next visit
+            # joins, then waits at once: no second read of what it just read. The join is written
+            # here, not with the retry's handle (``keep_wake``, a write of its own): a join that
+            # fails must reach ``lookup``'s fallback (the move discovers alone), where a callback's
+            # failure would only be logged and the move come back every 30 s without a generation
             n = max(open_)
             gathering = (_at(gens[n]["StartAt"]) - now).total_seconds()
-            if wake is None:
-                store.join(fleet, kind, n, member, data)
+            store.join(fleet, kind, n, member, data)
             raise TransientError(
                 "FleetDiscoveryRunning",
                 f"waiting for fleet discovery {fleet} {kind} #{n}",
                 fleet,
                 max(gathering + 2.0, POLL_SECONDS) if wake is not None else max(1.0, gathering + 2.0),
                 throttled=True,
-                # the handle comes as ``join``'s ``wake``
-                on_scheduled=partial(store.join, fleet, kind, n, member, data) if wake is not None else None,
+                on_scheduled=partial(store.keep_wake, fleet, kind, member) if wake is not None else None,
             )
         n = max(gens, default=0) + 1
         gather = GATHER_SECONDS.get(kind, GATHER_DEFAULT)

@@ -10,7 +10,7 @@ the same rows, ~46 storage transactions per move in a 60-identity decommission. 
 (``publish``) sends what a writer left: per partition it first *claims* the rows (ETag-guarded, so
 of several sweepers only one sends a row), sends, then marks them published. A failed send gives the claim back; a claim older than ``CLAIM_LEASE_SECONDS`` (its
 publisher died between send and mark) may be claimed again -- the one case that sends an event
-twice. Unsent rows are retried on the next call (after each step and from the timer trigger). Event
+twice. Unsent rows are sent by the timer trigger's sweep. Event
 ids are ``{move id}/event|{seq}``: stable across retries, so consumers can de-duplicate.
 
 Types: ``IdentityMover.Move.{Started, PhaseCompleted, AwaitingCommit, Completed, Failed, Canceled,
@@ -36,6 +36,7 @@ from shared.store import Event, MoveRecord, StateStore
 SOURCE = "/identity-mover"
 PREFIX = "IdentityMover.Move."
 CLAIM_LEASE_SECONDS = 120.0  # longer than a send may take (azure-core's retries included)
+OWN_SEND_SECONDS = CLAIM_LEASE_SECONDS / 2  # a writer sends its own rows only while this young
 log = logging.getLogger(__name__)
 
 
@@ -68,13 +69,20 @@ def publish_written(
     per partition one send and one transaction marking them published -- no query, no claim. A
     failed send gives the claim back, so the timer's sweep (``publish``) sends them at its next
     run; a writer that dies first leaves them claimed, and the sweep sends them once the claim is
-    older than ``CLAIM_LEASE_SECONDS``."""
+    older than ``CLAIM_LEASE_SECONDS``.
+
+    Only rows claimed less than ``OWN_SEND_SECONDS`` ago are sent here: an older claim (a long
+    chain of steps on one message, or rows an exception left on the thread) may be near the lease,
+    past which the sweep may claim and send the row too; such rows are the sweep's alone."""
     client = clients.eventgrid()
     if client is None or not entities:
         return 0
+    now = datetime.now(UTC)  # the clock that stamped them (``StateStore._event_entities``)
     by_partition: dict[str, list[Any]] = defaultdict(list)
     for entity in entities:
-        by_partition[entity["PartitionKey"]].append(entity)
+        at = str(entity.get("ClaimedAt") or "")
+        if at and (now - datetime.fromisoformat(at)).total_seconds() < OWN_SEND_SECONDS:
+            by_partition[entity["PartitionKey"]].append(entity)
     sent = 0
     for partition, written in by_partition.items():
         events = [_cloud_event(store, partition, e) for e in written]
@@ -117,9 +125,8 @@ def publish(
         return 0
     now = now or datetime.now(UTC)
     by_partition: dict[str, list[Any]] = defaultdict(list)
-    for entity in store.pending_events():
-        if claimable(entity, now):
-            by_partition[entity["PartitionKey"]].append(entity)
+    for entity in store.pending_events(keep=lambda e: claimable(e, now)):
+        by_partition[entity["PartitionKey"]].append(entity)
     sent = 0
     for partition, pending in by_partition.items():
         entities = store.claim_events(pending, now.isoformat())

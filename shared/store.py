@@ -325,9 +325,10 @@ class StateStore:
         self._snapshot_lock = threading.Lock()
         self._snapshots: OrderedDict[tuple[str, int, int], str] = OrderedDict()
         # Outbox rows born claimed by their writer (``claim_on_write``, set when events are
-        # published): the writing thread sends them itself once its step is done (``take_written``),
-        # with no query and no claim of its own; the timer's sweep takes only rows whose claim is older
-        # than the lease (a writer that died before sending).
+        # published): the writing thread sends them itself once its message or command is done
+        # (``take_written``), with no query and no claim of its own, if still young; the timer's
+        # sweep takes rows whose claim is older than the lease (a writer that died before sending,
+        # or whose rows grew too old to send: ``outbox.publish_written``).
         self.claim_on_write = False
         self._written = threading.local()
 
@@ -672,13 +673,19 @@ class StateStore:
         )
         return json.loads("".join(row["Data"] for row in sorted(rows, key=lambda r: r["RowKey"])))
 
-    def pending_events(self, limit: int = 500) -> Iterator[Any]:
+    def pending_events(self, limit: int = 500, keep: Callable[[Any], bool] = lambda e: True) -> Iterator[Any]:
+        """Unpublished outbox rows for which ``keep`` says yes, at most ``limit`` of them (rows it
+        passes over, e.g. claims still young, do not count: they must not crowd out the others)."""
         self.stats.add("table.query")
         query = "RowKey ge @lo and RowKey lt @hi and Published eq false"
         entities = self.moves.query_entities(query, parameters={"lo": "event|", "hi": "event}"})
-        for n, entity in enumerate(entities):
+        n = 0
+        for entity in entities:
+            if not keep(entity):
+                continue
             if n >= limit:
                 return
+            n += 1
             yield entity
 
     def claim_events(self, entities: list[Any], now: str) -> list[Any]:

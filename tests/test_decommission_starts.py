@@ -329,3 +329,32 @@ def test_an_identity_whose_start_fails_every_time_is_skipped_alone(
     others = {move_id_for(event_id, i) for i in sources} - {bad[0]}
     assert {s["moveId"] for s in status["started"]} == others
     assert starts.counts == Counter({m: 1 for m in others})
+
+
+def test_an_identity_whose_move_was_written_before_its_start_failed_counts_as_started(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """The start failed three deliveries running, then at the 4th wrote the move and failed anyway
+    (e.g. the answer to the record's write was lost): isolated, the identity is Started (its move
+    exists and runs), not Skipped."""
+    sources, data, event_id = _decommission(emulated_service, emu, 2)
+    starts = Starts(emulated_service)
+    flaky: list[str] = []
+
+    def written_then_failed(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+        if not flaky:
+            flaky.append(move_id)
+        if move_id != flaky[0]:
+            return starts.counting(request, move_id, who)
+        flaky.append(move_id)
+        if len(flaky) <= 4:  # deliveries 1-3: nothing written
+            raise RuntimeError("storage unavailable")
+        starts.counting(request, move_id, who)
+        raise RuntimeError("the answer was lost")
+
+    emulated_service.decommissions.start_move = written_then_failed
+    emulated_service.start_region_decommission(event_id, data)
+    drain(emulated_service, timeout=90, handler=starts.handle)
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and status["skipped"] == [], status
+    assert {s["moveId"] for s in status["started"]} == {move_id_for(event_id, i) for i in sources}

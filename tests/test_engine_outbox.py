@@ -263,3 +263,30 @@ def test_a_redelivered_decommission_event_finishes_what_the_first_delivery_began
     ]
     summaries = delivered(emu, "decommissions/")
     assert len(summaries) == 1 and set(summaries.values()) == {1}, summaries
+
+
+def test_a_writer_leaves_its_rows_to_the_sweep_once_their_claim_is_old(
+    emulated_settings: Settings, emu: str
+) -> None:
+    """A chain of steps on one message can outlast the lease: the sweep may then claim and send the
+    rows its writer still holds. The writer must not send them a second time afterwards."""
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    with httpx.Client(base_url=emu, headers={"Authorization": "Bearer t"}) as arm:
+        put_identity(arm, "rg-old-claim", "id-old-claim")
+    service = MoveService(emulated_settings)
+    publish = service._publish_quietly
+    service._publish_quietly = lambda: None  # type: ignore[method-assign]  # the chain goes on
+    body = {"sourceIdentityId": identity_path("rg-old-claim", "id-old-claim"), "targetRegion": "northeurope"}
+    move_id = service.start({**body, "dryRun": True})["id"]
+    old = (datetime.now(UTC) - timedelta(seconds=CLAIM_LEASE_SECONDS + 10)).isoformat()
+    held = service.store._written.rows
+    assert held and all(r["PartitionKey"] == move_id for r in held)
+    for row in held:  # claimed when the chain began, longer ago than the lease
+        row["ClaimedAt"] = old
+        service.store.moves.update_entity(
+            {"PartitionKey": move_id, "RowKey": row["RowKey"], "ClaimedAt": old}
+        )
+    assert MoveService(emulated_settings).publish_outbox() == len(held)  # the sweep: the lease ran out
+    service._publish_quietly = publish  # type: ignore[method-assign]
+    service._publish_quietly()  # the chain ends: its old rows are the sweep's, not sent again
+    assert delivered(emu, f"moves/{move_id}") == Counter({f"{move_id}/{r['RowKey']}": 1 for r in held})

@@ -128,3 +128,26 @@ def test_a_refused_read_names_the_action_and_the_scope() -> None:
     )
     assert graph is not None and "Application.Read.All" in graph["message"]
     assert preflight.refused_read(PermanentError("ResourceNotFound", "gone", WEB)) is None
+
+
+def test_a_subscription_whose_permissions_cannot_be_read_is_asked_once_per_plan() -> None:
+    """``held_above`` on a subscription whose answer is refused: asked once, then each scope is read
+    on its own as before, not the subscription again for every scope and action."""
+    from azure.core.exceptions import HttpResponseError
+
+    from activities.preflight import Rights
+
+    rights = Rights.__new__(Rights)
+    rights._entries, rights._kept, rights._unreadable = {}, set(), set()
+    asked: list[str] = []
+
+    def refused(scope: str, fresh: bool) -> None:
+        asked.append(scope)
+        raise HttpResponseError(message="AuthorizationFailed")
+
+    rights._remembered = refused  # type: ignore[method-assign]
+    sub = "/subscriptions/11111111-2222-3333-4444-555555555555"
+    for scope in (f"{sub}/resourceGroups/a", f"{sub}/resourceGroups/b"):
+        for action in ("Microsoft.Web/sites/write", "Microsoft.Web/sites/read"):
+            assert rights.held_above(scope, action) is False
+    assert asked == [sub]
