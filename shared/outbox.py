@@ -83,20 +83,29 @@ def publish_written(
         at = str(entity.get("ClaimedAt") or "")
         if at and (now - datetime.fromisoformat(at)).total_seconds() < OWN_SEND_SECONDS:
             by_partition[entity["PartitionKey"]].append(entity)
-    sent = 0
-    for partition, written in by_partition.items():
-        events = [_cloud_event(store, partition, e) for e in written]
-        try:
-            client.send(events)
-        except AzureError as exc:
-            log.warning("publishing %d events of %s failed: %s", len(events), partition, type(exc).__name__)
-            store.release_events(written)
-            continue
-        if crashpoint is not None:
-            crashpoint("outbox:after-send")
-        store.mark_published(written)
-        sent += len(events)
-    return sent
+    return sum(_send(store, client, p, written, crashpoint) for p, written in by_partition.items())
+
+
+def _send(
+    store: StateStore,
+    client: Any,
+    partition: str,
+    entities: list[Any],
+    crashpoint: Callable[[str], None] | None,
+) -> int:
+    """Send one partition's claimed rows, then mark them published; a failed send gives the claim
+    back (the next publish retries them). The number sent."""
+    events = [_cloud_event(store, partition, e) for e in entities]
+    try:
+        client.send(events)
+    except AzureError as exc:
+        log.warning("publishing %d events of %s failed: %s", len(events), partition, type(exc).__name__)
+        store.release_events(entities)
+        return 0
+    if crashpoint is not None:
+        crashpoint("outbox:after-send")
+    store.mark_published(entities)
+    return len(events)
 
 
 def _cloud_event(store: StateStore, partition: str, e: Any) -> CloudEvent[Any]:
@@ -130,17 +139,6 @@ def publish(
     sent = 0
     for partition, pending in by_partition.items():
         entities = store.claim_events(pending, now.isoformat())
-        if not entities:
-            continue  # another publisher is sending them
-        events = [_cloud_event(store, partition, e) for e in entities]
-        try:
-            client.send(events)
-        except AzureError as exc:  # given back: the next publish retries it
-            log.warning("publishing %d events of %s failed: %s", len(events), partition, type(exc).__name__)
-            store.release_events(entities)
-            continue
-        if crashpoint is not None:
-            crashpoint("outbox:after-send")
-        store.mark_published(entities)
-        sent += len(events)
+        if entities:  # else another publisher is sending them
+            sent += _send(store, client, partition, entities, crashpoint)
     return sent

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -192,11 +193,7 @@ def test_a_cleanup_cut_short_is_on_record_so_discard_is_refused(
             if len(done) == 3:
                 raise Crash(name)
 
-    service.crashpoint = die_at_the_third_item
-    (message,) = service.queue.client.receive_messages(visibility_timeout=300, max_messages=1)
-    with pytest.raises(Crash):
-        service.handle_message(message.content)
-    service.crashpoint = lambda name: None
+    _dies_handling_the_next_message(service, die_at_the_third_item, visibility_timeout=300)
     items = service.store.list_items(move_id, "cleanup")
     assert sum(i.status == "Done" for i in items) == 0, [(i.key, i.status) for i in items]
     record = service.store.get_move(move_id)
@@ -205,6 +202,17 @@ def test_a_cleanup_cut_short_is_on_record_so_discard_is_refused(
     with pytest.raises(MoveConflict) as refused:
         service.discard(move_id)
     assert refused.value.code == "InvalidMoveState"
+
+
+def _dies_handling_the_next_message(
+    service: MoveService, crashpoint: Callable[[str], None], visibility_timeout: int
+) -> None:
+    """The next queue message, handled by a worker that dies where ``crashpoint`` raises ``Crash``."""
+    service.crashpoint = crashpoint
+    (message,) = service.queue.client.receive_messages(visibility_timeout=visibility_timeout, max_messages=1)
+    with pytest.raises(Crash):
+        service.handle_message(message.content)
+    service.crashpoint = lambda name: None
 
 
 def _cleanup_items_of_an_older_record(service: MoveService, estate: Estate) -> str:
@@ -218,11 +226,7 @@ def _cleanup_items_of_an_older_record(service: MoveService, estate: Estate) -> s
         if name == "cleanup:after-items":
             raise Crash(name)
 
-    service.crashpoint = die_after_items
-    (message,) = service.queue.client.receive_messages(visibility_timeout=1, max_messages=1)
-    with pytest.raises(Crash):
-        service.handle_message(message.content)
-    service.crashpoint = lambda name: None
+    _dies_handling_the_next_message(service, die_after_items, visibility_timeout=1)
     record = service.store.get_move(move_id)
     assert record is not None
     entry = record.phase_entry("cleanup")

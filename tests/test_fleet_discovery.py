@@ -96,6 +96,16 @@ def _log(emu: str) -> list[dict[str, Any]]:
     return list(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
 
 
+def _assigned_scopes(emu: str, sub: str, principal: str) -> list[str]:
+    """The scopes (lower case) of the role assignments of ``principal`` in ``sub``, read as the owner."""
+    auth = httpx.get(
+        f"{emu}/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments",
+        params={**RBAC_API, "$filter": f"principalId eq '{principal}'"},
+        headers=OWNER,
+    ).json()["value"]
+    return [str(a["properties"]["scope"]).lower() for a in auth]
+
+
 def _graph_queries(log: list[dict[str, Any]]) -> int:
     return sum(
         1 for r in log if r["method"] == "POST" and GRAPH_QUERY in r["path"].lower() and r["status"] < 400
@@ -257,13 +267,8 @@ def test_cleanup_of_a_fleet_move_still_copies_access_granted_after_the_commit(
     done = service.get(moves[late_id])
     assert done["status"] == "Completed", done.get("error")
     assert [w for w in done["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
-    new_principal = done["target"]["principalId"]
-    auth = httpx.get(
-        f"{emu}/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments",
-        params={**RBAC_API, "$filter": f"principalId eq '{new_principal}'"},
-        headers=OWNER,
-    ).json()["value"]
-    assert any(a["properties"]["scope"].lower().endswith("/rg-after-commit") for a in auth), auth
+    scopes = _assigned_scopes(emu, sub, done["target"]["principalId"])
+    assert any(s.endswith("/rg-after-commit") for s in scopes), scopes
     other = service.get(next(m for i, m in moves.items() if i != late_id))
     assert other["status"] == "Completed", other.get("error")
     assert not [w for w in other["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
@@ -431,12 +436,8 @@ def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
     done = service.get(move_id)
     assert done["status"] == "Completed", done.get("error")
     assert [w for w in done["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
-    auth = httpx.get(
-        f"{emu}/subscriptions/{sub}/providers/Microsoft.Authorization/roleAssignments",
-        params={**RBAC_API, "$filter": f"principalId eq '{done['target']['principalId']}'"},
-        headers=OWNER,
-    ).json()["value"]
-    assert any(a["properties"]["scope"].lower().endswith("/rg-before-retry") for a in auth), auth
+    scopes = _assigned_scopes(emu, sub, done["target"]["principalId"])
+    assert any(s.endswith("/rg-before-retry") for s in scopes), scopes
 
 
 def test_a_snapshot_waiting_for_its_fleets_discovery_keeps_and_reads_no_progress(
