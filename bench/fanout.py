@@ -376,6 +376,8 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
                 proc.join()
     log = http.get(f"{stack.emulator}/_emulator/requests").json()[log_start:]
     http.close()
+    # the server's view of the run, beside the instances' logs, for reading a run after the fact
+    (log_dir / f"{cfg.name}-requests.json").write_text(json.dumps(log))
     return summarise(
         cfg,
         t0=t0,

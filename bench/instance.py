@@ -106,9 +106,9 @@ class CountingPoller(QueuePoller):
         super().__init__(*args, **kwargs)
         self.stats = stats
 
-    def poll_once(self, pool: Any = None) -> int:
+    def _receive(self, n: int) -> list[Any]:
         self.stats.add("poller.receive")
-        return super().poll_once(pool)
+        return super()._receive(n)
 
     def _delete(self, message: Any) -> None:
         self.stats.add("poller.delete")
@@ -166,6 +166,7 @@ def serve(spec: InstanceSpec, ready: Any, stop: Any, results: Any) -> None:
     engine_log = logging.getLogger(ENGINE_LOGGER)
     engine_log.setLevel(logging.INFO)
     engine_log.addHandler(EngineLog(observed))
+    logging.getLogger("shared.fleet_discovery").setLevel(logging.INFO)  # generations: opened, run, woken
     settings = spec.settings
     stats = StoreStats()
     limiter = (  # IDMOVE_ARM_SHARED_BUDGET: one budget per subscription for all instances

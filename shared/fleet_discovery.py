@@ -481,6 +481,7 @@ def shared_result(
         n = max(gens, default=0) + 1
         gather = GATHER_SECONDS.get(kind, GATHER_DEFAULT)
         if store.create_generation(fleet, kind, n, member, now + timedelta(seconds=gather)):
+            log.info("fleet discovery %s %s #%d: opened by %s", fleet, kind, n, member)
             store.join(fleet, kind, n, member, data)
             raise TransientError(  # the owner waits out its gathering; its retry runs the generation
                 "FleetDiscoveryRunning",
@@ -505,12 +506,31 @@ def _run(
     then Azure (``run``), then write each member's result, then Done, then wake the other members'
     waiting messages (their handles read afresh). Throttled: Paused, the reads so far kept, the
     owner goes on at its next visit (or a taker after the lease)."""
+    began = _now()
     parts = Parts(store, fleet, kind, n)
     members = parts.step("members", lambda: [list(m) for m in store.members(fleet, kind, n)])
+    log.info(
+        "fleet discovery %s %s #%d: run by %s, %d members, %d reads kept",
+        fleet,
+        kind,
+        n,
+        me,
+        len(members),
+        len(parts.done) - 1,
+    )
     try:
         results = run([(str(m), dict(d)) for m, d in members], parts)
-    except TransientError:
+    except TransientError as exc:
         store.finish(fleet, kind, n, "Paused")
+        log.info(
+            "fleet discovery %s %s #%d: paused after %.1fs (%s, retry in %.1fs)",
+            fleet,
+            kind,
+            n,
+            (_now() - began).total_seconds(),
+            exc.code,
+            exc.retry_after or 0,
+        )
         raise
     except Exception:  # e.g. a read refused: every member does its own discovery, which reports it
         log.warning("fleet discovery %s %s #%d failed", fleet, kind, n, exc_info=True)
@@ -518,6 +538,7 @@ def _run(
         return
     store.put_blobs(fleet, {f"r|{kind}|{n:06d}|{m}": results[m] for m in results})
     store.finish(fleet, kind, n, "Done")
+    log.info("fleet discovery %s %s #%d: done in %.1fs", fleet, kind, n, (_now() - began).total_seconds())
     if wake is None or all(m == me for m, _ in members):
         return
     try:
@@ -525,10 +546,20 @@ def _run(
     except Exception:
         log.warning("fleet discovery %s %s #%d: members not woken", fleet, kind, n, exc_info=True)
         return
+    woken = 0
     for m, handle in handles.items():
         if m == me:
             continue
         try:  # False: that message was delivered (it runs now) or is gone; a member not woken polls
-            wake(handle)
+            woken += bool(wake(handle))
         except Exception:
             log.warning("fleet discovery %s %s #%d: %s not woken", fleet, kind, n, m, exc_info=True)
+    log.info(
+        "fleet discovery %s %s #%d: woke %d of %d members (%d handles)",
+        fleet,
+        kind,
+        n,
+        woken,
+        len(members) - 1,
+        len(handles),
+    )
