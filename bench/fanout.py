@@ -378,6 +378,7 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
     http.close()
     # the server's view of the run, beside the instances' logs, for reading a run after the fact
     (log_dir / f"{cfg.name}-requests.json").write_text(json.dumps(log))
+    (log_dir / f"{cfg.name}-instances.json").write_text(json.dumps(instances))
     return summarise(
         cfg,
         t0=t0,
@@ -399,6 +400,16 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
             "sequential": sequential,
         },
     )
+
+
+def _saturated(instances: list[dict[str, Any]]) -> float | None:
+    samples = [
+        (n, i["poller"]["threads"])
+        for i in instances
+        for n in i["poller"].get("running", [])
+        if "threads" in i["poller"]
+    ]
+    return round(sum(n >= t for n, t in samples) / len(samples), 3) if samples else None
 
 
 def watch(settings: Settings, expected: int, timeout: float, name: str) -> tuple[list[dict[str, Any]], bool]:
@@ -614,6 +625,8 @@ def summarise(
                 sum(i["retryAfterSeconds"] for i in instances) + coordinator_observed.retry_after_seconds, 2
             ),
             "pacingWaitSeconds": round(sum(i["pacing"]["waitedSeconds"] for i in instances), 2),
+            # writes whose token was further than IDMOVE_ARM_MAX_PACING_WAIT: their step went back to the queue
+            "pacingGivenBack": sum(i["pacing"].get("givenBack", 0) for i in instances),
         },
         "topRequests": metrics.top_requests(log),
         "graph": traffic["graph"],
@@ -632,6 +645,9 @@ def summarise(
             "handlerFailures": sum(i["poller"]["failures"] for i in instances),
             "poisoned": sum(i["poller"]["poisoned"] for i in instances),
             "messagesHandled": sum(i["poller"]["handled"] for i in instances),
+            # handler threads busy, sampled each second on every instance: the share of samples with
+            # every thread busy (then the threads, not Azure's budgets, held the work back)
+            "handlersSaturatedShare": _saturated(instances),
         },
         "floor": {**floor, "wallOverFloor": round(wall / floor["seconds"], 2) if floor["seconds"] else None},
         # where the write floor's subscription left its budget unused (bench/README.md "What each number means")

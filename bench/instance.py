@@ -197,7 +197,9 @@ def serve(spec: InstanceSpec, ready: Any, stop: Any, results: Any) -> None:
     poller.start()
     poison.start()
     ready.put(spec.index)
-    stop.wait()
+    running: list[int] = []  # handlers busy, sampled each second: are the threads what binds?
+    while not stop.wait(1.0):
+        running.append(poller.running)
     poller.stop()
     poison.stop()
     results.put(
@@ -206,7 +208,17 @@ def serve(spec: InstanceSpec, ready: Any, stop: Any, results: Any) -> None:
             "storage": dict(service.stats.counts),
             "observed": dict(observed.counts),
             "retryAfterSeconds": round(observed.retry_after_seconds, 3),
-            "pacing": {"acquired": limiter.acquired, "waitedSeconds": round(limiter.waited, 3)},
-            "poller": {"handled": poller.handled, "failures": poller.failures, "poisoned": poller.poisoned},
+            "pacing": {
+                "acquired": limiter.acquired,
+                "waitedSeconds": round(limiter.waited, 3),
+                "givenBack": limiter.busy,
+            },
+            "poller": {
+                "handled": poller.handled,
+                "failures": poller.failures,
+                "poisoned": poller.poisoned,
+                "running": running,
+                "threads": poller.workers,
+            },
         }
     )

@@ -102,6 +102,7 @@ class QueuePoller:
         self.new_batch_threshold = max(0, min(self.workers - 1, threshold))
         self.name = name or queue_name
         self.handled = 0
+        self.running = 0  # messages being handled now (the host's loop)
         self.failures = 0
         self.poisoned = 0
         self._stop = threading.Event()
@@ -186,21 +187,19 @@ class QueuePoller:
         fleet discovery runs whose gathering had ended started 40-60 s late. Each fetch asks for no
         more messages than there are free threads, so a received message starts at once, under its
         lease, never waiting invisible in the pool's queue."""
-        running = 0
         changed = threading.Condition()
 
         def finished(_: object) -> None:
-            nonlocal running
             with changed:
-                running -= 1
+                self.running -= 1
                 changed.notify()
 
         with ThreadPoolExecutor(self.workers) as pool:
             while not self._stop.is_set():
                 with changed:
-                    while running > self.new_batch_threshold and not self._stop.is_set():
+                    while self.running > self.new_batch_threshold and not self._stop.is_set():
                         changed.wait(0.5)
-                    free = self.workers - running
+                    free = self.workers - self.running
                 if self._stop.is_set():
                     break
                 try:
@@ -209,7 +208,7 @@ class QueuePoller:
                     log.exception("%s: polling failed", self.name)
                     messages = []
                 with changed:
-                    running += len(messages)
+                    self.running += len(messages)
                 for message in messages:
                     pool.submit(self._process, message).add_done_callback(finished)
                 if not messages:

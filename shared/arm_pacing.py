@@ -14,7 +14,17 @@ after the ``RetryPolicy`` (a per-retry policy: every attempt is paced, retries i
   the budget is low (other processes or tools are writing too), the local bucket is lowered to match,
   so this process slows down before ARM answers 429;
 * a 429 that happens anyway is retried by azure-core's ``RetryPolicy``, which sleeps for
-  ``Retry-After`` / ``retry-after-ms`` / ``x-ms-retry-after-ms`` -- never a busy loop in the engine.
+  ``Retry-After`` / ``retry-after-ms`` / ``x-ms-retry-after-ms`` -- never a busy loop in the engine;
+* the first write of a unit of work (a step, an item: ``begin_unit``) whose token is further away
+  than ``max_wait`` seconds (``IDMOVE_ARM_MAX_PACING_WAIT``) is not waited for in the thread: the
+  request is not sent and ``WriteBudgetBusy`` (a throttled ``TransientError``, ``retry_after`` =
+  that wait) gives the step back to the queue, like a 429 with ``Retry-After`` would, the token left
+  for whoever writes first. Its later writes wait in the thread: given back halfway, a unit would
+  spend its first tokens again at every try (an item of three writes whose second token was never
+  within reach went back to the queue thousands of times). A handler thread asleep for its
+  subscription's budget runs nothing else: when every write of a fleet queued for the budget, the
+  handlers of the Function App all slept, and steps that needed no write token at all (a fleet
+  discovery run, a cleanup's deletes, which have their own budget) waited behind them for minutes.
 
 Buckets live in one ``WriteLimiter`` per process (``shared_limiter``), shared by every client and
 every move the process runs. Several processes (Functions scale-out) each pace themselves; ARM's
@@ -38,10 +48,43 @@ from typing import Any
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
 
+from shared.errors import TransientError
+
 SUBSCRIPTION_IN_URL = re.compile(r"/subscriptions/([0-9a-fA-F-]{36})(?:[/?]|$)")
 KIND_BY_METHOD = {"PUT": "writes", "PATCH": "writes", "POST": "writes", "DELETE": "deletes"}
 LOW_REMAINING = 25  # below this many remaining ARM tokens, follow ARM's count
 RESERVE = 5  # tokens left to other writers when ARM's budget is nearly spent
+
+
+_unit = threading.local()
+
+
+def begin_unit() -> None:
+    """A new unit of work starts on this thread (the engine, before each step and item): its first
+    write may be given back to the queue (``max_wait``), its later ones are waited for."""
+    _unit.wrote = False
+
+
+def _may_give_back() -> bool:
+    return not getattr(_unit, "wrote", False)
+
+
+def _wrote() -> None:
+    _unit.wrote = True
+
+
+class WriteBudgetBusy(TransientError):
+    """The subscription's write (or delete) budget has no token for ``retry_after`` seconds: the step
+    goes back to the queue for that long (throttled: no attempt counted), its request not sent."""
+
+    def __init__(self, subscription: str, kind: str, wait: float) -> None:
+        super().__init__(
+            "ArmWriteBudget",
+            f"subscription {subscription}'s ARM {kind} budget has no token for {wait:.1f}s: retried then",
+            subscription,
+            retry_after=wait,
+            throttled=True,
+        )
 
 
 @dataclass
@@ -59,9 +102,12 @@ class WriteLimiter:
         burst: float = 20.0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_wait: float | None = None,
     ) -> None:
         self.rate = max(0.01, float(rate))
         self.burst = max(1.0, float(burst))
+        self.max_wait = max_wait  # None: always wait in the thread
+        self.busy = 0  # writes given back to the queue (``WriteBudgetBusy``)
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -78,14 +124,20 @@ class WriteLimiter:
         return bucket
 
     def acquire(self, subscription: str, kind: str = "writes") -> float:
-        """Take one token, waiting until there is one; returns the seconds waited."""
+        """Take one token, waiting until there is one; returns the seconds waited. Raises
+        ``WriteBudgetBusy`` (no token taken) when that would be longer than ``max_wait``."""
         key = (subscription.lower(), kind)
         with self._lock:
             bucket = self._bucket(key, self._clock())
             bucket.tokens -= 1.0  # reserve now (may go negative): waiters queue up fairly
             wait = max(0.0, -bucket.tokens / self.rate)
+            if self.max_wait is not None and wait > self.max_wait and _may_give_back():
+                bucket.tokens += 1.0
+                self.busy += 1
+                raise WriteBudgetBusy(subscription, kind, wait)
             self.acquired += 1
             self.waited += wait
+        _wrote()
         if wait > 0:
             self._sleep(wait)
         return wait
@@ -99,16 +151,16 @@ class WriteLimiter:
             bucket.tokens = min(bucket.tokens, float(remaining - RESERVE))
 
 
-_SHARED: dict[tuple[float, float], WriteLimiter] = {}
+_SHARED: dict[tuple[float, float, float | None], WriteLimiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_limiter(rate: float, burst: float) -> WriteLimiter:
+def shared_limiter(rate: float, burst: float, max_wait: float | None = None) -> WriteLimiter:
     """The process's limiter for this rate/burst (one per process, so all moves share the budget)."""
     with _SHARED_LOCK:
-        if (rate, burst) not in _SHARED:
-            _SHARED[(rate, burst)] = WriteLimiter(rate, burst)
-        return _SHARED[(rate, burst)]
+        if (rate, burst, max_wait) not in _SHARED:
+            _SHARED[(rate, burst, max_wait)] = WriteLimiter(rate, burst, max_wait=max_wait)
+        return _SHARED[(rate, burst, max_wait)]
 
 
 def subscription_in(url: str) -> str | None:

@@ -261,7 +261,7 @@ class AzureClients:
     ) -> None:
         self.settings = settings
         self.write_limiter = write_limiter or shared_limiter(
-            settings.arm_writes_per_second, settings.arm_writes_burst
+            settings.arm_writes_per_second, settings.arm_writes_burst, settings.arm_max_pacing_wait
         )
         self.loopback = settings.credential == "emulator"
         if self.loopback:

@@ -45,6 +45,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.arm_pacing import begin_unit
 from shared.azure_clients import AzureClients
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
 from shared.errors import PermanentError, PhaseError, SourceChanged, TransientError
@@ -215,6 +216,7 @@ class Engine:
     # ---- single-step phases --------------------------------------------------------------
     def _run_single(self, move: MoveRecord, phase: Phase, ctx: PhaseContext, message: WorkMessage) -> Chain:
         try:
+            begin_unit()
             result = phase.function()(ctx)
         except TransientError as exc:
             self._retry_later(move, phase, message, exc)
@@ -464,6 +466,7 @@ class Engine:
                 self.store.save_items(marked)
                 flushed = time.monotonic()
             try:
+                begin_unit()
                 result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
             except TransientError as exc:
                 item.attempts += 0 if exc.throttled else 1

@@ -61,8 +61,11 @@ from functools import partial
 from typing import Any
 
 from azure.core.exceptions import (
+    AzureError,
     ResourceExistsError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
@@ -520,6 +523,19 @@ def _run(
     )
     try:
         results = run([(str(m), dict(d)) for m, d in members], parts)
+    except (ServiceRequestError, ServiceResponseError) as exc:
+        # the connection dropped (storage or Azure), not a refusal: paused like a throttle, resumed
+        # from its stored reads, rather than failed (every member would then discover alone)
+        with contextlib.suppress(AzureError):
+            store.finish(fleet, kind, n, "Paused")
+        log.info("fleet discovery %s %s #%d: paused, connection lost (%s)", fleet, kind, n, exc)
+        raise TransientError(
+            "FleetDiscoveryInterrupted",
+            f"fleet discovery {fleet} {kind} #{n}: {exc}",
+            fleet,
+            2.0,
+            throttled=True,
+        ) from exc
     except TransientError as exc:
         store.finish(fleet, kind, n, "Paused")
         log.info(

@@ -57,6 +57,8 @@ class Settings:
     arm_shared_budget: bool = True
     arm_shared_rate: float = 10.0
     arm_shared_burst: float = 200.0
+    # longest wait for a write token slept in a handler thread; longer: the step goes back to the queue
+    arm_max_pacing_wait: float | None = 3.0
     role_assignment_limit: int = 4000
     role_assignment_count_ttl: float = 120.0
     inline_retry_max_seconds: float = 2.0
@@ -105,9 +107,18 @@ class Settings:
             not in ("0", "false", "no"),
             arm_shared_rate=float(env.get("IDMOVE_ARM_SHARED_RATE", "10")),
             arm_shared_burst=float(env.get("IDMOVE_ARM_SHARED_BURST", "200")),
+            arm_max_pacing_wait=_max_wait(env.get("IDMOVE_ARM_MAX_PACING_WAIT", "3")),
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
             role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
             inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),
             emulator_principal_id=env.get("IDMOVE_EMULATOR_PRINCIPAL_ID", "").strip().lower()
             or EMULATOR_PRINCIPAL_ID,
         )
+
+
+def _max_wait(value: str) -> float | None:
+    """``IDMOVE_ARM_MAX_PACING_WAIT``: seconds, or ``none``/``off`` (always wait in the thread)."""
+    text = value.strip().lower()
+    if text in ("", "none", "off"):
+        return None
+    return max(0.0, float(text))

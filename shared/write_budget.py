@@ -46,7 +46,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.arm_pacing import LOW_REMAINING, RESERVE, WriteLimiter
+from shared.arm_pacing import LOW_REMAINING, RESERVE, WriteBudgetBusy, WriteLimiter, _may_give_back, _wrote
 from shared.settings import Settings
 from shared.store import StoreStats
 
@@ -148,11 +148,14 @@ class SharedWriteLimiter(WriteLimiter):
         fallback_rate: float = 8.0,
         fallback_burst: float = 20.0,
         sleep: Callable[[float], None] = time.sleep,
+        max_wait: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(fallback_rate, fallback_burst, sleep=sleep)
+        super().__init__(fallback_rate, fallback_burst, clock=clock, sleep=sleep, max_wait=max_wait)
         self.budget = budget
         self.lease = max(1, int(lease))
         self._leased: dict[tuple[str, str], int] = {}
+        self._ready: dict[tuple[str, str], float] = {}  # when the leased tokens may be spent (clock)
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self.leases = 0
 
@@ -161,27 +164,37 @@ class SharedWriteLimiter(WriteLimiter):
             return self._key_locks.setdefault(key, threading.Lock())
 
     def acquire(self, subscription: str, kind: str = "writes") -> float:
+        """A token of this process's lease, or of a new lease; the wait for it is slept outside the
+        key's lock (threads queue on the lease's ready time, not behind one another's sleep). A wait
+        longer than ``max_wait`` raises ``WriteBudgetBusy`` for a unit's first write (``begin_unit``):
+        no token is taken, and a lease just taken stays this process's, spent by whichever write
+        comes once it is ready."""
         key = (subscription.lower(), kind)
-        with self._key_lock(key):  # one lease at a time per key; the others wait for its tokens
-            if self._leased.get(key, 0) > 0:
-                self._leased[key] -= 1
+        with self._key_lock(key):  # one lease at a time per key
+            now = self._clock()
+            if self._leased.get(key, 0) <= 0:
+                try:
+                    wait = self.budget.take(key[0], kind, self.lease)
+                except AzureError:
+                    wait = None
+                if wait is None:  # storage unreachable or too contended: pace this process alone
+                    return super().acquire(subscription, kind)
                 with self._lock:
-                    self.acquired += 1
-                return 0.0
-            try:
-                wait = self.budget.take(key[0], kind, self.lease)
-            except AzureError:
-                wait = None
-            if wait is None:  # storage unreachable or too contended: pace this process alone
-                return super().acquire(subscription, kind)
+                    self.leases += 1
+                self._leased[key], self._ready[key] = self.lease, now + wait
+            wait = max(0.0, self._ready.get(key, now) - now)
+            if self.max_wait is not None and wait > self.max_wait and _may_give_back():
+                with self._lock:
+                    self.busy += 1
+                raise WriteBudgetBusy(subscription, kind, wait)
+            self._leased[key] -= 1
             with self._lock:
-                self.leases += 1
                 self.acquired += 1
                 self.waited += wait
-            if wait > 0:
-                self._sleep(wait)
-            self._leased[key] = self.lease - 1
-            return wait
+        _wrote()
+        if wait > 0:
+            self._sleep(wait)
+        return wait
 
     def observe(self, subscription: str, kind: str, remaining: int) -> None:
         if remaining >= LOW_REMAINING:
@@ -205,4 +218,5 @@ def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLi
         fallback_rate=settings.arm_writes_per_second,
         fallback_burst=settings.arm_writes_burst,
         lease=LEASE,
+        max_wait=settings.arm_max_pacing_wait,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from idmove.estate import Estate, clients_for, seed
-from shared.arm_pacing import WriteLimiter, subscription_in
+from shared.arm_pacing import WriteBudgetBusy, WriteLimiter, begin_unit, subscription_in
 from shared.azure_clients import AzureClients
 from shared.service import MoveService
 from shared.settings import Settings
@@ -45,6 +45,32 @@ def test_low_remaining_budget_from_arm_slows_the_process_down() -> None:
     assert limiter.acquire("sub-a") > 0
 
 
+def test_a_token_further_away_than_max_wait_is_not_waited_for_in_the_thread() -> None:
+    t = FakeTime()
+    slept: list[float] = []  # threads sleep side by side: the clock does not move with one
+    limiter = WriteLimiter(rate=1, burst=1, clock=t.clock, sleep=slept.append, max_wait=2)
+
+    def first_write(subscription: str = "sub-a") -> float:  # of a new step or item
+        begin_unit()
+        return limiter.acquire(subscription)
+
+    assert [first_write() for _ in range(3)] == pytest.approx([0, 1, 2])
+    with pytest.raises(WriteBudgetBusy) as busy:  # 3 s away: given back, not slept for
+        first_write()
+    assert busy.value.throttled and busy.value.retry_after == pytest.approx(3.0)
+    assert busy.value.code == "ArmWriteBudget"
+    assert limiter.busy == 1 and limiter.acquired == 3 and slept == pytest.approx([1, 2])
+    with pytest.raises(WriteBudgetBusy):  # the refused one took no token: still 3 s away
+        first_write()
+    assert first_write("sub-b") == 0  # another subscription is not held back
+    t.now = 1.0
+    assert first_write() == pytest.approx(2.0)
+    # a unit that has written waits for its next token, however far: given back now, it would
+    # spend its first tokens again at its next try
+    assert limiter.acquire("sub-a") == pytest.approx(3.0)
+    assert limiter.busy == 2 and slept[-1] == pytest.approx(3.0)
+
+
 def test_subscription_is_read_from_arm_urls() -> None:
     url = "https://management.azure.com/subscriptions/2F7C2B4E-1D3A-4C5B-9E8F-0A1B2C3D4E5F/resourceGroups/x?api-version=1"
     assert subscription_in(url) == "2f7c2b4e-1d3a-4c5b-9e8f-0a1b2c3d4e5f"
@@ -73,6 +99,27 @@ def test_paced_move_meets_no_write_throttling(emulated_settings: Settings, estat
         r for r in arm if r["method"] in WRITE_METHODS and r["path"].lower().startswith("/subscriptions/")
     ]
     assert limiter.acquired >= len(paced)  # management-group writes have no subscription budget
+    assert_no_duplicates(clients_for(emu), estate, status["target"])
+
+
+def test_a_move_whose_writes_go_back_to_the_queue_for_the_budget_completes_without_duplicates(
+    emulated_settings: Settings, estate: Estate, emu: str
+) -> None:
+    """Steps given back for their token (``WriteBudgetBusy``) come again and finish: nothing twice."""
+    limiter = WriteLimiter(rate=3, burst=2, max_wait=0.2)
+    settings = emulated_settings.with_(max_parallel_items=8)
+    service = MoveService(settings, clients=AzureClients(settings, write_limiter=limiter))
+    before = len(requests(emu))
+    status = run(service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    assert limiter.busy > 0  # some writes did go back to the queue
+    arm = [r for r in requests(emu)[before:] if "/graph/" not in r["path"] and "eventgrid" not in r["path"]]
+    paced = [
+        r
+        for r in arm
+        if r["method"] in {*WRITE_METHODS, "POST"} and r["path"].lower().startswith("/subscriptions/")
+    ]
+    assert limiter.acquired == len(paced)  # a write given back was never sent
     assert_no_duplicates(clients_for(emu), estate, status["target"])
 
 

@@ -357,6 +357,39 @@ def test_a_throttled_run_resumes_from_the_reads_it_stored(fleet_store: FleetStor
     assert reads == ["first", "second"]  # "first" was not read again
 
 
+def test_a_run_whose_connection_drops_is_paused_and_resumed_not_failed(fleet_store: FleetStore) -> None:
+    """A connection reset (Azurite under load did it in the bench) used to fail the generation, and
+    every member then discovered alone."""
+    from azure.core.exceptions import ServiceResponseError
+
+    reads: list[str] = []
+    dropped: list[bool] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        first = parts.step("first", lambda: reads.append("first") or 1)
+        if not dropped:
+            dropped.append(True)
+            raise ServiceResponseError("Connection aborted: Connection reset by peer")
+        return {m: {"first": first} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TransientError) as interrupted:
+        for _ in range(20):
+            try:
+                shared_result(fleet_store, fleet, "snapshot", "a", {}, run)
+            except TransientError as exc:
+                if exc.code != "FleetDiscoveryRunning":
+                    raise
+                import time
+
+                time.sleep(min(exc.retry_after or 1.0, 1.0))
+    assert interrupted.value.code == "FleetDiscoveryInterrupted" and interrupted.value.throttled
+    gens, _ = fleet_store.state(fleet, "snapshot", "a")
+    assert gens[max(gens)]["Status"] == "Paused"
+    assert _until_done(fleet_store, fleet, "a", run) == {"first": 1}  # not None: no discovering alone
+    assert reads == ["first"]
+
+
 def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writes_again(
     engine_settings: Settings,
 ) -> None:

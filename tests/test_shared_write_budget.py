@@ -11,6 +11,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 from azure.mgmt.resource.resources.models import ResourceGroup
 
 from shared.azure_clients import AzureClients
@@ -71,3 +72,33 @@ def test_the_setting_puts_the_shared_budget_into_the_service_clients(storage_con
     assert isinstance(MoveService(settings).clients().write_limiter, SharedWriteLimiter)
     plain = MoveService(settings.with_(arm_shared_budget=False)).clients().write_limiter
     assert isinstance(plain, WriteLimiter) and not isinstance(plain, SharedWriteLimiter)
+
+
+def test_a_lease_further_away_than_max_wait_is_kept_and_its_writes_go_back_to_the_queue(
+    storage_connection_string: str,
+) -> None:
+    from shared.arm_pacing import WriteBudgetBusy, begin_unit
+    from tests.test_engine_pacing import FakeTime
+
+    settings = make_settings(storage_connection_string)
+    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    t = FakeTime()
+    budget = SharedBudget(table, StoreStats(), rate=1, burst=2, wall=lambda: 1_000_000 + t.now)
+    limiter = SharedWriteLimiter(budget, lease=2, clock=t.clock, sleep=t.sleep, max_wait=1.5)
+    subscription = str(uuid.uuid4())
+
+    def first_write() -> float:  # of a new step or item
+        begin_unit()
+        return limiter.acquire(subscription)
+
+    assert [first_write(), first_write()] == [0, 0]  # the first lease
+    with pytest.raises(WriteBudgetBusy) as busy:  # the second lease is 2 s away: taken, not waited for
+        first_write()
+    assert busy.value.retry_after == pytest.approx(2.0)
+    with pytest.raises(WriteBudgetBusy):  # the same lease: no third one taken meanwhile
+        first_write()
+    assert limiter.leases == 2 and limiter.busy == 2
+    t.now = 0.5
+    assert first_write() == pytest.approx(1.5)  # within max_wait: slept (the fake clock moves on)
+    assert first_write() == 0  # the lease's second token, ready now
+    assert limiter.leases == 2 and limiter.acquired == 4
