@@ -36,6 +36,7 @@ import hashlib
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -137,7 +138,7 @@ def discover(
         # same predicates, case-insensitive, on the projected text, over the rows of every batch
         needles = sorted({k.candidate_needle[0] for k in KINDS if k.candidate_needle})
         shared = [f"({k.candidates})" for k in KINDS if k.candidates and not k.candidate_needle]
-        found: list[dict[str, Any]] = []
+        queries: dict[str, Callable[[], Any]] = {}
         for start in range(0, len(members), BATCH):
             batch = members[start : start + BATCH]
             predicates = [
@@ -163,7 +164,8 @@ def discover(
                 + "".join(f", n{i} = {e}" for i, e in enumerate(needles))
                 + " | order by id asc"
             )
-            found += parts.step(f"rows|{start}", partial(_query, clients, scope, query))
+            queries[f"rows|{start}"] = partial(_query, clients, scope, query)
+        found = [row for answer in parts.steps(queries).values() for row in answer]  # side by side
         # every batch's copy of a row is tested (a throttled run may read its batches minutes apart,
         # and a resource may change in between): a member gets a row if any copy meets its predicate
         rows = sorted(found, key=lambda r: str(r.get("id")))
@@ -182,10 +184,10 @@ def discover(
             results[m]["rows"] = list(uses.values())
             results[m]["candidates"] = list(mine.values())
         principals = {str(d["principalId"]).lower() for _, d in members}
-        listed: dict[str, list[dict[str, Any]]] = {}
-        for sub in scope:
-            read = partial(_assignments, ctx, sub, principals, count)
-            listed[sub] = parts.step(f"roleAssignments|{sub}", read)
+        lists = parts.steps(  # one listing per subscription, side by side (each has its own budget)
+            {f"roleAssignments|{sub}": partial(_assignments, ctx, sub, principals, count) for sub in scope}
+        )
+        listed: dict[str, list[dict[str, Any]]] = {sub: lists[f"roleAssignments|{sub}"] for sub in scope}
     except HttpResponseError as exc:
         raise classify(exc, "fleet discovery") from exc
     for m, d in members:

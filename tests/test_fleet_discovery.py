@@ -390,6 +390,30 @@ def test_a_run_whose_connection_drops_is_paused_and_resumed_not_failed(fleet_sto
     assert reads == ["first"]
 
 
+def test_a_runs_independent_reads_go_side_by_side_and_a_throttle_keeps_those_that_finished(
+    fleet_store: FleetStore,
+) -> None:
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    together = threading.Barrier(3, timeout=10)  # each read waits for the other two: only side by side
+    reads: list[str] = []
+
+    def read(name: str, throttled: bool = False) -> Any:
+        reads.append(name)
+        together.wait()
+        if throttled:
+            raise TransientError("RateLimiting", "Resource Graph said 429", None, 1.0, throttled=True)
+        return {"of": name}
+
+    parts = Parts(fleet_store, fleet, "discovery", 1)
+    with pytest.raises(TransientError):
+        parts.steps({"a": lambda: read("a"), "b": lambda: read("b"), "c": lambda: read("c", throttled=True)})
+    resumed = Parts(fleet_store, fleet, "discovery", 1)  # the run's next visit: a and b were kept
+    assert sorted(resumed.done) == ["a", "b"]
+    again = resumed.steps({"a": lambda: read("a"), "b": lambda: read("b"), "c": lambda: {"of": "c"}})
+    assert again == {"a": {"of": "a"}, "b": {"of": "b"}, "c": {"of": "c"}}
+    assert sorted(reads) == ["a", "b", "c"]  # nothing read twice
+
+
 def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writes_again(
     engine_settings: Settings,
 ) -> None:
