@@ -19,10 +19,13 @@ partition / row                             what
                                             (``Gen``), with what the run needs of it (``Data``) and
                                             the handle of its waiting retry message (``Wake``)
 ``{fleet}`` / ``p|{kind}|{n}|{step}|…``     a finished read of a run (resumed after a throttle)
-``{fleet}`` / ``r|{kind}|{n}|{member}|…``   a member's result
+``{fleet}`` / ``r|{kind}|{n}|{member}|…``   a member's result too big for its member row (below)
 ==========================================  ===========================================================
 
 Values larger than a property (64 KB) are JSON split over properties and rows (``put_blobs``).
+A member's result is merged into its own row (``ResultGen`` and properties ``R00``…, ``put_results``)
+when it fits there, as it nearly always does: the member's state query, which it makes anyway,
+then brings it along, and no query of its own is needed to read it.
 
 The rule (``shared_result``): a member gets data only from a generation whose member list held it
 when the run read that list, and the run reads Azure only after that. So the data was read after
@@ -348,6 +351,46 @@ class FleetStore:
         self.stats.add("table.transaction")
         self._write(lambda: self.table.submit_transaction(ops))
 
+    def put_results(self, fleet: str, kind: str, n: int, results: dict[str, Any]) -> None:
+        """Each member's result of generation ``n``, merged into its member row (``ResultGen`` = n,
+        JSON over ``R00``…), in as few transactions as fit (the rows share their partition); one too
+        big for a row goes to ``r|{kind}|{n}|{member}`` blob rows and its row says so (``ResultRows``)."""
+        merges: list[dict[str, Any]] = []
+        big: dict[str, Any] = {}
+        for member, value in results.items():
+            text = _dumps(value)
+            entity: dict[str, Any] = {"PartitionKey": fleet, "RowKey": f"m|{kind}|{member}", "ResultGen": n}
+            if len(text) > CHUNK * PROPERTIES:
+                big[f"r|{kind}|{n:06d}|{member}"] = value
+                entity["ResultRows"] = True
+            else:
+                for i in range(0, max(1, len(text)), CHUNK):
+                    entity[f"R{i // CHUNK:02d}"] = text[i : i + CHUNK]
+            merges.append(entity)
+        if big:
+            self.put_blobs(fleet, big)  # before the rows that point to them
+        ops: list[Any] = []
+        size = 0
+        for entity in merges:
+            weight = len(_dumps(entity))
+            if ops and (len(ops) == BATCH or size + weight > TRANSACTION_CHARACTERS):
+                self._submit(ops)
+                ops, size = [], 0
+            ops.append(("upsert", entity, {"mode": UpdateMode.MERGE}))
+            size += weight
+        if ops:
+            self._submit(ops)
+
+    def result_of(self, fleet: str, kind: str, n: int, row: Any) -> Any:
+        """The member's result of generation ``n`` from its row (read by ``state``), or from its blob
+        rows; None: there is none for ``n`` (an older layout, or not written yet)."""
+        member = str(row["RowKey"]).removeprefix(f"m|{kind}|")
+        if row.get("ResultGen") != n:
+            return self.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")  # results before put_results
+        if row.get("ResultRows"):
+            return self.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")
+        return json.loads("".join(str(row.get(f"R{i:02d}") or "") for i in range(PROPERTIES)))
+
     def get_blob(self, fleet: str, name: str) -> Any:
         rows = self._query(
             "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi", pk=fleet, lo=f"{name}|", hi=f"{name}}}"
@@ -448,7 +491,7 @@ def shared_result(
             status = joined["Status"]
             n = int(mine["Gen"])
             if status == "Done":
-                result = store.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")
+                result = store.result_of(fleet, kind, n, mine)
                 if result is not None:
                     return result
             elif status in ("Gathering", "Running", "Paused"):
@@ -581,7 +624,7 @@ def _run(
         log.warning("fleet discovery %s %s #%d failed", fleet, kind, n, exc_info=True)
         store.finish(fleet, kind, n, "Failed")
         return
-    store.put_blobs(fleet, {f"r|{kind}|{n:06d}|{m}": results[m] for m in results})
+    store.put_results(fleet, kind, n, results)
     store.finish(fleet, kind, n, "Done")
     log.info("fleet discovery %s %s #%d: done in %.1fs", fleet, kind, n, (_now() - began).total_seconds())
     if wake is None or all(m == me for m, _ in members):

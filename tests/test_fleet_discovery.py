@@ -414,6 +414,38 @@ def test_a_runs_independent_reads_go_side_by_side_and_a_throttle_keeps_those_tha
     assert sorted(reads) == ["a", "b", "c"]  # nothing read twice
 
 
+def test_a_members_result_comes_with_its_state_query_and_one_too_big_for_its_row_from_blob_rows(
+    fleet_store: FleetStore,
+) -> None:
+    import collections
+
+    big = {"rows": ["x" * 1000] * 400}  # ~400 KB of JSON: more than a member row holds
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        return {m: (big if m == "b" else {"for": m}) for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    threads = [threading.Thread(target=_until_done, args=(fleet_store, fleet, m, run)) for m in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    class Counted:
+        def __init__(self) -> None:
+            self.counts: collections.Counter[str] = collections.Counter()
+
+        def add(self, name: str, n: int = 1) -> None:
+            self.counts[name] += n
+
+    fleet_store.stats = counted = Counted()
+    assert shared_result(fleet_store, fleet, "snapshot", "a", {"m": "a"}, run) == {"for": "a"}
+    assert counted.counts == {"table.query": 1}  # the state query alone: the result is in the row
+    counted.counts.clear()
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {"m": "b"}, run) == big
+    assert counted.counts == {"table.query": 2}  # and the blob rows' query
+
+
 def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writes_again(
     engine_settings: Settings,
 ) -> None:
