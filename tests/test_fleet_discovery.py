@@ -446,6 +446,35 @@ def test_a_members_result_comes_with_its_state_query_and_one_too_big_for_its_row
     assert counted.counts == {"table.query": 2}  # and the blob rows' query
 
 
+def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(fleet_store: FleetStore) -> None:
+    """No retry on the queue for the owner (it came 30-50 s late behind steps waiting for their write
+    budget): its one visit gathers, runs and answers, with the members that joined meanwhile."""
+    runs: list[list[str]] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        runs.append([m for m, _ in members])
+        return {m: {"for": m} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    answers: dict[str, Any] = {}
+    owner = threading.Thread(
+        target=lambda: answers.update(a=shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
+    )
+    owner.start()
+    for _ in range(100):  # the generation is open: b joins it while a waits
+        gens, _ = fleet_store.state(fleet, "snapshot", "b")
+        if gens:
+            break
+        threading.Event().wait(0.02)
+    with pytest.raises(TransientError) as b_waits:
+        shared_result(fleet_store, fleet, "snapshot", "b", {}, run)
+    assert b_waits.value.code == "FleetDiscoveryRunning"
+    owner.join()
+    assert answers == {"a": {"for": "a"}}  # answered in the one visit, no TransientError
+    assert runs == [["a", "b"]]
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b"}
+
+
 def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writes_again(
     engine_settings: Settings,
 ) -> None:
@@ -583,8 +612,12 @@ class Clock:
 
 @pytest.fixture
 def fleet_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """Fake time for the tests that follow the owner's wait on the queue (a gathering longer than
+    ``INLINE_GATHER``); ``test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it``
+    follows the in-thread one."""
     clock = Clock()
     monkeypatch.setattr(fleet_discovery, "_now", clock)
+    monkeypatch.setattr(fleet_discovery, "INLINE_GATHER", 0.0)
     return clock
 
 
