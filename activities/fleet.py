@@ -82,7 +82,7 @@ def lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, An
 
 def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, Any] | None:
     store = store_for(ctx)
-    fleet = store.fleet_of(ctx.move_id)
+    fleet = ctx.fleet or store.fleet_of(ctx.move_id)  # named by the move's start, else its link
     if fleet is None:
         return None
     # a member is this step of this move in this round: a retry after a blocked plan, cleanup again

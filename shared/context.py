@@ -51,6 +51,9 @@ class PhaseContext:
     plan: dict[str, Any] = field(default_factory=dict)  # the move's stored plan (cleanup compares with it)
     stats: Any = None  # the engine's StoreStats: a phase's own storage (fleet discovery) counts there too
     epoch: int = 0  # the step's round: a command that runs the phase afresh (retry, ...) starts a new one
+    # the region decommission (fleet) the move belongs to, from its start's audit entry (its event);
+    # None: a move started by HTTP, or a record that does not say (fleet discovery asks its link then)
+    fleet: str | None = None
     # Makes a step's delayed retry message visible now, given the handle the engine passed to a
     # ``TransientError``'s ``on_scheduled`` (``WorkQueue.wake``); False when that message was already
     # delivered or deleted. E.g. fleet discovery wakes the moves waiting for its run when it is done,

@@ -210,6 +210,7 @@ class Engine:
             plan=dict(move.plan or {}),
             stats=self.store.stats,
             epoch=message.epoch,
+            fleet=_fleet_of(move),
             wake=self.queue.wake,
         )
 
@@ -722,3 +723,14 @@ def _error(exc: PhaseError, suffix: str = "") -> dict[str, Any]:
 def _new_generation() -> int:
     """A snapshot generation no other run of the step will pick (its rows: ``snap{n}|…``)."""
     return random.getrandbits(31) | 1
+
+
+def _fleet_of(move: MoveRecord) -> str | None:
+    """The decommission a move was started by (``shared/decommission.py`` names the fleet after its
+    event, and its moves' start audit entry carries that event's id): fleet discovery needs no
+    lookup of the move's link."""
+    from shared.decommission import partition_for
+
+    start = next((a for a in move.audit or [] if a.get("command") == "start"), None)
+    event_id = (start or {}).get("eventId")
+    return partition_for(str(event_id)) if event_id else None

@@ -175,11 +175,13 @@ def test_a_decommission_discovers_once_per_subscription_and_snapshots_equal_per_
 
     # each identity moved alone first (dry runs: per-move discovery, nothing written)
     alone: dict[str, dict[str, Any]] = {}
+    started_alone: list[str] = []
     before = len(_log(emu))
     for identity_id in identities:
         status = service.start({"sourceIdentityId": identity_id, "targetRegion": TARGET, "dryRun": True})
         drain(service, timeout=60)
         alone[identity_id] = _snapshot(service, status["id"])
+        started_alone.append(status["id"])
     per_move = _log(emu)[before:]
     principals = {i["properties"]["principalId"].lower() for i in identities.values()}
     assert _graph_queries(per_move) == 2 * len(identities)
@@ -199,6 +201,16 @@ def test_a_decommission_discovers_once_per_subscription_and_snapshots_equal_per_
         assert _snapshot(service, move_id_for(event_id, identity_id)) == snapshot
         assert len(snapshot["roleAssignments"]) == 2 and len(snapshot["attachments"]) == 1, snapshot
         assert snapshot["appSettings"] and snapshot["appSettings"][0]["appSettings"] == ["AZURE_CLIENT_ID"]
+    # the engine names each move's fleet from its start (no link lookup): the same as its link
+    from shared.engine import _fleet_of
+
+    links = FleetStore.for_settings(service.settings)
+    for identity_id in identities:
+        move = service.store.get_move(move_id_for(event_id, identity_id))
+        assert move is not None and _fleet_of(move) == links.fleet_of(move.id) is not None
+    for move_id in started_alone:  # moves started by HTTP belong to no fleet
+        move = service.store.get_move(move_id)
+        assert move is not None and _fleet_of(move) is None
 
 
 def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
