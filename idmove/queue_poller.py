@@ -189,10 +189,12 @@ class QueuePoller:
         lease, never waiting invisible in the pool's queue."""
         changed = threading.Condition()
 
-        def finished(_: object) -> None:
+        def finished(future: Any) -> None:
             with changed:
                 self.running -= 1
                 changed.notify()
+            if future.exception() is not None:  # _process's own failures (its delete, the poison send)
+                log.error("%s: handling a message failed", self.name, exc_info=future.exception())
 
         with ThreadPoolExecutor(self.workers) as pool:
             while not self._stop.is_set():
@@ -218,7 +220,7 @@ class QueuePoller:
         pages = self.queue.receive_messages(
             messages_per_page=max(1, n), visibility_timeout=self.visibility_timeout
         ).by_page()
-        return list(next(pages, []))[:n]
+        return list(next(pages, []))  # at most n: messages_per_page
 
     def stop(self) -> None:
         self._stop.set()

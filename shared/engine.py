@@ -105,6 +105,9 @@ class Engine:
             move, message = chained  # the next phase's step, claimed by this message in that save
 
     def _step(self, move: MoveRecord, message: WorkMessage) -> Chain:
+        # a new unit of work on this thread (a chained phase too): its first write may go back to the
+        # queue, whatever the thread's last unit wrote (each item begins its own as well)
+        begin_unit()
         if move.status not in (Status.PENDING, Status.RUNNING) or move.phase != message.phase:
             log.info("stale message for %s/%s: acknowledged", message.move_id, message.phase)
             return None

@@ -366,12 +366,20 @@ class FleetStore:
         big: dict[str, Any] = {}
         for member, value in results.items():
             text = _dumps(value)
-            entity: dict[str, Any] = {"PartitionKey": fleet, "RowKey": f"m|{kind}|{member}", "ResultGen": n}
-            if len(text) > CHUNK * PROPERTIES:
+            # every property of a result, each time: a merge keeps what it does not name, so a
+            # shorter result written over a longer one (two runs of one generation) would leave the
+            # longer one's last chunks behind
+            entity: dict[str, Any] = {
+                "PartitionKey": fleet,
+                "RowKey": f"m|{kind}|{member}",
+                "ResultGen": n,
+                "ResultRows": len(text) > CHUNK * PROPERTIES,
+                **{f"R{i:02d}": "" for i in range(PROPERTIES)},
+            }
+            if entity["ResultRows"]:
                 big[f"r|{kind}|{n:06d}|{member}"] = value
-                entity["ResultRows"] = True
             else:
-                for i in range(0, max(1, len(text)), CHUNK):
+                for i in range(0, len(text), CHUNK):
                     entity[f"R{i // CHUNK:02d}"] = text[i : i + CHUNK]
             merges.append(entity)
         if big:
@@ -396,7 +404,10 @@ class FleetStore:
             return self.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")  # results before put_results
         if row.get("ResultRows"):
             return self.get_blob(fleet, f"r|{kind}|{n:06d}|{member}")
-        return json.loads("".join(str(row.get(f"R{i:02d}") or "") for i in range(PROPERTIES)))
+        try:
+            return json.loads("".join(str(row.get(f"R{i:02d}") or "") for i in range(PROPERTIES)))
+        except ValueError:  # not whole: none (the member reads its row again, or joins a newer run)
+            return None
 
     def get_blob(self, fleet: str, name: str) -> Any:
         rows = self._query(
@@ -439,9 +450,9 @@ class Parts:
     def steps(self, reads: dict[str, Callable[[], Any]]) -> dict[str, Any]:
         """``step`` for independent reads, up to ``WIDTH`` side by side (each Resource Graph batch, each
         subscription's role assignments: one after the other they made a generation's run last
-        ~13 s in the 300x10 bench, every member waiting). Each is stored as it finishes; if any
-        raises, the others still end and are kept, then the error is raised (a refusal before a
-        throttle: it decides whether the run fails or pauses)."""
+        ~13 s in the 300x10 bench, every member waiting). Each is stored as it finishes, with a
+        heartbeat; if any raises, the others still end and are kept, then an error is raised: one
+        that is not a ``TransientError`` first (the run fails rather than pauses on it)."""
         pending = {name: read for name, read in reads.items() if name not in self.done}
         if len(pending) <= 1:
             return {name: self.step(name, read) for name, read in reads.items()}
@@ -450,6 +461,7 @@ class Parts:
         def one(name: str, read: Callable[[], Any]) -> None:
             value = read()
             self.store.put_blobs(self.fleet, {self.prefix + name: value})
+            self.store.beat(self.fleet, self.kind, self.n)  # each stored read is the run's heartbeat
             with lock:
                 self.done[name] = value
 
@@ -457,8 +469,6 @@ class Parts:
             errors = [
                 e for e in (f.exception() for f in [pool.submit(one, *p) for p in pending.items()]) if e
             ]
-        if len(errors) < len(pending):
-            self.store.beat(self.fleet, self.kind, self.n)
         if errors:
             raise next((e for e in errors if not isinstance(e, TransientError)), errors[0])
         return {name: self.done[name] for name in reads}
@@ -500,6 +510,14 @@ def shared_result(
             n = int(mine["Gen"])
             if status == "Done":
                 result = store.result_of(fleet, kind, n, mine)
+                if result is None and mine.get("ResultGen") != n:
+                    # the member row may have been read before the run merged the results into it
+                    # and the generation after its Done (``state`` reads an old one apart): once more
+                    with contextlib.suppress(ResourceNotFoundError):
+                        store.stats.add("table.get")
+                        again = store.table.get_entity(fleet, f"m|{kind}|{member}")
+                        if int(again.get("Gen", -1)) == n:
+                            result = store.result_of(fleet, kind, n, again)
                 if result is not None:
                     return result
             elif status in ("Gathering", "Running", "Paused"):

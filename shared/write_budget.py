@@ -170,27 +170,34 @@ class SharedWriteLimiter(WriteLimiter):
         no token is taken, and a lease just taken stays this process's, spent by whichever write
         comes once it is ready."""
         key = (subscription.lower(), kind)
+        alone = False
+        wait = 0.0
         with self._key_lock(key):  # one lease at a time per key
-            now = self._clock()
             if self._leased.get(key, 0) <= 0:
                 try:
-                    wait = self.budget.take(key[0], kind, self.lease)
+                    leased = self.budget.take(key[0], kind, self.lease)
                 except AzureError:
-                    wait = None
-                if wait is None:  # storage unreachable or too contended: pace this process alone
-                    return super().acquire(subscription, kind)
+                    leased = None
+                if leased is None:
+                    alone = True
+                else:
+                    with self._lock:
+                        self.leases += 1
+                    # the wait counts from the answer, not from before the table's round trips
+                    self._leased[key], self._ready[key] = self.lease, self._clock() + leased
+            if not alone:
+                now = self._clock()
+                wait = max(0.0, self._ready.get(key, now) - now)
+                if self.max_wait is not None and wait > self.max_wait and _may_give_back():
+                    with self._lock:
+                        self.busy += 1
+                    raise WriteBudgetBusy(subscription, kind, wait)
+                self._leased[key] -= 1
                 with self._lock:
-                    self.leases += 1
-                self._leased[key], self._ready[key] = self.lease, now + wait
-            wait = max(0.0, self._ready.get(key, now) - now)
-            if self.max_wait is not None and wait > self.max_wait and _may_give_back():
-                with self._lock:
-                    self.busy += 1
-                raise WriteBudgetBusy(subscription, kind, wait)
-            self._leased[key] -= 1
-            with self._lock:
-                self.acquired += 1
-                self.waited += wait
+                    self.acquired += 1
+                    self.waited += wait
+        if alone:  # storage unreachable or too contended: pace this process alone (outside the lock)
+            return super().acquire(subscription, kind)
         _wrote()
         if wait > 0:
             self._sleep(wait)

@@ -417,8 +417,12 @@ def test_a_runs_independent_reads_go_side_by_side_and_a_throttle_keeps_those_tha
         return {"of": name}
 
     parts = Parts(fleet_store, fleet, "discovery", 1)
+    beats: list[str] = []
+    beat = fleet_store.beat
+    fleet_store.beat = lambda *args: beats.append("beat") or beat(*args)  # type: ignore[method-assign]
     with pytest.raises(TransientError):
         parts.steps({"a": lambda: read("a"), "b": lambda: read("b"), "c": lambda: read("c", throttled=True)})
+    assert beats == ["beat", "beat"]  # each stored read is a heartbeat: a long run is not taken over
     resumed = Parts(fleet_store, fleet, "discovery", 1)  # the run's next visit: a and b were kept
     assert sorted(resumed.done) == ["a", "b"]
     again = resumed.steps({"a": lambda: read("a"), "b": lambda: read("b"), "c": lambda: {"of": "c"}})
@@ -485,6 +489,19 @@ def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(fleet_s
     assert answers == {"a": {"for": "a"}}  # answered in the one visit, no TransientError
     assert runs == [["a", "b"]]
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b"}
+
+
+def test_a_shorter_result_merged_over_a_longer_one_is_read_whole(fleet_store: FleetStore) -> None:
+    """Two runs of one generation (a takeover) may both write a member's result: a merge keeps what
+    it does not name, so the shorter one must name every chunk (it left the longer one's tail, and
+    the member's step failed on the JSON at every delivery)."""
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    fleet_store.join(fleet, "snapshot", 1, "a", {})
+    longer, shorter = {"rows": ["x" * 1000] * 100}, {"rows": ["y"]}
+    fleet_store.put_results(fleet, "snapshot", 1, {"a": longer})
+    fleet_store.put_results(fleet, "snapshot", 1, {"a": shorter})
+    _, row = fleet_store.state(fleet, "snapshot", "a")
+    assert fleet_store.result_of(fleet, "snapshot", 1, row) == shorter
 
 
 def test_a_write_that_meets_table_not_found_after_another_thread_created_it_writes_again(
