@@ -266,6 +266,10 @@ def bench_settings(stack: Stack, tag: str, cfg: RunConfig | None = None) -> Sett
         # outbox's storage is part of a move's cost
         eventgrid_endpoint=f"{stack.emulator}/eventgrid/api/events",
         eventgrid_key="bench-key",
+        # the product's setting, as the environment gives it (10 s when unset; "none": always sleep)
+        arm_max_pacing_wait=Settings.from_env(
+            {"IDMOVE_ARM_MAX_PACING_WAIT": os.environ.get("IDMOVE_ARM_MAX_PACING_WAIT", "10")}
+        ).arm_max_pacing_wait,
     )
 
 

@@ -58,7 +58,7 @@ class Settings:
     arm_shared_rate: float = 10.0
     arm_shared_burst: float = 200.0
     # longest wait for a write token slept in a handler thread; longer: the step goes back to the queue
-    arm_max_pacing_wait: float | None = 3.0
+    arm_max_pacing_wait: float | None = 10.0
     role_assignment_limit: int = 4000
     role_assignment_count_ttl: float = 120.0
     inline_retry_max_seconds: float = 2.0
@@ -107,7 +107,7 @@ class Settings:
             not in ("0", "false", "no"),
             arm_shared_rate=float(env.get("IDMOVE_ARM_SHARED_RATE", "10")),
             arm_shared_burst=float(env.get("IDMOVE_ARM_SHARED_BURST", "200")),
-            arm_max_pacing_wait=_max_wait(env.get("IDMOVE_ARM_MAX_PACING_WAIT", "3")),
+            arm_max_pacing_wait=_max_wait(env.get("IDMOVE_ARM_MAX_PACING_WAIT", "10")),
             role_assignment_limit=int(env.get("IDMOVE_ROLE_ASSIGNMENT_LIMIT", "4000")),
             role_assignment_count_ttl=float(env.get("IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS", "120")),
             inline_retry_max_seconds=float(env.get("IDMOVE_INLINE_RETRY_MAX_SECONDS", "2")),
