@@ -340,8 +340,8 @@ class FleetStore:
         if ops:
             self._submit(ops)
 
-    def _spread(self, rows: list[dict[str, Any]]) -> None:
-        """``rows`` in order, in as few transactions as fit."""
+    def _spread(self, rows: list[dict[str, Any]], mode: UpdateMode = UpdateMode.REPLACE) -> None:
+        """``rows`` upserted in order (``mode``), in as few transactions as fit."""
         ops: list[Any] = []
         size = 0
         for row in rows:
@@ -349,7 +349,7 @@ class FleetStore:
             if ops and (len(ops) == BATCH or size + weight > TRANSACTION_CHARACTERS):
                 self._submit(ops)
                 ops, size = [], 0
-            ops.append(("upsert", row, {"mode": UpdateMode.REPLACE}))
+            ops.append(("upsert", row, {"mode": mode}))
             size += weight
         if ops:
             self._submit(ops)
@@ -384,17 +384,7 @@ class FleetStore:
             merges.append(entity)
         if big:
             self.put_blobs(fleet, big)  # before the rows that point to them
-        ops: list[Any] = []
-        size = 0
-        for entity in merges:
-            weight = len(_dumps(entity))
-            if ops and (len(ops) == BATCH or size + weight > TRANSACTION_CHARACTERS):
-                self._submit(ops)
-                ops, size = [], 0
-            ops.append(("upsert", entity, {"mode": UpdateMode.MERGE}))
-            size += weight
-        if ops:
-            self._submit(ops)
+        self._spread(merges, UpdateMode.MERGE)
 
     def result_of(self, fleet: str, kind: str, n: int, row: Any) -> Any:
         """The member's result of generation ``n`` from its row (read by ``state``), or from its blob

@@ -315,6 +315,20 @@ def _until_done(store: FleetStore, fleet: str, member: str, run: Any) -> Any:
     raise AssertionError("never done")
 
 
+def _until_interrupted(store: FleetStore, fleet: str, member: str, run: Any) -> TransientError:
+    """``_until_done`` until the run raises something other than a wait: that error."""
+    import time
+
+    for _ in range(20):
+        try:
+            shared_result(store, fleet, "snapshot", member, {}, run)
+        except TransientError as exc:
+            if exc.code != "FleetDiscoveryRunning":
+                return exc
+            time.sleep(min(exc.retry_after or 1.0, 1.0))
+    raise AssertionError("the run was never interrupted")
+
+
 def test_members_racing_for_a_generation_share_one_run_and_duplicates_are_harmless(
     fleet_store: FleetStore,
 ) -> None:
@@ -355,16 +369,9 @@ def test_a_throttled_run_resumes_from_the_reads_it_stored(fleet_store: FleetStor
         return {m: {"sum": first + second} for m, _ in members}
 
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(TransientError):
-        for _ in range(20):  # waits out the gathering, then the run is throttled once
-            try:
-                shared_result(fleet_store, fleet, "snapshot", "a", {}, run)
-            except TransientError as exc:
-                if exc.code != "FleetDiscoveryRunning":
-                    raise
-                import time
-
-                time.sleep(min(exc.retry_after or 1.0, 1.0))
+    _until_interrupted(
+        fleet_store, fleet, "a", run
+    )  # waits out the gathering, then the run is throttled once
     assert _until_done(fleet_store, fleet, "a", run) == {"sum": 3}
     assert reads == ["first", "second"]  # "first" was not read again
 
@@ -385,17 +392,8 @@ def test_a_run_whose_connection_drops_is_paused_and_resumed_not_failed(fleet_sto
         return {m: {"first": first} for m, _ in members}
 
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
-    with pytest.raises(TransientError) as interrupted:
-        for _ in range(20):
-            try:
-                shared_result(fleet_store, fleet, "snapshot", "a", {}, run)
-            except TransientError as exc:
-                if exc.code != "FleetDiscoveryRunning":
-                    raise
-                import time
-
-                time.sleep(min(exc.retry_after or 1.0, 1.0))
-    assert interrupted.value.code == "FleetDiscoveryInterrupted" and interrupted.value.throttled
+    interrupted = _until_interrupted(fleet_store, fleet, "a", run)
+    assert interrupted.code == "FleetDiscoveryInterrupted" and interrupted.throttled
     gens, _ = fleet_store.state(fleet, "snapshot", "a")
     assert gens[max(gens)]["Status"] == "Paused"
     assert _until_done(fleet_store, fleet, "a", run) == {"first": 1}  # not None: no discovering alone
