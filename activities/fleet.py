@@ -45,9 +45,11 @@ from azure.core.exceptions import HttpResponseError
 from activities._azure import classify
 from activities.access import KINDS
 from activities.access.role_assignments import raw_assignment
-from shared.azure_clients import subscription_of
-from shared.context import PhaseContext
-from shared.fleet_discovery import FleetStore, Parts, shared_result
+from shared.azure_clients import AzureClients, subscription_of
+from shared.context import Cache, PhaseContext
+from shared.fleet_discovery import FleetStore, Parts, run_ahead, shared_result
+from shared.models import MoveRequest
+from shared.settings import Settings
 
 BATCH = 25  # identities per Resource Graph query
 SERIES = "discovery"  # the one kind of generation snapshots and cleanups share
@@ -85,21 +87,7 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     fleet = ctx.fleet or store.fleet_of(ctx.move_id)  # named by the move's start, else its link
     if fleet is None:
         return None
-    # a member is this step of this move in this round: a retry after a blocked plan, cleanup again
-    # after SourceChanged (another plan/snapshot), or a retry of a failed cleanup hours later (a new
-    # round, ctx.epoch) must not reuse what an earlier round read
-    state = hashlib.sha256(
-        json.dumps([ctx.plan, ctx.snapshot, ctx.epoch], sort_keys=True, default=str).encode()
-    )
-    member = f"{ctx.move_id}|{kind}|{state.hexdigest()[:16]}"
-    request = ctx.request
-    mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
-    data = {
-        "id": source["id"],
-        "principalId": source["principalId"],
-        "clientId": source["clientId"],
-        "subscriptions": sorted({request.identity.subscription_id.lower(), *(s for s in mapped if s)}),
-    }
+    member, data = member_of(ctx, source, kind)
 
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
         return discover(ctx, members, parts, count=True)
@@ -111,6 +99,57 @@ def _lookup(ctx: PhaseContext, source: dict[str, Any], kind: str) -> dict[str, A
     if found is None or not _same_identity(found, source):
         return None
     return found
+
+
+def member_of(ctx: PhaseContext, source: dict[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+    """The member this step of this move is, and what a run needs of it. A member is this step of this
+    move in this round: a retry after a blocked plan, cleanup again after SourceChanged (another
+    plan/snapshot), or a retry of a failed cleanup hours later (a new round, ctx.epoch) must not
+    reuse what an earlier round read."""
+    state = hashlib.sha256(
+        json.dumps([ctx.plan, ctx.snapshot, ctx.epoch], sort_keys=True, default=str).encode()
+    )
+    request = ctx.request
+    mapped = [subscription_of(i) for i in [*request.resource_map, *request.resource_map.values()]]
+    data = {
+        "id": source["id"],
+        "principalId": source["principalId"],
+        "clientId": source["clientId"],
+        "subscriptions": sorted({request.identity.subscription_id.lower(), *(s for s in mapped if s)}),
+    }
+    return f"{ctx.move_id}|{kind}|{state.hexdigest()[:16]}", data
+
+
+def ahead(
+    clients: AzureClients,
+    settings: Settings,
+    stats: Any,
+    cache: Cache,
+    fleet: str,
+    moves: list[tuple[str, MoveRequest, dict[str, Any]]],
+) -> int | None:
+    """The first snapshots' share of fleet discovery, run by a decommission's ``starts`` message before
+    it starts its moves (``shared_result``'s ``run_ahead``): ``moves`` are (move id, request, the
+    identity as ARM listed it: ``id``, ``principalId``, ``clientId``). Each move's first snapshot is
+    the member its ``lookup`` will name (a new move: no plan, no snapshot, round 0), so it finds its
+    result at its first visit. The generation's number, or None (none opened: the moves join one the
+    usual way). Raises what a run raises other than a throttle (the caller goes on without it)."""
+    contexts = [
+        PhaseContext(
+            clients=clients, settings=settings, move_id=m, request=r, cache=cache, stats=stats, fleet=fleet
+        )
+        for m, r, _ in moves
+    ]
+    if not contexts:
+        return None
+    members = [
+        member_of(ctx, source, "snapshot") for ctx, (_, _, source) in zip(contexts, moves, strict=True)
+    ]
+
+    def run(listed: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        return discover(contexts[0], listed, parts, count=True)
+
+    return run_ahead(store_for(contexts[0]), fleet, SERIES, members, run)
 
 
 def _same_identity(found: dict[str, Any], source: dict[str, Any]) -> bool:

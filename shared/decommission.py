@@ -85,7 +85,7 @@ from shared.fleet_discovery import FleetStore
 from shared.models import MoveRequest, RegionDecommissionRequest
 from shared.settings import Settings
 from shared.storage import merge_if_unchanged
-from shared.store import Conflict, Event, StateStore
+from shared.store import Conflict, Event, SharedCache, StateStore
 from shared.work_queue import WorkQueue
 
 log = logging.getLogger(__name__)
@@ -98,9 +98,11 @@ ISOLATE_FROM = 4  # from this delivery of a ``starts`` message on, one identity'
 # identities per ``starts`` message: their ``done|`` rows, the message's ``pending|start|`` row deleted
 # and its ``ran|`` row written are ONE transaction (98 + 2 = BATCH operations)
 STARTS_PER_MESSAGE = BATCH - 2
-# identity ids per ``starts`` message, in characters of JSON: 98 ids of ARM's longest (~350 characters)
-# are ~35,000; the queue takes 64 KB after base64 (x 4/3), so a body stays under ~50 KB
-STARTS_MAX_CHARS = 36_000
+# identity ids per ``starts`` message, in characters of JSON, each with its principal and client ids
+# (``principals``, ``PRINCIPAL_CHARS``): 98 ids of ARM's longest (~350 characters) are ~41,000; the
+# queue takes 64 KB after base64 (x 4/3), so a body stays under ~55 KB
+STARTS_MAX_CHARS = 42_000
+PRINCIPAL_CHARS = 67  # ``"<64 hex digits>",``: an identity's entry in ``principals`` (``_pair``)
 
 # MoveService._start: (request, move id, who asked -- recorded in the move's audit)
 StartMove = Callable[[MoveRequest, str, dict[str, Any]], dict[str, Any]]
@@ -137,13 +139,31 @@ def chunk_identities(identities: list[str]) -> list[list[str]]:
     groups: list[list[str]] = []
     size = 0
     for identity_id in identities:
-        cost = len(json.dumps(identity_id)) + 1
+        cost = len(json.dumps(identity_id)) + 1 + PRINCIPAL_CHARS
         if not groups or len(groups[-1]) >= STARTS_PER_MESSAGE or size + cost > STARTS_MAX_CHARS:
             groups.append([])
             size = 0
         groups[-1].append(identity_id)
         size += cost
     return groups
+
+
+def _pair(principal_id: Any, client_id: Any) -> str:
+    """An identity's principal and client ids in a ``starts`` message: 64 hex digits ("" if unknown)."""
+    try:
+        return uuid.UUID(str(principal_id)).hex + uuid.UUID(str(client_id)).hex
+    except ValueError:
+        return ""
+
+
+def _unpair(pair: Any) -> tuple[str, str] | None:
+    text = str(pair or "")
+    if len(text) != 64:
+        return None
+    try:
+        return str(uuid.UUID(text[:32])), str(uuid.UUID(text[32:]))
+    except ValueError:
+        return None
 
 
 def _unique(identities: list[Any]) -> list[str]:
@@ -196,6 +216,9 @@ class Decommissions:
         self.clock = clock
         self.crashpoint: Callable[[str], None] = no_crash
         self._fleet: FleetStore | None = None
+        # ``starts`` runs its moves' first discovery before starting them (``_discover_ahead``); off:
+        # every snapshot joins and waits for a generation (as cleanups and late snapshots still do)
+        self.discover_ahead = True
 
     @property
     def fleet(self) -> FleetStore:
@@ -315,11 +338,10 @@ class Decommissions:
                 return
             raise
         next_link = pages.continuation_token
-        found = [
-            str(identity.id)
-            for identity in page
-            if (identity.location or "").replace(" ", "").lower() == region
-        ]
+        here = [i for i in page if (i.location or "").replace(" ", "").lower() == region]
+        found = [str(identity.id) for identity in here]
+        # what the ``starts`` step's discovery ahead needs of each (``activities/fleet.py`` ``ahead``)
+        principals = {str(i.id).lower(): _pair(i.principal_id, i.client_id) for i in here}
         groups = chunk_identities(_unique(found))
         # MERGE: a starts message's claim on its row stays when the page is listed again
         pending = [{"PartitionKey": pk, "RowKey": f"pending|start|{starts_key(g)}"} for g in groups]
@@ -333,6 +355,7 @@ class Decommissions:
                 "starts",
                 key=starts_key(group),
                 identities=group,
+                principals=[principals.get(i.lower(), "") for i in group],  # in the order of ``identities``
                 move=template,
                 topic=topic,
                 token=token,
@@ -381,12 +404,48 @@ class Decommissions:
         # RESUMED: an earlier run of this message (or a claimant taken over) may have started them;
         # ``again``: an earlier listing's message (other keys, if the page changed) may have
         known = state == RESUMED or bool(message.get("again"))
+        if not known and self.discover_ahead:
+            self._discover_ahead(pk, event_id, identities, message)
         for identity_id in identities:
             done.append(self._isolated(pk, event_id, identity_id, message, known, delivery))
             self.crashpoint("decommission:after-move")
         self._complete(pk, key, done)
         self.crashpoint("decommission:after-marks")
         self._check(pk, event_id)
+
+    def _discover_ahead(self, pk: str, event_id: str, identities: list[str], message: dict[str, Any]) -> None:
+        """The moves' first snapshots' fleet discovery, run here before the moves start (``activities/
+        fleet.py`` ``ahead``): each snapshot then finds its share at its first visit instead of
+        joining a generation and waiting for it. Only for moves not started before (a resumed or
+        relisted message's may have snapshots of their own already) and identities the listing gave a
+        principal for; anything that goes wrong here is logged, and the snapshots discover as before."""
+        from activities.fleet import ahead  # shared never imports activities at import time
+
+        listed, given = message["identities"], message.get("principals") or []
+        principals = (
+            {str(i).lower(): p for i, p in zip(listed, given, strict=False)}
+            if len(listed) == len(given)
+            else {}
+        )
+        moves = []
+        for identity_id in identities:
+            ids = _unpair(principals.get(identity_id.lower()))
+            if ids is None:
+                continue
+            try:
+                request = MoveRequest.parse({**message["move"], "sourceIdentityId": identity_id})
+            except ApiError:
+                continue  # its start says why
+            source = {"id": identity_id, "principalId": ids[0], "clientId": ids[1]}
+            moves.append((move_id_for(event_id, identity_id), request, source))
+        if not moves:
+            return
+        try:
+            ahead(self.clients(), self.settings, self.stats, SharedCache(self.store, self.clock), pk, moves)
+        except Exception:
+            log.warning(
+                "decommission %s: discovery ahead failed, the moves discover as usual", pk, exc_info=True
+            )
 
     def _settled(self, pk: str, event_id: str, key: str, state: str) -> None:
         """The message's identities are done: a row a later listing wrote again goes; then the

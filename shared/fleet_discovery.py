@@ -97,7 +97,18 @@ LEASE_SECONDS = 60.0
 POLL_SECONDS = 30.0
 INLINE_GATHER = 3.0  # a gathering this short is waited out in the owner's thread, which then runs it
 WAIT_LIMIT_SECONDS = 600.0
-WINDOW = 6  # generations below the newest a member reads (its own, if older, apart)
+# generations below the newest a member reads (its own, if older, apart: a read of its own). A
+# generation row is small and a query's page holds 1,000, so a wide window costs no transaction: at 6,
+# a member waiting through a long run found its own outside it ~1.2 times per move (60x1 bench)
+WINDOW = 60
+# A member uses a run ahead's answer (``run_ahead``: read before the member's step began) only this
+# long after that run began. A change made in Azure between the read and the step is then no older
+# than a change made while the step runs, which a snapshot misses just the same (cleanup's own
+# discovery reads the source again and stops at SourceChanged); a step that comes later -- a queue
+# backlog, a held message -- joins a run of its own
+AHEAD_FRESH = 120.0
+AHEAD_TRIES = 3  # ``run_ahead``: runs of a throttled generation in the ``starts`` step's thread
+AHEAD_WAIT = 6.0  # seconds of Retry-After ``run_ahead`` waits out (Resource Graph's window is 5 s)
 MAX_GENERATIONS = 2_000  # snapshots and cleanups share one series; cleanups arrive spread out
 CHUNK = 30_000  # characters per property (64 KB as UTF-16)
 PROPERTIES = 12  # chunks per row (well under 1 MB)
@@ -249,8 +260,10 @@ class FleetStore:
                 self._newest[(fleet, kind)] = max(self._newest.get((fleet, kind), 0), max(gens))
         return gens, mine
 
-    def create_generation(self, fleet: str, kind: str, n: int, owner: str, start_at: datetime) -> bool:
-        entity = {
+    def create_generation(
+        self, fleet: str, kind: str, n: int, owner: str, start_at: datetime, ahead: bool = False
+    ) -> bool:
+        entity: dict[str, Any] = {
             "PartitionKey": fleet,
             "RowKey": f"g|{kind}|{n:06d}",
             "Status": "Gathering",
@@ -258,6 +271,8 @@ class FleetStore:
             "StartAt": start_at.isoformat(),
             "Beat": start_at.isoformat(),
         }
+        if ahead:
+            entity["Ahead"] = True  # ``run_ahead``'s: its members joined before they came
         self.stats.add("table.create")
         try:
             self._write(lambda: self.table.create_entity(entity))
@@ -289,6 +304,22 @@ class FleetStore:
             entity["Wake"] = wake
         self.stats.add("table.upsert")
         self._write(lambda: self.table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def join_all(self, fleet: str, kind: str, n: int, members: list[tuple[str, dict[str, Any]]]) -> None:
+        """``join`` for many members at once (``run_ahead``): one transaction per ``BATCH`` (they share
+        their partition)."""
+        rows = [
+            {"PartitionKey": fleet, "RowKey": f"m|{kind}|{member}", "Gen": n, "Data": _dumps(data)}
+            for member, data in dict(members).items()
+        ]
+        self._spread(rows)
+
+    def generation(self, fleet: str, kind: str, n: int) -> Any:
+        self.stats.add("table.get")
+        try:
+            return self.table.get_entity(fleet, f"g|{kind}|{n:06d}")
+        except ResourceNotFoundError:
+            return None
 
     def keep_wake(self, fleet: str, kind: str, member: str, handle: str) -> None:
         """The member's waiting retry message (``Wake``): merged into its row, ``Data`` untouched."""
@@ -495,6 +526,14 @@ def shared_result(
         if gens and gens[max(gens)]["Status"] == "Failed":
             return None
         joined = gens.get(int(mine["Gen"])) if mine is not None else None
+        if (
+            joined is not None
+            and joined.get("Ahead")
+            and now - _at(joined["StartAt"]) > timedelta(seconds=AHEAD_FRESH)
+        ):
+            # a run ahead read Azure before the member's step began: its answer serves only a step
+            # that comes soon after; a later one (``AHEAD_FRESH``) joins a run of its own, below
+            joined = None
         if joined is not None:
             status = joined["Status"]
             n = int(mine["Gen"])
@@ -596,6 +635,54 @@ def shared_result(
                 throttled=True,
             )
     return None
+
+
+def run_ahead(
+    store: FleetStore,
+    fleet: str,
+    kind: str,
+    members: list[tuple[str, dict[str, Any]]],
+    run: Run,
+    tries: int = AHEAD_TRIES,
+) -> int | None:
+    """A generation whose members are known before they come (a decommission's ``starts`` message:
+    its moves' snapshots, before the moves exist), opened with all of them joined and run at once in
+    this thread. Each member then finds it Done with its result in its own row at its first visit:
+    no join, no wait, no wake (each of those visits cost ~7 storage transactions and seconds). The
+    rule holds: the run reads Azure after the member rows are written. Its owner is the first member:
+    a run left Paused (throttled past ``AHEAD_WAIT`` seconds, or ``tries`` times) is resumed by it at
+    its visit, like any other; a run cut short by a crash is taken over once it stops beating. The
+    generation's number, None when none was opened (lost races: the members join one the usual way)."""
+    if not members:
+        return None
+    owner = members[0][0]
+    gens, _ = store.state(fleet, kind, owner)
+    n = max(gens, default=0)
+    for _ in range(3):  # another fleet's step may open the same number first: the next one
+        n += 1
+        if n > MAX_GENERATIONS:
+            return None
+        if store.create_generation(fleet, kind, n, owner, _now(), ahead=True):  # no gathering
+            break
+    else:
+        return None
+    store.join_all(fleet, kind, n, members)
+    log.info("fleet discovery %s %s #%d: opened ahead, %d members", fleet, kind, n, len(members))
+    for attempt in range(tries):
+        gen = store.generation(fleet, kind, n)
+        if gen is None or gen["Status"] in ("Done", "Failed", "Running"):
+            return n  # finished, or someone else runs it
+        if not store.update_generation(gen, Status="Running", Owner=owner, Beat=_now().isoformat()):
+            return n
+        try:
+            _run(store, fleet, kind, n, run, owner, None)
+            return n
+        except TransientError as exc:
+            wait = exc.retry_after or 1.0
+            if attempt + 1 >= tries or wait > AHEAD_WAIT:
+                return n  # Paused: the owner resumes it at its visit
+            _sleep(wait)
+    return n
 
 
 def _run(

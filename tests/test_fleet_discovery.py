@@ -157,7 +157,10 @@ def _snapshot(service: MoveService, move_id: str) -> dict[str, Any]:
     return dict(service.store.load_snapshot(move.id, move.snapshot_chunks, move.snapshot_generation))
 
 
-def _decommission(service: MoveService, subs: list[str], **extra: Any) -> str:
+def _decommission(service: MoveService, subs: list[str], ahead: bool = True, **extra: Any) -> str:
+    """``ahead=False``: the ``starts`` step runs no discovery ahead, so every snapshot joins a
+    generation and waits for it (the path cleanups and late snapshots take)."""
+    service.decommissions.discover_ahead = ahead
     event_id = str(uuid.uuid4())
     data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": subs, **extra}
     service.start_region_decommission(event_id, data)
@@ -213,11 +216,58 @@ def test_a_decommission_discovers_once_per_subscription_and_snapshots_equal_per_
         assert move is not None and _fleet_of(move) is None
 
 
-def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
+def test_a_decommissions_snapshots_find_their_discovery_done_ahead_and_never_wait(
     emulated_service: MoveService, emu: str
 ) -> None:
+    """Each ``starts`` message runs its moves' first discovery before starting them: every snapshot
+    finds its share at its first visit (no step sent back to wait, no member joining a generation),
+    one Resource Graph query per ``starts`` message, and the snapshots still equal per-move ones
+    (``test_a_decommission_discovers_once_per_subscription_and_snapshots_equal_per_move_ones``)."""
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    subs = [str(uuid.uuid4()) for _ in range(2)]
+    identities = _estate(emu, subs, per_sub=3)
+    service = emulated_service
+    service.store.ensure_tables()
+    waits: list[str] = []
+    send = service.queue.send
+
+    def sending(message: WorkMessage, delay_seconds: float = 0) -> str:
+        if message.phase == "snapshot" and delay_seconds > 0:
+            waits.append(message.move_id)
+        return send(message, delay_seconds)
+
+    service.queue.send = sending  # type: ignore[method-assign]
+    store = FleetStore.for_settings(service.settings)
+    before = len(_log(emu))
+    event_id = _decommission(service, subs)
+    drain(service, timeout=180, handler=snapshot_phase_only(service))
+    moves = [move_id_for(event_id, i) for i in identities]
+    assert all(service.get(m)["status"] == "AwaitingCommit" for m in moves)
+    assert waits == []
+    assert _graph_queries(_log(emu)[before:]) == len(subs)  # one per starts message (one per page here)
+    fleet = store.fleet_of(moves[0])
+    rows = list(
+        store.table.query_entities(f"PartitionKey eq '{fleet}' and RowKey ge 'g|' and RowKey lt 'g}}'")
+    )
+    assert len(rows) == len(subs) and all(r["Ahead"] is True and r["Status"] == "Done" for r in rows), rows
+    members = list(
+        store.table.query_entities(f"PartitionKey eq '{fleet}' and RowKey ge 'm|' and RowKey lt 'm}}'")
+    )
+    # each move's one member row, written by the starts step: none joined anything else or kept a wake
+    assert len(members) == len(identities) and {int(m["Gen"]) for m in members} == {1, 2}, members
+    assert not any(m.get("Wake") for m in members)
+    for identity_id, identity in identities.items():
+        snap = _snapshot(service, move_id_for(event_id, identity_id))
+        assert len(snap["roleAssignments"]) == 2 and len(snap["attachments"]) == 1, snap
+        assert snap["identity"]["principalId"] == identity["properties"]["principalId"]
+
+
+def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
+    emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The move's snapshot step joins a discovery that reads Azure after it joined: a discovery that ran
-    before (for the other moves) is never reused, however recent."""
+    before (for the other moves) is not reused, however recent; the starts step's run ahead only by a
+    step that comes within ``AHEAD_FRESH`` of it."""
     configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
     sub = str(uuid.uuid4())
     identities = _estate(emu, [sub], per_sub=3)
@@ -240,6 +290,9 @@ def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_start
         site = _site(arm, sub, "rg-late-app", f"web-late-{uuid.uuid4().hex[:6]}", late)
 
     before = len(_log(emu))
+    # the starts step's run ahead read Azure before the late move's step began: a step that comes
+    # later than ``AHEAD_FRESH`` after it (here: at once) joins a run of its own
+    monkeypatch.setattr(fleet_discovery, "AHEAD_FRESH", 0.0)
     service.handle_message(held[0], 1)
     drain(service, timeout=120, handler=snapshot_phase_only(service))
     snap = _snapshot(service, late_move)
@@ -460,6 +513,67 @@ def test_a_members_result_comes_with_its_state_query_and_one_too_big_for_its_row
     assert counted.counts == {"table.query": 2}  # and the blob rows' query
 
 
+def test_a_run_ahead_answers_its_members_at_their_first_visit_and_waits_out_a_short_throttle(
+    fleet_store: FleetStore,
+) -> None:
+    """``run_ahead`` (a decommission's ``starts`` step): members joined and run before they come; a
+    throttle of a few seconds is waited out in the same thread, the reads before it kept; each member
+    then gets its result at its first visit, without joining or waiting."""
+    reads: list[str] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        first = parts.step("first", lambda: reads.append("first") or 1)
+        if reads.count("throttled") == 0:
+            reads.append("throttled")
+            raise TransientError("Throttled", "Resource Graph said 429", None, 0.2, throttled=True)
+        return {m: {"for": d["m"], "first": first} for m, d in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    n = fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", [("a", {"m": "a"}), ("b", {"m": "b"})], run)
+    assert n == 1 and reads == ["first", "throttled"]  # "first" read once across the two runs
+    generation = fleet_store.generation(fleet, "snapshot", 1)
+    assert generation["Status"] == "Done" and generation["Ahead"] is True
+    for member in ("b", "a"):  # neither raises (no wait) nor runs anything
+        assert shared_result(fleet_store, fleet, "snapshot", member, {"m": member}, run) == {
+            "for": member,
+            "first": 1,
+        }
+    assert reads == ["first", "throttled"]
+
+
+def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_late_member_runs_its_own(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A throttle longer than ``AHEAD_WAIT`` leaves the run Paused (the ``starts`` step goes on to
+    start the moves): its owner, the first member, resumes it at its visit, the others wait for it.
+    A member that comes more than ``AHEAD_FRESH`` after the run began does not take its answer (read
+    before that member's step began): it joins a generation of its own."""
+    runs: list[list[str]] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        runs.append([m for m, _ in members])
+        if len(runs) == 1:
+            raise TransientError("Throttled", "Resource Graph said 429", None, 60.0, throttled=True)
+        return {m: {"for": m, "run": len(runs)} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})], run) == 1
+    assert fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Paused" and len(runs) == 1
+    with pytest.raises(TransientError) as waits:  # not the owner: waits for it
+        shared_result(fleet_store, fleet, "snapshot", "b", {}, run)
+    assert waits.value.code == "FleetDiscoveryRunning"
+    assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run) == {"for": "a", "run": 2}
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 2}
+
+    monkeypatch.setattr(fleet_discovery, "AHEAD_FRESH", 0.0)
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    runs.clear()
+    runs.append(["(the first run's throttle is spent)"])
+    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})], run) == 1
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 3}
+    assert runs[1:] == [["a", "b"], ["b"]]  # the late member's own generation, b alone
+
+
 def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(fleet_store: FleetStore) -> None:
     """No retry on the queue for the owner (it came 30-50 s late behind steps waiting for their write
     budget): its one visit gathers, runs and answers, with the members that joined meanwhile."""
@@ -618,7 +732,7 @@ def test_a_snapshot_waiting_for_its_fleets_discovery_keeps_and_reads_no_progress
     service.store.get_cached = get  # type: ignore[method-assign]
     service.store.put_cached = put  # type: ignore[method-assign]
     service.queue.send = sending  # type: ignore[method-assign]
-    event_id = _decommission(service, [sub])
+    event_id = _decommission(service, [sub], ahead=False)
     drain(service, timeout=120, handler=snapshot_phase_only(service))
     for identity_id in identities:
         assert service.get(move_id_for(event_id, identity_id))["status"] == "AwaitingCommit"
@@ -667,7 +781,7 @@ def test_a_waiting_move_is_woken_by_the_run_through_its_own_retry_message(
     service = emulated_service
     service.store.ensure_tables()
     queue = service.queue.client
-    event_id = _decommission(service, [sub])
+    event_id = _decommission(service, [sub], ahead=False)
     moves = {move_id_for(event_id, i) for i in identities}
 
     # the fleet's clock stands still: whoever comes second joins the first one's generation
