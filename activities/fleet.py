@@ -47,7 +47,7 @@ from activities.access import KINDS
 from activities.access.role_assignments import raw_assignment
 from shared.azure_clients import AzureClients, subscription_of
 from shared.context import Cache, PhaseContext
-from shared.fleet_discovery import FleetStore, Parts, run_ahead, shared_result
+from shared.fleet_discovery import FleetStore, Parts, open_ahead, run_ahead, shared_result
 from shared.models import MoveRequest
 from shared.settings import Settings
 
@@ -120,36 +120,61 @@ def member_of(ctx: PhaseContext, source: dict[str, Any], kind: str) -> tuple[str
     return f"{ctx.move_id}|{kind}|{state.hexdigest()[:16]}", data
 
 
-def ahead(
-    clients: AzureClients,
-    settings: Settings,
-    stats: Any,
-    cache: Cache,
-    fleet: str,
-    moves: list[tuple[str, MoveRequest, dict[str, Any]]],
-) -> int | None:
+class Ahead:
     """The first snapshots' share of fleet discovery, run by a decommission's ``starts`` message before
-    it starts its moves (``shared_result``'s ``run_ahead``): ``moves`` are (move id, request, the
-    identity as ARM listed it: ``id``, ``principalId``, ``clientId``). Each move's first snapshot is
-    the member its ``lookup`` will name (a new move: no plan, no snapshot, round 0), so it finds its
-    result at its first visit. The generation's number, or None (none opened: the moves join one the
-    usual way). Raises what a run raises other than a throttle (the caller goes on without it)."""
-    contexts = [
-        PhaseContext(
-            clients=clients, settings=settings, move_id=m, request=r, cache=cache, stats=stats, fleet=fleet
-        )
-        for m, r, _ in moves
-    ]
-    if not contexts:
-        return None
-    members = [
-        member_of(ctx, source, "snapshot") for ctx, (_, _, source) in zip(contexts, moves, strict=True)
-    ]
+    it starts its moves (``open_ahead``, ``run_ahead``): ``moves`` are (move id, request, the identity
+    as ARM listed it: ``id``, ``principalId``, ``clientId``). Each move's first snapshot is the member
+    its ``lookup`` will name (a new move: no plan, no snapshot, round 0), so it finds its result at
+    its first visit.
 
-    def run(listed: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
-        return discover(contexts[0], listed, parts, count=True)
+    Example::
 
-    return run_ahead(store_for(contexts[0]), fleet, SERIES, members, run)
+        ahead = Ahead(clients, settings, stats, cache, fleet, moves, queue.wake)
+        wait = ahead.run() if ahead.open() else None   # None: done (or not ours); else throttled for
+    """
+
+    def __init__(
+        self,
+        clients: AzureClients,
+        settings: Settings,
+        stats: Any,
+        cache: Cache,
+        fleet: str,
+        moves: list[tuple[str, MoveRequest, dict[str, Any]]],
+        wake: Callable[[str], bool] | None = None,
+    ) -> None:
+        self.contexts = [
+            PhaseContext(
+                clients=clients,
+                settings=settings,
+                move_id=m,
+                request=r,
+                cache=cache,
+                stats=stats,
+                fleet=fleet,
+            )
+            for m, r, _ in moves
+        ]
+        self.members = [
+            member_of(ctx, source, "snapshot")
+            for ctx, (_, _, source) in zip(self.contexts, moves, strict=True)
+        ]
+        self.fleet, self.wake, self.n = fleet, wake, 0
+
+    def open(self) -> bool:
+        if not self.contexts:
+            return False
+        self.n = open_ahead(store_for(self.contexts[0]), self.fleet, SERIES, self.members) or 0
+        return bool(self.n)
+
+    def run(self) -> float | None:
+        """One run (``run_ahead``): None when it is over, else the seconds its throttle asks to wait."""
+
+        def run(listed: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+            return discover(self.contexts[0], listed, parts, count=True)
+
+        store, owner = store_for(self.contexts[0]), self.members[0][0]
+        return run_ahead(store, self.fleet, SERIES, self.n, owner, run, self.wake)
 
 
 def _same_identity(found: dict[str, Any], source: dict[str, Any]) -> bool:

@@ -65,6 +65,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -78,6 +79,7 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableTransactionError, UpdateMode
 
+from shared import fleet_discovery
 from shared.azure_clients import AzureClients
 from shared.context import no_crash
 from shared.errors import ApiError
@@ -404,22 +406,30 @@ class Decommissions:
         # RESUMED: an earlier run of this message (or a claimant taken over) may have started them;
         # ``again``: an earlier listing's message (other keys, if the page changed) may have
         known = state == RESUMED or bool(message.get("again"))
-        if not known and self.discover_ahead:
-            self._discover_ahead(pk, event_id, identities, message)
+        throttled = self._discover_ahead(pk, event_id, identities, message) if not known else None
         for identity_id in identities:
             done.append(self._isolated(pk, event_id, identity_id, message, known, delivery))
             self.crashpoint("decommission:after-move")
         self._complete(pk, key, done)
         self.crashpoint("decommission:after-marks")
         self._check(pk, event_id)
+        if throttled is not None:
+            self._finish_ahead(pk, *throttled)
 
-    def _discover_ahead(self, pk: str, event_id: str, identities: list[str], message: dict[str, Any]) -> None:
+    def _discover_ahead(
+        self, pk: str, event_id: str, identities: list[str], message: dict[str, Any]
+    ) -> tuple[Any, float] | None:
         """The moves' first snapshots' fleet discovery, run here before the moves start (``activities/
-        fleet.py`` ``ahead``): each snapshot then finds its share at its first visit instead of
+        fleet.py`` ``Ahead``): each snapshot then finds its share at its first visit instead of
         joining a generation and waiting for it. Only for moves not started before (a resumed or
         relisted message's may have snapshots of their own already) and identities the listing gave a
-        principal for; anything that goes wrong here is logged, and the snapshots discover as before."""
-        from activities.fleet import ahead  # shared never imports activities at import time
+        principal for; anything that goes wrong here is logged, and the snapshots discover as before.
+        A run throttled (Resource Graph's quota, when many ``starts`` messages run at once) is
+        returned with its Retry-After: the moves start first (their snapshots wait for the run, to be
+        woken by it), then ``_finish_ahead`` runs it again."""
+        if not self.discover_ahead:
+            return None
+        from activities.fleet import Ahead  # shared never imports activities at import time
 
         listed, given = message["identities"], message.get("principals") or []
         principals = (
@@ -439,13 +449,35 @@ class Decommissions:
             source = {"id": identity_id, "principalId": ids[0], "clientId": ids[1]}
             moves.append((move_id_for(event_id, identity_id), request, source))
         if not moves:
-            return
+            return None
         try:
-            ahead(self.clients(), self.settings, self.stats, SharedCache(self.store, self.clock), pk, moves)
+            cache = SharedCache(self.store, self.clock)
+            ahead = Ahead(self.clients(), self.settings, self.stats, cache, pk, moves, self.queue.wake)
+            wait = ahead.run() if ahead.open() else None
         except Exception:
             log.warning(
                 "decommission %s: discovery ahead failed, the moves discover as usual", pk, exc_info=True
             )
+            return None
+        return None if wait is None else (ahead, wait)
+
+    def _finish_ahead(self, pk: str, ahead: Any, wait: float) -> None:
+        """Runs a throttled discovery ahead again after its Retry-After, up to ``AHEAD_TRIES`` times while
+        the wait is at most ``AHEAD_WAIT`` (``shared/fleet_discovery.py``); past that, it stays Paused
+        for its owner (the first move's snapshot) to resume."""
+        for _ in range(fleet_discovery.AHEAD_TRIES):
+            if wait > fleet_discovery.AHEAD_WAIT:
+                log.info("decommission %s: discovery ahead left paused (retry in %.1fs)", pk, wait)
+                return
+            time.sleep(wait)
+            try:
+                again = ahead.run()
+            except Exception:
+                log.warning("decommission %s: discovery ahead failed", pk, exc_info=True)
+                return
+            if again is None:
+                return
+            wait = again
 
     def _settled(self, pk: str, event_id: str, key: str, state: str) -> None:
         """The message's identities are done: a row a later listing wrote again goes; then the

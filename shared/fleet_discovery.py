@@ -107,8 +107,14 @@ WINDOW = 60
 # discovery reads the source again and stops at SourceChanged); a step that comes later -- a queue
 # backlog, a held message -- joins a run of its own
 AHEAD_FRESH = 120.0
-AHEAD_TRIES = 3  # ``run_ahead``: runs of a throttled generation in the ``starts`` step's thread
-AHEAD_WAIT = 6.0  # seconds of Retry-After ``run_ahead`` waits out (Resource Graph's window is 5 s)
+AHEAD_OPENS = 16  # numbers ``open_ahead`` tries (a 300x10 bench's ten at once lost three races)
+AHEAD_TRIES = 3  # runs of a throttled generation ahead in the ``starts`` step's thread  # ``run_ahead``: runs of a throttled generation in the ``starts`` step's thread
+# seconds of Retry-After the ``starts`` step waits out in its thread, after starting its moves, to run
+# its generation ahead again: a decommission's ``starts`` messages all run at once, and Resource
+# Graph's quota (15 per window) refuses those past it until the window turns (5 s in Azure, 25 s in
+# the bench's slowed time). Past it, the run stays Paused for its owner's visit (which came 60-90 s
+# later in the 300x10 bench: its retry behind hundreds of queued steps)
+AHEAD_WAIT = 30.0
 MAX_GENERATIONS = 2_000  # snapshots and cleanups share one series; cleanups arrive spread out
 CHUNK = 30_000  # characters per property (64 KB as UTF-16)
 PROPERTIES = 12  # chunks per row (well under 1 MB)
@@ -291,8 +297,12 @@ class FleetStore:
         self.stats.add("table.update")
         self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
-    def finish(self, fleet: str, kind: str, n: int, status: str) -> None:
-        entity = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Status": status}
+    def finish(self, fleet: str, kind: str, n: int, status: str, resume_at: datetime | None = None) -> None:
+        """``status``; Paused with ``resume_at``: no one runs it again before then (its throttle's
+        Retry-After), its owner included."""
+        entity: dict[str, Any] = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Status": status}
+        if resume_at is not None:
+            entity["ResumeAt"] = resume_at.isoformat()
         self.stats.add("table.update")
         self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
@@ -556,6 +566,10 @@ def shared_result(
                     seconds=LEASE_SECONDS
                 )
                 gathering = (_at(joined["StartAt"]) - now).total_seconds()
+                if status == "Paused" and joined.get("ResumeAt"):
+                    # throttled: not again before its Retry-After (a run ahead's owner came at once
+                    # and spent Resource Graph's quota again, every 1-2 s, while it was still out)
+                    gathering = max(gathering, (_at(joined["ResumeAt"]) - now).total_seconds())
                 # who runs: the owner once the gathering is over or its paused run may go on, anyone
                 # once the owner has stopped beating; one claim wins (ETag), so a duplicate of the
                 # owner's message, or two takers, never run it twice at once
@@ -637,28 +651,23 @@ def shared_result(
     return None
 
 
-def run_ahead(
-    store: FleetStore,
-    fleet: str,
-    kind: str,
-    members: list[tuple[str, dict[str, Any]]],
-    run: Run,
-    tries: int = AHEAD_TRIES,
+def open_ahead(
+    store: FleetStore, fleet: str, kind: str, members: list[tuple[str, dict[str, Any]]]
 ) -> int | None:
     """A generation whose members are known before they come (a decommission's ``starts`` message:
-    its moves' snapshots, before the moves exist), opened with all of them joined and run at once in
-    this thread. Each member then finds it Done with its result in its own row at its first visit:
-    no join, no wait, no wake (each of those visits cost ~7 storage transactions and seconds). The
-    rule holds: the run reads Azure after the member rows are written. Its owner is the first member:
-    a run left Paused (throttled past ``AHEAD_WAIT`` seconds, or ``tries`` times) is resumed by it at
-    its visit, like any other; a run cut short by a crash is taken over once it stops beating. The
-    generation's number, None when none was opened (lost races: the members join one the usual way)."""
+    its moves' snapshots, before the moves exist), opened with all of them joined; ``run_ahead`` runs
+    it. Each member then finds it Done with its result in its own row at its first visit: no join, no
+    wait, no wake (each of those visits cost ~7 storage transactions and seconds). The rule holds: the
+    run reads Azure after the member rows are written. Its owner is the first member: a run left
+    Paused is resumed by it at its visit, like any other, and a run cut short by a crash is taken
+    over once it stops beating. The generation's number, None when none was opened (lost races: the
+    members join one the usual way)."""
     if not members:
         return None
     owner = members[0][0]
     gens, _ = store.state(fleet, kind, owner)
     n = max(gens, default=0)
-    for _ in range(3):  # another fleet's step may open the same number first: the next one
+    for _ in range(AHEAD_OPENS):  # another ``starts`` message may open the same number first: the next
         n += 1
         if n > MAX_GENERATIONS:
             return None
@@ -668,21 +677,31 @@ def run_ahead(
         return None
     store.join_all(fleet, kind, n, members)
     log.info("fleet discovery %s %s #%d: opened ahead, %d members", fleet, kind, n, len(members))
-    for attempt in range(tries):
-        gen = store.generation(fleet, kind, n)
-        if gen is None or gen["Status"] in ("Done", "Failed", "Running"):
-            return n  # finished, or someone else runs it
-        if not store.update_generation(gen, Status="Running", Owner=owner, Beat=_now().isoformat()):
-            return n
-        try:
-            _run(store, fleet, kind, n, run, owner, None)
-            return n
-        except TransientError as exc:
-            wait = exc.retry_after or 1.0
-            if attempt + 1 >= tries or wait > AHEAD_WAIT:
-                return n  # Paused: the owner resumes it at its visit
-            _sleep(wait)
     return n
+
+
+def run_ahead(
+    store: FleetStore,
+    fleet: str,
+    kind: str,
+    n: int,
+    owner: str,
+    run: Run,
+    wake: Callable[[str], bool] | None = None,
+) -> float | None:
+    """One run of generation ``n`` (``open_ahead``), claimed like any other. None: it is over (Done,
+    Failed, or someone else runs it); else the Retry-After of the throttle that Paused it. ``wake``:
+    members that came meanwhile wait for it (their retry's handle kept), and are woken when it is done."""
+    gen = store.generation(fleet, kind, n)
+    if gen is None or gen["Status"] in ("Done", "Failed", "Running"):
+        return None
+    if not store.update_generation(gen, Status="Running", Owner=owner, Beat=_now().isoformat()):
+        return None
+    try:
+        _run(store, fleet, kind, n, run, owner, wake)
+    except TransientError as exc:
+        return exc.retry_after or 1.0
+    return None
 
 
 def _run(
@@ -726,7 +745,7 @@ def _run(
             throttled=True,
         ) from exc
     except TransientError as exc:
-        store.finish(fleet, kind, n, "Paused")
+        store.finish(fleet, kind, n, "Paused", _now() + timedelta(seconds=exc.retry_after or 0.0))
         log.info(
             "fleet discovery %s %s #%d: paused after %.1fs (%s, retry in %.1fs)",
             fleet,

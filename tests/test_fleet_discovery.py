@@ -513,12 +513,13 @@ def test_a_members_result_comes_with_its_state_query_and_one_too_big_for_its_row
     assert counted.counts == {"table.query": 2}  # and the blob rows' query
 
 
-def test_a_run_ahead_answers_its_members_at_their_first_visit_and_waits_out_a_short_throttle(
+def test_a_run_ahead_answers_its_members_at_their_first_visit_and_resumes_after_a_throttle(
     fleet_store: FleetStore,
 ) -> None:
-    """``run_ahead`` (a decommission's ``starts`` step): members joined and run before they come; a
-    throttle of a few seconds is waited out in the same thread, the reads before it kept; each member
-    then gets its result at its first visit, without joining or waiting."""
+    """``open_ahead`` / ``run_ahead`` (a decommission's ``starts`` step): members joined and run before
+    they come. A throttled run says how long to wait and is Paused, its reads kept; run again, it
+    resumes from them. Each member then gets its result at its first visit, without joining or
+    waiting, and a member that came while it was Paused waits for it."""
     reads: list[str] = []
 
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
@@ -529,23 +530,33 @@ def test_a_run_ahead_answers_its_members_at_their_first_visit_and_waits_out_a_sh
         return {m: {"for": d["m"], "first": first} for m, d in members}
 
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
-    n = fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", [("a", {"m": "a"}), ("b", {"m": "b"})], run)
-    assert n == 1 and reads == ["first", "throttled"]  # "first" read once across the two runs
+    members = [("a", {"m": "a"}), ("b", {"m": "b"})]
+    n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", members)
+    assert n == 1
+    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) == 0.2
     generation = fleet_store.generation(fleet, "snapshot", 1)
-    assert generation["Status"] == "Done" and generation["Ahead"] is True
+    assert generation["Status"] == "Paused" and generation["Ahead"] is True
+    with pytest.raises(TransientError) as waits:  # came while it was paused: waits (a is the owner)
+        shared_result(fleet_store, fleet, "snapshot", "b", {"m": "b"}, run)
+    assert waits.value.code == "FleetDiscoveryRunning"
+    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) is None
+    assert fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Done"
+    assert reads == ["first", "throttled"]  # "first" read once across the two runs
     for member in ("b", "a"):  # neither raises (no wait) nor runs anything
         assert shared_result(fleet_store, fleet, "snapshot", member, {"m": member}, run) == {
             "for": member,
             "first": 1,
         }
     assert reads == ["first", "throttled"]
+    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) is None  # over: nothing
 
 
 def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_late_member_runs_its_own(
     fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A throttle longer than ``AHEAD_WAIT`` leaves the run Paused (the ``starts`` step goes on to
-    start the moves): its owner, the first member, resumes it at its visit, the others wait for it.
+    """A run ahead left Paused (a throttle longer than ``AHEAD_WAIT``: the ``starts`` step gives it up)
+    is resumed by its owner, the first member, at its visit once the throttle's Retry-After is over
+    (not before: that would spend the quota again); the others wait for it.
     A member that comes more than ``AHEAD_FRESH`` after the run began does not take its answer (read
     before that member's step began): it joins a generation of its own."""
     runs: list[list[str]] = []
@@ -553,15 +564,18 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
         runs.append([m for m, _ in members])
         if len(runs) == 1:
-            raise TransientError("Throttled", "Resource Graph said 429", None, 60.0, throttled=True)
+            raise TransientError("Throttled", "Resource Graph said 429", None, 0.5, throttled=True)
         return {m: {"for": m, "run": len(runs)} for m, _ in members}
 
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
-    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})], run) == 1
+    n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})])
+    assert n == 1 and fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) == 0.5
     assert fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Paused" and len(runs) == 1
-    with pytest.raises(TransientError) as waits:  # not the owner: waits for it
-        shared_result(fleet_store, fleet, "snapshot", "b", {}, run)
-    assert waits.value.code == "FleetDiscoveryRunning"
+    for member in ("b", "a"):  # b is not the owner; a is, but not before the throttle's Retry-After
+        with pytest.raises(TransientError) as waits:
+            shared_result(fleet_store, fleet, "snapshot", member, {}, run)
+        assert waits.value.code == "FleetDiscoveryRunning" and len(runs) == 1
+    time.sleep(0.6)
     assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run) == {"for": "a", "run": 2}
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 2}
 
@@ -569,7 +583,8 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
     runs.clear()
     runs.append(["(the first run's throttle is spent)"])
-    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})], run) == 1
+    n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})])
+    assert n == 1 and fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) is None
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 3}
     assert runs[1:] == [["a", "b"], ["b"]]  # the late member's own generation, b alone
 
@@ -916,6 +931,7 @@ def test_a_member_woken_before_its_generation_is_done_waits_again_with_a_new_han
     assert again.value.code == "FleetDiscoveryRunning" and again.value.on_scheduled is not None
     again.value.on_scheduled("second")
     assert fleet_store.table.get_entity(fleet, "m|snapshot|b")["Wake"] == "second"
+    fleet_clock.now += timedelta(seconds=2)  # past the throttle's Retry-After: the owner runs it again
     assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake) == {"for": "a"}
     assert woken == ["second"]
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run, wake) == {"for": "b"}
