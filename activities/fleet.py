@@ -35,8 +35,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
+import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future
 from functools import partial
 from typing import Any
 
@@ -51,7 +54,7 @@ from shared.fleet_discovery import FleetStore, Parts, open_ahead, run_ahead, sha
 from shared.models import MoveRequest
 from shared.settings import Settings
 
-BATCH = 25  # identities per Resource Graph query
+BATCH = 40  # identities per Resource Graph query (~550 characters of predicates each: ~22 KB a query)
 SERIES = "discovery"  # the one kind of generation snapshots and cleanups share
 USES_COLUMNS = ("id", "name", "type", "location", "resourceGroup", "subscriptionId")
 CANDIDATE_COLUMNS = (*USES_COLUMNS, "issuer")
@@ -188,6 +191,7 @@ def discover(
     from activities.snapshot import ARG_QUERY, _query, subscriptions_from  # no cycle at import
 
     clients = ctx.clients
+    since = time.monotonic()  # after the members joined: a listing begun since serves this run too
     try:
         visible = parts.step("visible", lambda: _visible(ctx))
         subs = {m: subscriptions_from(ctx, d["subscriptions"], visible) for m, d in members}
@@ -249,7 +253,10 @@ def discover(
             results[m]["candidates"] = list(mine.values())
         principals = {str(d["principalId"]).lower() for _, d in members}
         lists = parts.steps(  # one listing per subscription, side by side (each has its own budget)
-            {f"roleAssignments|{sub}": partial(_assignments, ctx, sub, principals, count) for sub in scope}
+            {
+                f"roleAssignments|{sub}": partial(_assignments, ctx, sub, principals, count, since)
+                for sub in scope
+            }
         )
         listed: dict[str, list[dict[str, Any]]] = {sub: lists[f"roleAssignments|{sub}"] for sub in scope}
     except HttpResponseError as exc:
@@ -290,14 +297,60 @@ def _uses(row: dict[str, Any], d: dict[str, Any]) -> bool:
     return ident in identity or ident in properties or client in properties
 
 
-def _assignments(ctx: PhaseContext, sub: str, principals: set[str], count: bool) -> list[dict[str, Any]]:
+def _assignments(
+    ctx: PhaseContext, sub: str, principals: set[str], count: bool, since: float | None = None
+) -> list[dict[str, Any]]:
     """Every role assignment listed for ``sub`` once; those of ``principals`` kept. The subscription's own
-    count (assignments made in it) goes to ``ctx.cache`` like snapshot's headroom check counts it."""
-    kept, made_here = [], 0
-    for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription():
-        made_here += subscription_of(str(ra.scope)) == sub
-        if str(ra.principal_id or "").lower() in principals:
-            kept.append(raw_assignment(ra, sub))
+    count (assignments made in it) goes to ``ctx.cache`` like snapshot's headroom check counts it.
+    ``since`` (the run's start, ``time.monotonic``): a listing of this process that began after it
+    serves this run too (``_listing``)."""
+    listed, made_here = _listing(ctx, sub, since)
+    kept = [ra for ra in listed if ra["principalId"].lower() in principals]
     if count:
         ctx.cache.put(f"roleAssignmentCount|{sub}", made_here)
     return kept
+
+
+# A subscription's role assignments as one run of this process listed them, for runs that run beside
+# it: a decommission's ``starts`` messages run their discovery ahead all at once, each listing every
+# visible subscription (an identity may hold a role anywhere), 10 x 10 listings at once in the 300x10
+# bench, which ARM's read budget refused (20 read 429s, first writes 20 s late). A run uses a listing
+# that began after the run did (so read after its members joined: ``shared_result``'s rule), waiting
+# for it if it is still going; otherwise it lists afresh.
+_listings: dict[tuple[str, str], tuple[float, Future[tuple[list[dict[str, Any]], int]]]] = {}
+_listings_lock = threading.Lock()
+LISTINGS_KEPT = 60.0  # seconds a finished listing stays for runs that began before it
+
+
+def _listing(ctx: PhaseContext, sub: str, since: float | None) -> tuple[list[dict[str, Any]], int]:
+    """(every role assignment listed in ``sub``, how many were made in it), from a listing that began
+    after ``since``: one of this process's in flight or just done, else a new one (None: always new)."""
+    key = (ctx.settings.arm_endpoint, sub.lower())
+    now = time.monotonic()
+    with _listings_lock:
+        for k, (began, _) in list(_listings.items()):
+            if now - began > LISTINGS_KEPT:
+                del _listings[k]
+        found = _listings.get(key)
+        mine = since is None or found is None or found[0] < since
+        if mine:
+            future: Future[tuple[list[dict[str, Any]], int]] = Future()
+            if since is not None:
+                _listings[key] = (now, future)
+        else:
+            future = found[1]  # type: ignore[index]
+    if not mine:
+        return future.result()
+    try:
+        listed, made_here = [], 0
+        for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription():
+            made_here += subscription_of(str(ra.scope)) == sub
+            listed.append(raw_assignment(ra, sub))
+    except BaseException as exc:
+        with _listings_lock:
+            if _listings.get(key, (0.0, None))[1] is future:
+                del _listings[key]  # a failed listing serves no one: the next run lists again
+        future.set_exception(exc)
+        raise
+    future.set_result((listed, made_here))
+    return listed, made_here

@@ -51,7 +51,7 @@ from shared.settings import Settings
 from shared.store import StoreStats
 
 PARTITION = "budget"
-LEASE = 20  # tokens a process takes at a time: 2 storage transactions per 20 writes (2 s of refill)
+LEASE = 10  # tokens a process takes at a time: 2 storage transactions per 10 writes
 TRIES = 8  # ETag races before falling back to the local bucket for one lease
 
 
