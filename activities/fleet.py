@@ -40,6 +40,7 @@ import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -258,7 +259,14 @@ def discover(
                 for sub in scope
             }
         )
-        listed: dict[str, list[dict[str, Any]]] = {sub: lists[f"roleAssignments|{sub}"] for sub in scope}
+        listed: dict[str, list[dict[str, Any]]] = {}
+        counts: dict[str, list[Any]] = {}  # sub -> [assignments made in it, when listed]
+        for sub in scope:
+            value = lists[f"roleAssignments|{sub}"]
+            if isinstance(value, dict):
+                listed[sub], counts[sub] = value["kept"], [value["count"], value["at"]]
+            else:  # a listing stored by a run before counts were kept with it
+                listed[sub] = value
     except HttpResponseError as exc:
         raise classify(exc, "fleet discovery") from exc
     for m, d in members:
@@ -266,7 +274,30 @@ def discover(
         results[m]["assignments"] = [
             ra for sub in subs[m] for ra in listed.get(sub, []) if ra["principalId"].lower() == principal
         ]
+        # snapshot's headroom check reads these, not ``ctx.cache`` (``Known``): one table read less
+        results[m]["counts"] = {sub: counts[sub] for sub in subs[m] if sub in counts}
     return results
+
+
+class Known:
+    """``ctx.cache`` in front of the counts a fleet run listed (``discover``'s ``counts``: subscription
+    -> [assignments made in it, when listed]), which snapshot's headroom check reads from here rather
+    than from the cache's table, with the same age limit."""
+
+    def __init__(self, cache: Cache, counts: dict[str, list[Any]]) -> None:
+        self.cache = cache
+        self.known = {f"roleAssignmentCount|{sub}": (int(c), str(at)) for sub, (c, at) in counts.items()}
+
+    def get(self, key: str, max_age: float) -> Any:
+        if key in self.known:
+            count, at = self.known[key]
+            if 0 <= (datetime.now(UTC) - datetime.fromisoformat(at)).total_seconds() <= max_age:
+                return count
+        return self.cache.get(key, max_age)
+
+    def put(self, key: str, value: Any) -> None:
+        self.known.pop(key, None)
+        self.cache.put(key, value)
 
 
 def _visible(ctx: PhaseContext) -> list[str] | None:
@@ -299,16 +330,17 @@ def _uses(row: dict[str, Any], d: dict[str, Any]) -> bool:
 
 def _assignments(
     ctx: PhaseContext, sub: str, principals: set[str], count: bool, since: float | None = None
-) -> list[dict[str, Any]]:
-    """Every role assignment listed for ``sub`` once; those of ``principals`` kept. The subscription's own
-    count (assignments made in it) goes to ``ctx.cache`` like snapshot's headroom check counts it.
+) -> dict[str, Any]:
+    """Every role assignment listed for ``sub`` once; those of ``principals`` kept (``kept``). The
+    subscription's own count (assignments made in it: ``count``, listed ``at``) goes to ``ctx.cache``
+    like snapshot's headroom check counts it, and to the members' results.
     ``since`` (the run's start, ``time.monotonic``): a listing of this process that began after it
     serves this run too (``_listing``)."""
-    listed, made_here = _listing(ctx, sub, since)
+    listed, made_here, at = _listing(ctx, sub, since)
     kept = [ra for ra in listed if ra["principalId"].lower() in principals]
     if count:
         ctx.cache.put(f"roleAssignmentCount|{sub}", made_here)
-    return kept
+    return {"kept": kept, "count": made_here, "at": at}
 
 
 # A subscription's role assignments as one run of this process listed them, for runs that run beside
@@ -317,13 +349,14 @@ def _assignments(
 # bench, which ARM's read budget refused (20 read 429s, first writes 20 s late). A run uses a listing
 # that began after the run did (so read after its members joined: ``shared_result``'s rule), waiting
 # for it if it is still going; otherwise it lists afresh.
-_listings: dict[tuple[str, str], tuple[float, Future[tuple[list[dict[str, Any]], int]]]] = {}
+Listing = tuple[list[dict[str, Any]], int, str]  # every assignment, how many made in the sub, when
+_listings: dict[tuple[str, str], tuple[float, Future[Listing]]] = {}
 _listings_lock = threading.Lock()
 LISTINGS_KEPT = 60.0  # seconds a finished listing stays for runs that began before it
 
 
-def _listing(ctx: PhaseContext, sub: str, since: float | None) -> tuple[list[dict[str, Any]], int]:
-    """(every role assignment listed in ``sub``, how many were made in it), from a listing that began
+def _listing(ctx: PhaseContext, sub: str, since: float | None) -> Listing:
+    """(every role assignment listed in ``sub``, how many were made in it, when), from a listing that began
     after ``since``: one of this process's in flight or just done, else a new one (None: always new)."""
     key = (ctx.settings.arm_endpoint, sub.lower())
     now = time.monotonic()
@@ -334,7 +367,7 @@ def _listing(ctx: PhaseContext, sub: str, since: float | None) -> tuple[list[dic
         found = _listings.get(key)
         mine = since is None or found is None or found[0] < since
         if mine:
-            future: Future[tuple[list[dict[str, Any]], int]] = Future()
+            future: Future[Listing] = Future()
             if since is not None:
                 _listings[key] = (now, future)
         else:
@@ -342,7 +375,7 @@ def _listing(ctx: PhaseContext, sub: str, since: float | None) -> tuple[list[dic
     if not mine:
         return future.result()
     try:
-        listed, made_here = [], 0
+        listed, made_here, at = [], 0, datetime.now(UTC).isoformat()
         for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription():
             made_here += subscription_of(str(ra.scope)) == sub
             listed.append(raw_assignment(ra, sub))
@@ -352,5 +385,5 @@ def _listing(ctx: PhaseContext, sub: str, since: float | None) -> tuple[list[dic
                 del _listings[key]  # a failed listing serves no one: the next run lists again
         future.set_exception(exc)
         raise
-    future.set_result((listed, made_here))
-    return listed, made_here
+    future.set_result((listed, made_here, at))
+    return listed, made_here, at

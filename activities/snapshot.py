@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -118,6 +119,8 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
         if shared is not None:
             subs, rows, candidates = shared["subscriptions"], shared["rows"], shared["candidates"]
             assignments = shared["assignments"]
+            if shared.get("counts"):  # the run's listings counted them: headroom reads no cache
+                ctx = dataclasses.replace(ctx, cache=fleet.Known(ctx.cache, shared["counts"]))
         else:
             subs = progress.step("subscriptions", lambda: _subscriptions(ctx, fresh))
             # Resource Graph first: its quota (15 / 5 s) throttles most, and a throttled query ends this
