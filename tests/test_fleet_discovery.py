@@ -589,9 +589,13 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     assert runs[1:] == [["a", "b"], ["b"]]  # the late member's own generation, b alone
 
 
-def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(fleet_store: FleetStore) -> None:
+def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """No retry on the queue for the owner (it came 30-50 s late behind steps waiting for their write
-    budget): its one visit gathers, runs and answers, with the members that joined meanwhile."""
+    budget): its one visit gathers, runs and answers, with the members that joined meanwhile (who
+    wait on the queue here: ``INLINE_WAIT`` 0)."""
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)
     runs: list[list[str]] = []
 
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
@@ -616,6 +620,55 @@ def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(fleet_s
     assert answers == {"a": {"for": "a"}}  # answered in the one visit, no TransientError
     assert runs == [["a", "b"]]
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b"}
+
+
+def test_a_member_waits_in_its_thread_for_a_run_about_to_end_and_on_the_queue_for_a_longer_one(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member that joins a gathering waits out the gathering and the run in its own thread, within
+    ``INLINE_WAIT``, and answers at that visit (no retry on the queue, no handle kept); a run that
+    outlasts it sends the member to the queue with its handle kept for the wake."""
+    release = threading.Event()
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        release.wait(10)
+        return {m: {"for": m} for m, _ in members}
+
+    monkeypatch.setattr(fleet_discovery, "GATHER_SECONDS", {"snapshot": 1.5})
+    monkeypatch.setattr(fleet_discovery, "RUN_GUESS", 0.3)
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    answers: dict[str, Any] = {}
+    owner = threading.Thread(
+        target=lambda: answers.update(a=shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
+    )
+    owner.start()
+    for _ in range(100):  # the generation is open: b joins it while a gathers
+        if fleet_store.state(fleet, "snapshot", "b")[0]:
+            break
+        threading.Event().wait(0.02)
+    threading.Timer(2.0, release.set).start()  # the run ends ~0.5 s after the gathering
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run, lambda handle: True) == {"for": "b"}
+    owner.join()
+    assert answers == {"a": {"for": "a"}}
+    row = fleet_store.table.get_entity(fleet, "m|snapshot|b")
+    assert row["Gen"] == 1 and not row.get("Wake")  # a's generation, joined; no handle kept
+    assert fleet_store.generation(fleet, "snapshot", 2) is None
+
+    release.clear()  # a gathering and run longer than the member may wait in its thread
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 1.0)
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    owner = threading.Thread(target=lambda: shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
+    owner.start()
+    for _ in range(100):
+        if fleet_store.state(fleet, "snapshot", "b")[0]:
+            break
+        threading.Event().wait(0.02)
+    with pytest.raises(TransientError) as waits:
+        shared_result(fleet_store, fleet, "snapshot", "b", {}, run, lambda handle: True)
+    assert waits.value.code == "FleetDiscoveryRunning" and waits.value.on_scheduled is not None
+    assert fleet_store.table.get_entity(fleet, "m|snapshot|b")["Gen"] == 1
+    release.set()
+    owner.join()
 
 
 def test_a_shorter_result_merged_over_a_longer_one_is_read_whole(fleet_store: FleetStore) -> None:
@@ -715,11 +768,12 @@ def test_a_retried_cleanup_reads_the_source_again_not_its_first_rounds_answer(
 
 
 def test_a_snapshot_waiting_for_its_fleets_discovery_keeps_and_reads_no_progress(
-    emulated_service: MoveService, emu: str
+    emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A decommission's snapshot ends early to wait for its fleet's run (at least the gathering): not a
     throttle, so it keeps nothing of its own read (``snapshotProgress``), and with its share ready it
     reads nothing back either: no storage for it at all."""
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)  # the snapshot waits on the queue
     configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
     sub = str(uuid.uuid4())
     identities = _estate(emu, [sub], per_sub=2)
@@ -774,6 +828,7 @@ def fleet_clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     clock = Clock()
     monkeypatch.setattr(fleet_discovery, "_now", clock)
     monkeypatch.setattr(fleet_discovery, "INLINE_GATHER", 0.0)
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)  # members wait on the queue, not in-thread
     return clock
 
 
