@@ -336,9 +336,9 @@ def _assignments(
     like snapshot's headroom check counts it, and to the members' results.
     ``since`` (the run's start, ``time.monotonic``): a listing of this process that began after it
     serves this run too (``_listing``)."""
-    listed, made_here, at = _listing(ctx, sub, since)
+    (listed, made_here, at), listed_here = _listing(ctx, sub, since)
     kept = [ra for ra in listed if ra["principalId"].lower() in principals]
-    if count:
+    if count and listed_here:  # a listing shared with the run that made it was put by that run
         ctx.cache.put(f"roleAssignmentCount|{sub}", made_here)
     return {"kept": kept, "count": made_here, "at": at}
 
@@ -355,9 +355,10 @@ _listings_lock = threading.Lock()
 LISTINGS_KEPT = 60.0  # seconds a finished listing stays for runs that began before it
 
 
-def _listing(ctx: PhaseContext, sub: str, since: float | None) -> Listing:
+def _listing(ctx: PhaseContext, sub: str, since: float | None) -> tuple[Listing, bool]:
     """(every role assignment listed in ``sub``, how many were made in it, when), from a listing that began
-    after ``since``: one of this process's in flight or just done, else a new one (None: always new)."""
+    after ``since``: one of this process's in flight or just done, else a new one (None: always new);
+    and whether it was listed by this call."""
     key = (ctx.settings.arm_endpoint, sub.lower())
     now = time.monotonic()
     with _listings_lock:
@@ -373,7 +374,7 @@ def _listing(ctx: PhaseContext, sub: str, since: float | None) -> Listing:
         else:
             future = found[1]  # type: ignore[index]
     if not mine:
-        return future.result()
+        return future.result(), False
     try:
         listed, made_here, at = [], 0, datetime.now(UTC).isoformat()
         for ra in ctx.clients.authorization(sub).role_assignments.list_for_subscription():
@@ -386,4 +387,4 @@ def _listing(ctx: PhaseContext, sub: str, since: float | None) -> Listing:
         future.set_exception(exc)
         raise
     future.set_result((listed, made_here, at))
-    return listed, made_here, at
+    return (listed, made_here, at), True

@@ -262,6 +262,40 @@ def test_a_decommissions_snapshots_find_their_discovery_done_ahead_and_never_wai
         assert snap["identity"]["principalId"] == identity["properties"]["principalId"]
 
 
+def test_runs_side_by_side_share_a_listing_begun_after_they_began_and_a_later_run_lists_afresh(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """``activities/fleet.py`` ``_listing``: a subscription's role-assignment listing serves every run
+    of the process that began before it (one ARM listing for runs side by side), never a run that
+    began after it: that one lists again and sees what was granted meanwhile."""
+    from activities import fleet
+    from shared.context import PhaseContext
+    from shared.models import MoveRequest
+
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identity_id, identity = next(iter(_estate(emu, [sub], per_sub=1).items()))
+    service = emulated_service
+    request = MoveRequest.parse({"sourceIdentityId": identity_id, "targetRegion": TARGET})
+    ctx = PhaseContext(clients=service.clients(), settings=service.settings, move_id="m", request=request)
+
+    def listings() -> int:
+        path = f"/subscriptions/{sub}/providers/microsoft.authorization/roleassignments"
+        return sum(1 for r in _log(emu) if r["method"] == "GET" and r["path"].lower().rstrip("/") == path)
+
+    before = listings()
+    since = time.monotonic()  # two runs that began here
+    first, listed_here = fleet._listing(ctx, sub, since)
+    second, shared = fleet._listing(ctx, sub, since)
+    assert listed_here and not shared and first == second and listings() == before + 1
+
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:  # granted after that listing
+        _assign(arm, f"/subscriptions/{sub}", identity["properties"]["principalId"], CONTRIBUTOR)
+    later, listed_again = fleet._listing(ctx, sub, time.monotonic())  # a run that began after it
+    assert listed_again and listings() == before + 2
+    assert len(later[0]) == len(first[0]) + 1 and later[1] == first[1] + 1
+
+
 def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
     emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
