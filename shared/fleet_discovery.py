@@ -114,6 +114,7 @@ WINDOW = 60
 # discovery reads the source again and stops at SourceChanged); a step that comes later -- a queue
 # backlog, a held message -- joins a run of its own
 AHEAD_FRESH = 120.0
+AHEAD_RUNNER = "(ahead)"  # who ``run_ahead``'s runs are logged as run by
 AHEAD_OPENS = 16  # numbers ``open_ahead`` tries (a 300x10 bench's ten at once lost three races)
 AHEAD_TRIES = 3  # runs of a throttled generation ahead in the ``starts`` step's thread  # ``run_ahead``: runs of a throttled generation in the ``starts`` step's thread
 # seconds of Retry-After the ``starts`` step waits out in its thread, after starting its moves, to run
@@ -538,7 +539,9 @@ def shared_result(
     itself only after ``POLL_SECONDS``, as a fallback."""
     slept = False  # the owner waits out its gathering in its thread once per visit at most
     waited = 0.0  # what a member has waited in its thread this visit (``INLINE_WAIT``)
-    for _ in range(6):
+    # turns: each wait in the thread is one (a second at most after the first), and a visit must end
+    # in a result, a wait on the queue or its own discovery -- never run out of turns while waiting
+    for _ in range(int(INLINE_WAIT) + 8):
         gens, mine = store.state(fleet, kind, member)
         now = _now()
         if gens and gens[max(gens)]["Status"] == "Failed":
@@ -582,7 +585,7 @@ def shared_result(
                 # once the owner has stopped beating; one claim wins (ETag), so a duplicate of the
                 # owner's message, or two takers, never run it twice at once
                 mine = joined["Owner"] == member and gathering <= 0 and status != "Running"
-                if (mine or stale) and store.update_generation(
+                if (mine or (stale and gathering <= 0)) and store.update_generation(
                     joined, Status="Running", Owner=member, Beat=now.isoformat()
                 ):
                     _run(store, fleet, kind, n, run, member, wake)
@@ -601,7 +604,10 @@ def shared_result(
                     _sleep(gathering + 0.05)
                     continue
                 pause = gathering + RUN_GUESS if gathering > 0 else 1.0
-                if status != "Paused" and joined["Owner"] != member and waited + pause <= INLINE_WAIT:
+                # not its own run to start (another member's, or Running in its name: the decommission's
+                # ``starts`` step runs a run ahead for its first member)
+                waits_here = joined["Owner"] != member or status == "Running"
+                if status != "Paused" and waits_here and waited + pause < INLINE_WAIT:
                     waited += pause  # a run about to end: waited out here, not on the queue
                     _sleep(pause)
                     continue
@@ -637,7 +643,7 @@ def shared_result(
             n = max(open_)
             gathering = (_at(gens[n]["StartAt"]) - now).total_seconds()
             store.join(fleet, kind, n, member, data)
-            if waited + gathering + RUN_GUESS <= INLINE_WAIT:  # then its run, in this thread
+            if waited + gathering + RUN_GUESS < INLINE_WAIT:  # then its run, in this thread
                 waited += gathering + RUN_GUESS
                 _sleep(gathering + RUN_GUESS)
                 continue
@@ -712,10 +718,14 @@ def run_ahead(
     gen = store.generation(fleet, kind, n)
     if gen is None or gen["Status"] in ("Done", "Failed", "Running"):
         return None
+    if _now() - _at(gen["StartAt"]) > timedelta(seconds=AHEAD_FRESH):
+        return None  # its members no longer take its answer (they run their own): nothing to run for
     if not store.update_generation(gen, Status="Running", Owner=owner, Beat=_now().isoformat()):
         return None
     try:
-        _run(store, fleet, kind, n, run, owner, wake)
+        # run here in the owner's name, not by it: every member is woken, the owner too (it may be
+        # waiting for this very run, its handle kept)
+        _run(store, fleet, kind, n, run, AHEAD_RUNNER, wake)
     except TransientError as exc:
         return exc.retry_after or 1.0
     return None

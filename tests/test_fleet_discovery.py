@@ -618,9 +618,11 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     runs.clear()
     runs.append(["(the first run's throttle is spent)"])
     n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})])
+    # a run ahead no member would take any more is not run at all
     assert n == 1 and fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) is None
-    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 3}
-    assert runs[1:] == [["a", "b"], ["b"]]  # the late member's own generation, b alone
+    assert runs[1:] == []
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 2}
+    assert runs[1:] == [["b"]]  # the late member's own generation, b alone
 
 
 def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(
@@ -703,6 +705,90 @@ def test_a_member_waits_in_its_thread_for_a_run_about_to_end_and_on_the_queue_fo
     assert fleet_store.table.get_entity(fleet, "m|snapshot|b")["Gen"] == 1
     release.set()
     owner.join()
+
+
+def test_a_member_that_waits_in_its_thread_through_a_long_run_then_waits_on_the_queue(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A member whose generation's run is still going after ``INLINE_WAIT`` seconds of waiting in its
+    thread (a second at a time) waits on the queue, its handle kept: it neither runs out of turns
+    into doing its own discovery (``None``) nor runs the generation."""
+    release = threading.Event()
+    runs: list[list[str]] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        runs.append([m for m, _ in members])
+        release.wait(20)
+        return {m: {"for": m} for m, _ in members}
+
+    monkeypatch.setattr(fleet_discovery, "GATHER_SECONDS", {"snapshot": 1.0})
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    owner = threading.Thread(target=lambda: shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
+    owner.start()
+    for _ in range(100):
+        if fleet_store.state(fleet, "snapshot", "b")[0]:
+            break
+        threading.Event().wait(0.02)
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)
+    with pytest.raises(TransientError):  # b joins, and waits on the queue
+        shared_result(fleet_store, fleet, "snapshot", "b", {}, run)
+    for _ in range(200):  # the run has begun (and holds)
+        if runs:
+            break
+        threading.Event().wait(0.02)
+    slept: list[float] = []
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 6.0)
+    monkeypatch.setattr(fleet_discovery, "_sleep", slept.append)  # the waits, not their time
+    try:
+        with pytest.raises(TransientError) as waits:
+            shared_result(fleet_store, fleet, "snapshot", "b", {}, run, lambda handle: True)
+    finally:
+        release.set()
+        owner.join()
+    assert waits.value.code == "FleetDiscoveryRunning" and waits.value.on_scheduled is not None
+    assert slept and sum(slept) < 6.0 and runs == [["a", "b"]], (slept, runs)
+
+
+def test_a_run_ahead_wakes_every_member_that_waited_for_it_its_owner_too(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The ``starts`` step runs a run ahead in its first member's name; that member, coming while it
+    runs, waits for it like the others, and is woken with them (it was skipped as the runner)."""
+    release = threading.Event()
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        release.wait(20)
+        return {m: {"for": m} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})])
+    assert n == 1
+    woken: list[str] = []
+
+    def wake(handle: str) -> bool:
+        woken.append(handle)
+        return True
+
+    starts = threading.Thread(
+        target=lambda: fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", 1, "a", run, wake)
+    )
+    starts.start()
+    for _ in range(200):
+        if fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Running":
+            break
+        threading.Event().wait(0.02)
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)  # they wait on the queue, handles kept
+    try:
+        for member in ("a", "b"):
+            with pytest.raises(TransientError) as waits:
+                shared_result(fleet_store, fleet, "snapshot", member, {}, run, wake)
+            assert waits.value.code == "FleetDiscoveryRunning" and waits.value.on_scheduled is not None
+            waits.value.on_scheduled(f"handle-{member}")
+    finally:
+        release.set()
+        starts.join()
+    assert sorted(woken) == ["handle-a", "handle-b"]
+    assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run, wake) == {"for": "a"}
 
 
 def test_a_shorter_result_merged_over_a_longer_one_is_read_whole(fleet_store: FleetStore) -> None:
