@@ -402,6 +402,14 @@ def _until_done(store: FleetStore, fleet: str, member: str, run: Any) -> Any:
     raise AssertionError("never done")
 
 
+def _eventually(condition: Any, tries: int = 100) -> None:
+    """Polls ``condition`` every 20 ms, ``tries`` times at most (another thread's progress)."""
+    for _ in range(tries):
+        if condition():
+            return
+        threading.Event().wait(0.02)
+
+
 def _until_interrupted(store: FleetStore, fleet: str, member: str, run: Any) -> TransientError:
     """``_until_done`` until the run raises something other than a wait: that error."""
     import time
@@ -644,11 +652,7 @@ def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(
         target=lambda: answers.update(a=shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
     )
     owner.start()
-    for _ in range(100):  # the generation is open: b joins it while a waits
-        gens, _ = fleet_store.state(fleet, "snapshot", "b")
-        if gens:
-            break
-        threading.Event().wait(0.02)
+    _eventually(lambda: bool(fleet_store.state(fleet, "snapshot", "b")[0]))  # open: b joins while a waits
     with pytest.raises(TransientError) as b_waits:
         shared_result(fleet_store, fleet, "snapshot", "b", {}, run)
     assert b_waits.value.code == "FleetDiscoveryRunning"
@@ -678,10 +682,7 @@ def test_a_member_waits_in_its_thread_for_a_run_about_to_end_and_on_the_queue_fo
         target=lambda: answers.update(a=shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
     )
     owner.start()
-    for _ in range(100):  # the generation is open: b joins it while a gathers
-        if fleet_store.state(fleet, "snapshot", "b")[0]:
-            break
-        threading.Event().wait(0.02)
+    _eventually(lambda: bool(fleet_store.state(fleet, "snapshot", "b")[0]))  # open: b joins while a gathers
     threading.Timer(2.0, release.set).start()  # the run ends ~0.5 s after the gathering
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run, lambda handle: True) == {"for": "b"}
     owner.join()
@@ -695,10 +696,7 @@ def test_a_member_waits_in_its_thread_for_a_run_about_to_end_and_on_the_queue_fo
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
     owner = threading.Thread(target=lambda: shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
     owner.start()
-    for _ in range(100):
-        if fleet_store.state(fleet, "snapshot", "b")[0]:
-            break
-        threading.Event().wait(0.02)
+    _eventually(lambda: bool(fleet_store.state(fleet, "snapshot", "b")[0]))
     with pytest.raises(TransientError) as waits:
         shared_result(fleet_store, fleet, "snapshot", "b", {}, run, lambda handle: True)
     assert waits.value.code == "FleetDiscoveryRunning" and waits.value.on_scheduled is not None
@@ -725,17 +723,11 @@ def test_a_member_that_waits_in_its_thread_through_a_long_run_then_waits_on_the_
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
     owner = threading.Thread(target=lambda: shared_result(fleet_store, fleet, "snapshot", "a", {}, run))
     owner.start()
-    for _ in range(100):
-        if fleet_store.state(fleet, "snapshot", "b")[0]:
-            break
-        threading.Event().wait(0.02)
+    _eventually(lambda: bool(fleet_store.state(fleet, "snapshot", "b")[0]))
     monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)
     with pytest.raises(TransientError):  # b joins, and waits on the queue
         shared_result(fleet_store, fleet, "snapshot", "b", {}, run)
-    for _ in range(200):  # the run has begun (and holds)
-        if runs:
-            break
-        threading.Event().wait(0.02)
+    _eventually(lambda: bool(runs), tries=200)  # the run has begun (and holds)
     slept: list[float] = []
     monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 6.0)
     monkeypatch.setattr(fleet_discovery, "_sleep", slept.append)  # the waits, not their time
@@ -773,10 +765,7 @@ def test_a_run_ahead_wakes_every_member_that_waited_for_it_its_owner_too(
         target=lambda: fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", 1, "a", run, wake)
     )
     starts.start()
-    for _ in range(200):
-        if fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Running":
-            break
-        threading.Event().wait(0.02)
+    _eventually(lambda: fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Running", tries=200)
     monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)  # they wait on the queue, handles kept
     try:
         for member in ("a", "b"):
