@@ -9,7 +9,9 @@ small cache in front of ONE budget record per (subscription, kind) in table ``{p
   ``Stamp`` at ``rate``, subtract, ETag-guarded replace; a lost race reads again), then spends them
   locally; so the record costs 2 storage transactions per ``lease`` writes, not per write;
 * the record may go negative: a lease then waits ``-tokens / rate`` seconds before its first write,
-  so processes queue up fairly, whatever their number;
+  so processes queue up fairly, whatever their number; but a step's first write that would wait
+  longer than ``max_wait`` reserves nothing (it goes back to the queue for that long), so the record
+  holds only tokens some thread is about to spend;
 * ``rate`` and ``burst`` are ARM's own (10/s, 200) by default: together all processes never write
   faster than ARM refills, and every write is granted here before it reaches ARM (later, so ARM has
   refilled at least as much), so none of their writes is refused (``write_429s`` = 0 with any number
@@ -17,8 +19,9 @@ small cache in front of ONE budget record per (subscription, kind) in table ``{p
   (the first design's 9.5/s and 180) cost the 300-identity bench ~20 s of its ~265 s, one token in
   twenty, for nothing: the headers below are what covers other writers;
 * someone else writing (a pipeline, a person) shows in ARM's
-  ``x-ms-ratelimit-remaining-subscription-{writes|deletes}`` header: when it is low, ``observe``
-  lowers the shared record to match, so every process slows down, not only the one that saw it.
+  ``x-ms-ratelimit-remaining-subscription-{writes|deletes}`` header: when it is lower than the record
+  can be, ``observe`` lowers the shared record to match, so every process slows down, not only the
+  one that saw it. A low header alone is no sign of that: it is what writing at ARM's rate looks like.
 
 A storage error never stops a write: the limiter falls back to its own per-process bucket.
 
@@ -31,9 +34,11 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import random
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from azure.core import MatchConditions
@@ -53,6 +58,23 @@ from shared.store import StoreStats
 PARTITION = "budget"
 LEASE = 10  # tokens a process takes at a time: 2 storage transactions per 10 writes
 TRIES = 8  # ETag races before falling back to the local bucket for one lease
+RACE_PAUSE = 0.005  # seconds: the first pause after a lost race is up to this, then doubling
+CHECK_SECONDS = 5.0
+# The record refills from its first take, ARM from the writes' arrival: while ARM's bucket is full
+# and a lease's writes are on their way, ARM drops refill the record counts (~rate x their latency).
+# Writing at ARM's rate, that was a 429 in about half the runs of 480 writes from 4 instances; the
+# record's bucket is kept this many tokens short of ARM's (0.5 s of ARM's 10/s).
+HEADROOM = 5.0  # a process reads the record for signs of another writer at most this often per key
+
+
+@dataclass(frozen=True)
+class Taken:
+    """A ``take``'s answer: the seconds until the tokens are there; the record's tokens after the
+    take (None: nothing was reserved); the record's clock (``wall``) when it was read."""
+
+    wait: float
+    tokens: float | None
+    at: float
 
 
 class SharedBudget:
@@ -65,11 +87,13 @@ class SharedBudget:
         rate: float,
         burst: float,
         wall: Callable[[], float] = time.time,
+        headroom: float = 0.0,
     ) -> None:
         self.table = table
         self.stats = stats
         self.rate = max(0.01, float(rate))
         self.burst = max(1.0, float(burst))
+        self.cap = max(1.0, self.burst - headroom)  # the record's most tokens (``HEADROOM``)
         self.wall = wall  # the record's Stamp is compared across processes: wall-clock seconds
         self._created = False
 
@@ -111,31 +135,42 @@ class SharedBudget:
 
     def _refilled(self, found: Any, now: float) -> float:
         if found is None:
-            return self.burst
+            return self.cap
         elapsed = max(0.0, now - float(found["Stamp"]))
-        return min(self.burst, float(found["Tokens"]) + elapsed * self.rate)
+        return min(self.cap, float(found["Tokens"]) + elapsed * self.rate)
 
-    def take(self, subscription: str, kind: str, n: int) -> float | None:
-        """Reserve ``n`` tokens; the seconds until they are there (0: now). None: no agreement reached."""
+    def take(self, subscription: str, kind: str, n: int, within: float | None = None) -> Taken | None:
+        """Reserve ``n`` tokens (see ``Taken``). With ``within``, tokens further away than that many
+        seconds are not reserved (one read, nothing written): a caller that will not wait for them
+        holds nothing it might never spend. None: no agreement reached."""
         self._ensure()
         key = f"{subscription.lower()}|{kind}"
-        for _ in range(TRIES):
+        for attempt in range(TRIES):
             found, now = self._read(key), self.wall()
             tokens = self._refilled(found, now) - n
+            wait = max(0.0, -tokens / self.rate)
+            if within is not None and wait > within:
+                return Taken(wait, None, now)
             if self._write(key, tokens, now, found):
-                return max(0.0, -tokens / self.rate)
+                return Taken(wait, tokens, now)
+            # another process took first: read again after a random pause, so that racers spread out
+            # (without it, 4 instances writing at ARM's rate lost 8 races in a row about one run in
+            # four, and that write went to the process's own bucket, unseen by the others: a 429)
+            time.sleep(random.uniform(0.0, RACE_PAUSE * 2**attempt))
         return None
 
-    def lower(self, subscription: str, kind: str, at_most: float) -> None:
-        """ARM says little is left: no process may count on more than ``at_most`` tokens."""
+    def lower(self, subscription: str, kind: str, at_most: float) -> bool:
+        """ARM says little is left: no process may count on more than ``at_most`` tokens. True if
+        the record held more (someone else wrote) and was lowered."""
         self._ensure()
         key = f"{subscription.lower()}|{kind}"
         for _ in range(3):
             found, now = self._read(key), self.wall()
             if self._refilled(found, now) <= at_most:
-                return
+                return False
             if self._write(key, at_most, now, found):
-                return
+                return True
+        return False
 
 
 class SharedWriteLimiter(WriteLimiter):
@@ -157,6 +192,8 @@ class SharedWriteLimiter(WriteLimiter):
         self._leased: dict[tuple[str, str], int] = {}
         self._ready: dict[tuple[str, str], float] = {}  # when the leased tokens may be spent (clock)
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # record after our last take, when
+        self._checked: dict[tuple[str, str], float] = {}  # when observe last read the record (clock)
         self.leases = 0
 
     def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
@@ -167,28 +204,37 @@ class SharedWriteLimiter(WriteLimiter):
         """A token of this process's lease, or of a new lease; the wait for it is slept outside the
         key's lock (threads queue on the lease's ready time, not behind one another's sleep). A wait
         longer than ``max_wait`` raises ``WriteBudgetBusy`` for a unit's first write (``begin_unit``):
-        no token is taken, and a lease just taken stays this process's, spent by whichever write
-        comes once it is ready."""
+        no token is taken, and no lease either (``SharedBudget.take``'s ``within``): a lease taken
+        for a step that then went back to the queue was spent only if this process happened to write
+        to that subscription again, and otherwise stayed reserved in the record, unwritten at ARM."""
         key = (subscription.lower(), kind)
         alone = False
         wait = 0.0
         with self._key_lock(key):  # one lease at a time per key
+            may_give_back = self.max_wait is not None and _may_give_back()
             if self._leased.get(key, 0) <= 0:
                 try:
-                    leased = self.budget.take(key[0], kind, self.lease)
+                    taken = self.budget.take(
+                        key[0], kind, self.lease, within=self.max_wait if may_give_back else None
+                    )
                 except AzureError:
-                    leased = None
-                if leased is None:
+                    taken = None
+                if taken is None:
                     alone = True
+                elif taken.tokens is None:  # too far away, and this write may go back to the queue
+                    with self._lock:
+                        self.busy += 1
+                    raise WriteBudgetBusy(subscription, kind, taken.wait)
                 else:
                     with self._lock:
                         self.leases += 1
+                        self._seen[key] = (taken.tokens, taken.at)
                     # the wait counts from the answer, not from before the table's round trips
-                    self._leased[key], self._ready[key] = self.lease, self._clock() + leased
+                    self._leased[key], self._ready[key] = self.lease, self._clock() + taken.wait
             if not alone:
                 now = self._clock()
                 wait = max(0.0, self._ready.get(key, now) - now)
-                if self.max_wait is not None and wait > self.max_wait and _may_give_back():
+                if may_give_back and self.max_wait is not None and wait > self.max_wait:
                     with self._lock:
                         self.busy += 1
                     raise WriteBudgetBusy(subscription, kind, wait)
@@ -204,14 +250,35 @@ class SharedWriteLimiter(WriteLimiter):
         return wait
 
     def observe(self, subscription: str, kind: str, remaining: int) -> None:
+        """ARM's remaining count is low. That is the normal state of a subscription written at ARM's
+        rate, so the record is read only if it could hold more than ARM has (its tokens after this
+        process's last take, refilled since, are an upper bound: others' takes only lower it), and
+        at most every ``CHECK_SECONDS`` (at 60 identities in one subscription a read per low count
+        cost 7 storage transactions per move; another writer is noticed up to 5 s later). A
+        record holding more means someone else writes: it is lowered, and this process's unspent
+        lease dropped. Nothing else drops a lease: its tokens are already out of the record, and a
+        lease dropped unspent is ARM's budget never used (each near-empty answer did so, until
+        2026-12-02)."""
         if remaining >= LOW_REMAINING:
             return
         super().observe(subscription, kind, remaining)
         key = (subscription.lower(), kind)
+        at_most = float(remaining - RESERVE)
+        now = self._clock()
         with self._lock:
-            self._leased[key] = 0  # what this process leased may not be there any more
+            seen = self._seen.get(key)
+            if seen is not None:
+                tokens, at = seen
+                if min(self.budget.cap, tokens + (self.budget.wall() - at) * self.budget.rate) <= at_most:
+                    return
+            if now - self._checked.get(key, float("-inf")) < CHECK_SECONDS:
+                return
+            self._checked[key] = now
         with contextlib.suppress(AzureError):
-            self.budget.lower(key[0], kind, float(remaining - RESERVE))
+            if self.budget.lower(key[0], kind, at_most):
+                with self._lock:
+                    self._leased[key] = 0  # what this process leased may not be there any more
+                    self._seen[key] = (at_most, self.budget.wall())
 
 
 def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLimiter:
@@ -219,7 +286,9 @@ def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLi
     ``{prefix}budget``, ``IDMOVE_ARM_SHARED_RATE`` / ``_BURST`` (ARM's own 10/s and 200 by default)."""
     safe = "".join(ch for ch in settings.table_prefix if ch.isalnum())
     table = settings.storage.table_service().get_table_client(f"{safe}budget")
-    budget = SharedBudget(table, stats, settings.arm_shared_rate, settings.arm_shared_burst)
+    budget = SharedBudget(
+        table, stats, settings.arm_shared_rate, settings.arm_shared_burst, headroom=HEADROOM
+    )
     return SharedWriteLimiter(
         budget,
         fallback_rate=settings.arm_writes_per_second,

@@ -17,7 +17,7 @@ from azure.mgmt.resource.resources.models import ResourceGroup
 from shared.azure_clients import AzureClients
 from shared.storage import as_access
 from shared.store import StoreStats
-from shared.write_budget import SharedBudget, SharedWriteLimiter
+from shared.write_budget import HEADROOM, SharedBudget, SharedWriteLimiter
 from tests.plugins.emulator import configure
 from tests.plugins.engine import make_settings
 
@@ -74,7 +74,7 @@ def test_the_setting_puts_the_shared_budget_into_the_service_clients(storage_con
     assert isinstance(plain, WriteLimiter) and not isinstance(plain, SharedWriteLimiter)
 
 
-def test_a_lease_further_away_than_max_wait_is_kept_and_its_writes_go_back_to_the_queue(
+def test_a_lease_further_away_than_max_wait_is_not_taken_and_its_writes_go_back_to_the_queue(
     storage_connection_string: str,
 ) -> None:
     from shared.arm_pacing import WriteBudgetBusy, begin_unit
@@ -83,22 +83,112 @@ def test_a_lease_further_away_than_max_wait_is_kept_and_its_writes_go_back_to_th
     settings = make_settings(storage_connection_string)
     table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
     t = FakeTime()
-    budget = SharedBudget(table, StoreStats(), rate=1, burst=2, wall=lambda: 1_000_000 + t.now)
+    stats = StoreStats()
+    budget = SharedBudget(table, stats, rate=1, burst=2, wall=lambda: 1_000_000 + t.now)
     limiter = SharedWriteLimiter(budget, lease=2, clock=t.clock, sleep=t.sleep, max_wait=1.5)
     subscription = str(uuid.uuid4())
+    key = f"{subscription}|writes"
 
     def first_write() -> float:  # of a new step or item
         begin_unit()
         return limiter.acquire(subscription)
 
     assert [first_write(), first_write()] == [0, 0]  # the first lease
-    with pytest.raises(WriteBudgetBusy) as busy:  # the second lease is 2 s away: taken, not waited for
-        first_write()
-    assert busy.value.retry_after == pytest.approx(2.0)
-    with pytest.raises(WriteBudgetBusy):  # the same lease: no third one taken meanwhile
-        first_write()
-    assert limiter.leases == 2 and limiter.busy == 2
+    writes = stats.counts["table.update"] + stats.counts["table.create"]
+    for _ in range(2):  # the second lease is 2 s away: not taken, not waited for
+        with pytest.raises(WriteBudgetBusy) as busy:
+            first_write()
+        assert busy.value.retry_after == pytest.approx(2.0)
+    assert limiter.leases == 1 and limiter.busy == 2
+    assert stats.counts["table.update"] + stats.counts["table.create"] == writes
+    assert table.get_entity("budget", key)["Tokens"] == pytest.approx(0)  # nothing reserved for them
     t.now = 0.5
-    assert first_write() == pytest.approx(1.5)  # within max_wait: slept (the fake clock moves on)
+    assert first_write() == pytest.approx(1.5)  # within max_wait: taken and slept (the fake clock moves on)
     assert first_write() == 0  # the lease's second token, ready now
     assert limiter.leases == 2 and limiter.acquired == 4
+
+
+def test_a_later_write_of_a_step_waits_for_a_far_lease_rather_than_leave_its_step_half_done(
+    storage_connection_string: str,
+) -> None:
+    from shared.arm_pacing import begin_unit
+    from tests.test_engine_pacing import FakeTime
+
+    settings = make_settings(storage_connection_string)
+    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    t = FakeTime()
+    budget = SharedBudget(table, StoreStats(), rate=1, burst=1, wall=lambda: 1_000_000 + t.now)
+    limiter = SharedWriteLimiter(budget, lease=1, clock=t.clock, sleep=t.sleep, max_wait=1.5)
+    subscription = str(uuid.uuid4())
+    begin_unit()
+    assert limiter.acquire(subscription) == 0
+    assert limiter.acquire(subscription) == pytest.approx(1.0)  # the step has written: it waits
+    assert limiter.acquire(subscription) == pytest.approx(1.0)
+    assert limiter.busy == 0 and limiter.leases == 3
+
+
+def test_writing_at_arms_rate_drops_no_lease(storage_connection_string: str, emu: str) -> None:
+    """The shared budget is ARM's own (the default, less its ``HEADROOM``), so ARM's remaining count is low while the
+    instances write at its rate. That is no sign of another writer: no lease is dropped, each lease's
+    tokens are all written, and ARM refuses nothing. (Each low count dropped the lease of the
+    instance that saw it, until 2026-12-02: a lease of 5 bought 1-2 writes once ARM's bucket was
+    low, and ARM's budget went unspent.)"""
+    settings = make_settings(storage_connection_string, emu)
+    subscription = str(uuid.uuid4())
+    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    instances = []
+    for _ in range(4):
+        budget = SharedBudget(table, StoreStats(), rate=10 * TIME_SCALE, burst=200, headroom=HEADROOM)
+        limiter = SharedWriteLimiter(budget, lease=5)
+        instances.append((AzureClients(settings, write_limiter=limiter), limiter))
+    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": TIME_SCALE})
+    before = len(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
+
+    def write(job: tuple[int, int]) -> None:
+        index, n = job
+        instances[index][0].resources(subscription).resource_groups.create_or_update(
+            f"rg-rate-{index}-{n}", ResourceGroup(location="westeurope")
+        )
+
+    jobs = [(i, n) for n in range(120) for i in range(4)]  # 480: ARM's bucket of 200 runs low
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, jobs))
+
+    log = httpx.get(f"{emu}/_emulator/requests", timeout=30).json()[before:]
+    puts = [r for r in log if r["method"] == "PUT" and subscription in r["path"]]
+    assert [r for r in puts if r["status"] >= 300] == [] and len(puts) == 480
+    leases = sum(limiter.leases for _, limiter in instances)
+    assert 480 / 5 <= leases <= 480 / 5 + 4, leases  # no lease given up unspent
+
+
+def test_another_writer_lowers_the_record_and_drops_the_lease(
+    storage_connection_string: str, emu: str
+) -> None:
+    settings = make_settings(storage_connection_string, emu)
+    subscription = str(uuid.uuid4())
+    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    budget = SharedBudget(table, StoreStats(), rate=10, burst=200)
+    limiter = SharedWriteLimiter(budget, lease=10)
+    ours = AzureClients(settings, write_limiter=limiter)
+    # a pipeline writing to the same subscription, not through our budget
+    theirs = AzureClients(settings.with_(arm_writes_per_second=1000.0, arm_writes_burst=1000.0))
+    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": 0.01})
+    ours.resources(subscription).resource_groups.create_or_update(
+        "rg-ours-0", ResourceGroup(location="westeurope")
+    )
+    assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(190, abs=1)
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            pool.map(
+                lambda n: theirs.resources(subscription).resource_groups.create_or_update(
+                    f"rg-theirs-{n}", ResourceGroup(location="westeurope")
+                ),
+                range(185),
+            )
+        )
+    ours.resources(subscription).resource_groups.create_or_update(
+        "rg-ours-1", ResourceGroup(location="westeurope")
+    )
+    record = table.get_entity("budget", f"{subscription}|writes")["Tokens"]
+    assert record <= 14 - 5 + 1  # ARM has ~14 left: the record follows it, less the reserve
+    assert limiter._leased[(subscription, "writes")] == 0  # our lease is no longer counted on
