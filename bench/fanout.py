@@ -383,6 +383,20 @@ def run_once(stack: Stack, cfg: RunConfig, args: argparse.Namespace, log_dir: Pa
     # the server's view of the run, beside the instances' logs, for reading a run after the fact
     (log_dir / f"{cfg.name}-requests.json").write_text(json.dumps(log))
     (log_dir / f"{cfg.name}-instances.json").write_text(json.dumps(instances))
+    # each move's phases (started, completed), to see which waited and where (bench/README.md)
+    timeline = [
+        {
+            "id": m.get("id"),
+            "source": m.get("source"),
+            "createdAt": m.get("createdAt"),
+            "phases": [
+                {k: p.get(k) for k in ("name", "startedAt", "completedAt", "attempts")}
+                for p in m.get("phases") or []
+            ],
+        }
+        for m in moves
+    ]
+    (log_dir / f"{cfg.name}-moves.json").write_text(json.dumps(timeline))
     return summarise(
         cfg,
         t0=t0,
@@ -435,6 +449,7 @@ def watch(settings: Settings, expected: int, timeout: float, name: str) -> tuple
                 {
                     "id": r.id,
                     "status": r.status.value,
+                    "source": r.source_id,
                     "createdAt": r.created_at,
                     "updatedAt": r.updated_at,
                     "phases": r.phases,

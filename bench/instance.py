@@ -167,6 +167,7 @@ def serve(spec: InstanceSpec, ready: Any, stop: Any, results: Any) -> None:
     engine_log.setLevel(logging.INFO)
     engine_log.addHandler(EngineLog(observed))
     logging.getLogger("shared.fleet_discovery").setLevel(logging.INFO)  # generations: opened, run, woken
+    logging.getLogger("shared.decommission").setLevel(logging.INFO)  # each starts step: when, how long
     settings = spec.settings
     stats = StoreStats()
     limiter = (  # IDMOVE_ARM_SHARED_BUDGET: one budget per subscription for all instances

@@ -106,8 +106,20 @@ STARTS_PER_MESSAGE = BATCH - 2
 STARTS_MAX_CHARS = 42_000
 PRINCIPAL_CHARS = 67  # ``"<64 hex digits>",``: an identity's entry in ``principals`` (``_pair``)
 
-# MoveService._start: (request, move id, who asked -- recorded in the move's audit)
-StartMove = Callable[[MoveRequest, str, dict[str, Any]], dict[str, Any]]
+# MoveService._start: (request, move id, who asked -- recorded in the move's audit, seconds before
+# its first message is visible)
+StartMove = Callable[[MoveRequest, str, dict[str, Any], float], dict[str, Any]]
+# A ``starts`` message's moves become visible one after another, the n-th after n x this many writes
+# at the subscription's budget rate (``IDMOVE_ARM_SHARED_RATE``), at most ``START_SPREAD_MAX`` s: all
+# at once, each message's moves reached the queue as one block, and the queue (first in, first out)
+# served whole subscriptions one after another. At 300 identities in 10 subscriptions the block
+# whose ``starts`` step ran slowest (20 s against 5 s) waited ~150 s behind the other nine, and its
+# subscription's writes began when the others' ended (2.0x the write floor, twice). Spaced, the
+# subscriptions' moves interleave whatever their ``starts`` steps' order, and a move a subscription's
+# budget cannot serve yet holds no handler thread. 3 writes: fewer than any move makes (create,
+# grant, rebind, cleanup), so spacing never slows a fleet below its budget.
+START_SPACING_WRITES = 3.0
+START_SPREAD_MAX = 60.0  # seconds; the runs ahead serve snapshots for ``AHEAD_FRESH`` (120 s)
 
 # what ``_claim_starts`` found
 FRESH, RESUMED, BUSY, DONE, RELISTED = "fresh", "resumed", "busy", "done", "relisted"
@@ -406,11 +418,24 @@ class Decommissions:
         # RESUMED: an earlier run of this message (or a claimant taken over) may have started them;
         # ``again``: an earlier listing's message (other keys, if the page changed) may have
         known = state == RESUMED or bool(message.get("again"))
+        began = time.monotonic()
         throttled = self._discover_ahead(pk, event_id, identities, message) if not known else None
-        for identity_id in identities:
-            done.append(self._isolated(pk, event_id, identity_id, message, known, delivery))
+        ahead = time.monotonic() - began
+        for index, identity_id in enumerate(identities):
+            delay = min(index * START_SPACING_WRITES / self.settings.arm_shared_rate, START_SPREAD_MAX)
+            done.append(self._isolated(pk, event_id, identity_id, message, known, delivery, delay))
             self.crashpoint("decommission:after-move")
         self._complete(pk, key, done)
+        log.info(  # when a fleet's moves reached the queue, and in what order (bench/README.md)
+            "decommission %s: starts %s (delivery %d, %s): %d moves in %.1fs after %.1fs of discovery ahead",
+            pk,
+            key[:8],
+            delivery,
+            state,
+            len(identities),
+            time.monotonic() - began - ahead,
+            ahead,
+        )
         self.crashpoint("decommission:after-marks")
         self._check(pk, event_id)
         if throttled is not None:
@@ -488,16 +513,23 @@ class Decommissions:
         self._check(pk, event_id)
 
     def _isolated(
-        self, pk: str, event_id: str, identity_id: str, message: dict[str, Any], known: bool, delivery: int
+        self,
+        pk: str,
+        event_id: str,
+        identity_id: str,
+        message: dict[str, Any],
+        known: bool,
+        delivery: int,
+        delay: float = 0.0,
     ) -> dict[str, Any]:
         """``_start_one``; from the ``ISOLATE_FROM``-th delivery on, an identity whose start fails with
         anything unforeseen is Skipped (``StartFailed``, the error's text) and the others go on: one
         identity that fails every time must not take the rest of its message (up to 97) down with it
         when the message is poisoned."""
         if delivery < ISOLATE_FROM:
-            return self._start_one(pk, event_id, identity_id, message, known)
+            return self._start_one(pk, event_id, identity_id, message, known, delay)
         try:
-            return self._start_one(pk, event_id, identity_id, message, True)
+            return self._start_one(pk, event_id, identity_id, message, True, delay)
         except Exception as exc:  # recorded on the identity, not lost
             log.warning("decommission %s: %s could not be started", pk, identity_id, exc_info=True)
             done = _done_row(pk, event_id, identity_id)
@@ -508,11 +540,18 @@ class Decommissions:
             return done
 
     def _start_one(
-        self, pk: str, event_id: str, identity_id: str, message: dict[str, Any], known: bool
+        self,
+        pk: str,
+        event_id: str,
+        identity_id: str,
+        message: dict[str, Any],
+        known: bool,
+        delay: float = 0.0,
     ) -> dict[str, Any]:
         """One identity's move (``MoveService._start``: lock, first message, index, record; a lock
         already naming this move means an earlier try: the record is read, not written twice). The
-        ``done|`` row to write for it. ``known``: read the move first (a resumed message)."""
+        ``done|`` row to write for it. ``known``: read the move first (a resumed message). ``delay``:
+        the seconds before its first message is visible (``START_SPACING_WRITES``)."""
         done = _done_row(pk, event_id, identity_id)
         move_id = str(done["MoveId"])
         if known and self.store.get_move(move_id) is not None:
@@ -520,7 +559,7 @@ class Decommissions:
         who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": message.get("topic")}
         try:
             request = MoveRequest.parse({**message["move"], "sourceIdentityId": identity_id})
-            self.start_move(request, move_id, who)
+            self.start_move(request, move_id, who, delay)
         except ApiError as exc:
             done.update(Outcome="Skipped", Reason=exc.code, Message=exc.message, Location=exc.location or "")
         except Conflict:  # a duplicate wrote the move meanwhile: started
@@ -599,7 +638,7 @@ class Decommissions:
             who = {"by": f"Event Grid event {event_id}", "eventId": event_id, "topic": message.get("topic")}
             try:
                 request = MoveRequest.parse({**message["move"], "sourceIdentityId": identity_id})
-                self.start_move(request, move_id, who)
+                self.start_move(request, move_id, who, 0.0)
             except ApiError as exc:
                 done.update(
                     Outcome="Skipped", Reason=exc.code, Message=exc.message, Location=exc.location or ""

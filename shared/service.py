@@ -146,7 +146,12 @@ class MoveService:
         return self._start(request, self.new_id(), {"by": by or UNKNOWN_ACTOR})
 
     def _start(
-        self, request: MoveRequest, move_id: str, who: dict[str, Any], publish: bool = True
+        self,
+        request: MoveRequest,
+        move_id: str,
+        who: dict[str, Any],
+        delay: float = 0.0,
+        publish: bool = True,
     ) -> dict[str, Any]:
         """Lock, first message, then the record: a crash never leaves a Pending move without its message.
 
@@ -156,7 +161,9 @@ class MoveService:
         ``LOCK_ORPHAN_SECONDS``, then the identity is free. A start run again with the same move id
         (a region decommission's, after a crash) that finds the lock already its own reads the move
         and, if the record exists, answers it as it is (nothing sent again); without the record, it
-        goes on (message, then record). ``publish=False``: the caller publishes the outbox itself.
+        goes on (message, then record). ``delay``: seconds before the first message is visible (a
+        decommission's ``starts`` spaces its moves). ``publish=False``: the caller publishes the
+        outbox itself.
         """
         self.store.ensure_tables()
         if self._claim_lock(request.source_identity_id, move_id):
@@ -185,7 +192,7 @@ class MoveService:
             audit=[{"command": "start", "at": now, **who}],
         )
         record.phase_entry(ORDER[0]).update(status="Running", startedAt=now)
-        self.queue.send(WorkMessage(move_id, ORDER[0], after=record.version))
+        self.queue.send(WorkMessage(move_id, ORDER[0], after=record.version), delay_seconds=delay)
         self.crashpoint("start:after-send")
         self.store.index_move(record)  # newest-first listing (``list``); harmless without the record
         self.store.create_move(record, [new_event(record, "Started", now)])

@@ -59,12 +59,12 @@ PARTITION = "budget"
 LEASE = 10  # tokens a process takes at a time: 2 storage transactions per 10 writes
 TRIES = 8  # ETag races before falling back to the local bucket for one lease
 RACE_PAUSE = 0.005  # seconds: the first pause after a lost race is up to this, then doubling
-CHECK_SECONDS = 5.0
+CHECK_SECONDS = 5.0  # a process reads the record for signs of another writer at most this often per key
 # The record refills from its first take, ARM from the writes' arrival: while ARM's bucket is full
-# and a lease's writes are on their way, ARM drops refill the record counts (~rate x their latency).
+# and a lease's writes are on their way, ARM drops refill the record counts (rate x their delay).
 # Writing at ARM's rate, that was a 429 in about half the runs of 480 writes from 4 instances; the
-# record's bucket is kept this many tokens short of ARM's (0.5 s of ARM's 10/s).
-HEADROOM = 5.0  # a process reads the record for signs of another writer at most this often per key
+# record's bucket is kept this many seconds of refill short of ARM's (5 tokens at ARM's 10/s).
+HEADROOM_SECONDS = 0.5
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class SharedBudget:
         self.stats = stats
         self.rate = max(0.01, float(rate))
         self.burst = max(1.0, float(burst))
-        self.cap = max(1.0, self.burst - headroom)  # the record's most tokens (``HEADROOM``)
+        self.cap = max(1.0, self.burst - headroom)  # the record's most tokens (``HEADROOM_SECONDS``)
         self.wall = wall  # the record's Stamp is compared across processes: wall-clock seconds
         self._created = False
 
@@ -286,9 +286,8 @@ def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLi
     ``{prefix}budget``, ``IDMOVE_ARM_SHARED_RATE`` / ``_BURST`` (ARM's own 10/s and 200 by default)."""
     safe = "".join(ch for ch in settings.table_prefix if ch.isalnum())
     table = settings.storage.table_service().get_table_client(f"{safe}budget")
-    budget = SharedBudget(
-        table, stats, settings.arm_shared_rate, settings.arm_shared_burst, headroom=HEADROOM
-    )
+    rate, burst = settings.arm_shared_rate, settings.arm_shared_burst
+    budget = SharedBudget(table, stats, rate, burst, headroom=rate * HEADROOM_SECONDS)
     return SharedWriteLimiter(
         budget,
         fallback_rate=settings.arm_writes_per_second,

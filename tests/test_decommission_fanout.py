@@ -134,9 +134,9 @@ def test_a_redelivery_during_the_fan_out_and_a_crashed_step_converge(
     started: Counter[str] = Counter()
     start_move = emulated_service.decommissions.start_move
 
-    def counting_start(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    def counting_start(request: Any, move_id: str, who: dict[str, Any], delay: float = 0.0) -> dict[str, Any]:
         started[move_id] += 1
-        return start_move(request, move_id, who)
+        return start_move(request, move_id, who, delay)
 
     emulated_service.decommissions.start_move = counting_start
     if point == "decommission:after-record":  # the handler died: Event Grid delivers the event again

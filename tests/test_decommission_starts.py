@@ -52,10 +52,10 @@ class Starts:
         self.start_move = service.decommissions.start_move
         service.decommissions.start_move = self.counting
 
-    def counting(self, request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    def counting(self, request: Any, move_id: str, who: dict[str, Any], delay: float = 0.0) -> dict[str, Any]:
         with self.lock:
             self.counts[move_id] += 1
-        return self.start_move(request, move_id, who)
+        return self.start_move(request, move_id, who, delay)
 
     def handle(self, body: str, dequeue_count: int) -> None:
         if not is_step(body):
@@ -92,13 +92,15 @@ def test_a_page_of_120_identities_starts_each_move_once_under_a_duplicate_delive
     starts = Starts(emulated_service)
     duplicated: list[str] = []
 
-    def deliver_again_while_it_runs(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    def deliver_again_while_it_runs(
+        request: Any, move_id: str, who: dict[str, Any], delay: float = 0.0
+    ) -> dict[str, Any]:
         with starts.lock:
             body = None if duplicated else starts.carrier[move_id]
             duplicated.append(move_id)
         if body is not None:  # a second copy of the running message (same token, first delivery)
             emulated_service.handle_message(body, 1)
-        return starts.counting(request, move_id, who)
+        return starts.counting(request, move_id, who, delay)
 
     decommissions.start_move = deliver_again_while_it_runs
     emulated_service.store.ensure_tables()
@@ -313,12 +315,12 @@ def test_an_identity_whose_start_fails_every_time_is_skipped_alone(
     starts = Starts(emulated_service)
     bad: list[str] = []
 
-    def failing(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    def failing(request: Any, move_id: str, who: dict[str, Any], delay: float = 0.0) -> dict[str, Any]:
         if not bad:
             bad.append(move_id)  # the message's first identity: without isolation none would start
         if move_id == bad[0]:
             raise RuntimeError("this identity's start always fails")
-        return starts.counting(request, move_id, who)
+        return starts.counting(request, move_id, who, delay)
 
     emulated_service.decommissions.start_move = failing
     emulated_service.start_region_decommission(event_id, data)
@@ -343,15 +345,17 @@ def test_an_identity_whose_move_was_written_before_its_start_failed_counts_as_st
     starts = Starts(emulated_service)
     flaky: list[str] = []
 
-    def written_then_failed(request: Any, move_id: str, who: dict[str, Any]) -> dict[str, Any]:
+    def written_then_failed(
+        request: Any, move_id: str, who: dict[str, Any], delay: float = 0.0
+    ) -> dict[str, Any]:
         if not flaky:
             flaky.append(move_id)
         if move_id != flaky[0]:
-            return starts.counting(request, move_id, who)
+            return starts.counting(request, move_id, who, delay)
         flaky.append(move_id)
         if len(flaky) <= 4:  # deliveries 1-3: nothing written
             raise RuntimeError("storage unavailable")
-        starts.counting(request, move_id, who)
+        starts.counting(request, move_id, who, delay)
         raise RuntimeError("the answer was lost")
 
     emulated_service.decommissions.start_move = written_then_failed
@@ -360,3 +364,36 @@ def test_an_identity_whose_move_was_written_before_its_start_failed_counts_as_st
     status = emulated_service.decommission(event_id)
     assert status is not None and status["status"] == "Done" and status["skipped"] == [], status
     assert {s["moveId"] for s in status["started"]} == {move_id_for(event_id, i) for i in sources}
+
+
+def test_a_starts_messages_moves_reach_the_queue_one_after_another_at_the_budget_rate(
+    emulated_settings: Settings, emu: str
+) -> None:
+    """The n-th move of a ``starts`` message is visible after n x ``START_SPACING_WRITES`` writes at the
+    subscription's budget rate: the subscriptions' moves interleave in the queue, whatever order their
+    ``starts`` steps ran in (all at once, the slowest step's subscription waited behind all others)."""
+    from shared.decommission import START_SPACING_WRITES
+    from shared.work_queue import WorkMessage
+
+    rate = 1.5  # IDMOVE_ARM_SHARED_RATE: 3 writes = 2 s
+    service = MoveService(emulated_settings.with_(eventgrid_endpoint=None, arm_shared_rate=rate))
+    sources, data, event_id = _decommission(service, emu, 4)
+    service.decommissions.discover_ahead = False
+    delays: dict[str, float] = {}
+    send = service.queue.send
+
+    def sending(message: WorkMessage, delay_seconds: float = 0) -> str:
+        if message.phase == "snapshot" and message.move_id not in delays:
+            delays[message.move_id] = delay_seconds
+        return send(message, delay_seconds)
+
+    service.queue.send = sending  # type: ignore[method-assign]
+    starts = Starts(service)
+    service.start_region_decommission(event_id, data)
+    drain(service, timeout=60, handler=starts.handle)
+    (body,) = starts.bodies
+    order = [move_id_for(event_id, i) for i in json.loads(body)["identities"]]
+    assert sorted(order) == sorted(move_id_for(event_id, s) for s in sources)
+    assert [delays[m] for m in order] == [n * START_SPACING_WRITES / rate for n in range(4)] == [0, 2, 4, 6]
+    for move_id in order:  # each written, its first message sent (this drain works only the decommission)
+        assert service.get(move_id)["status"] == "Pending"

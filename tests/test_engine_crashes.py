@@ -86,9 +86,9 @@ def test_a_move_is_one_message_from_start_to_end(emulated_service: MoveService, 
     sent: list[WorkMessage] = []
     send = emulated_service.queue.send
 
-    def counting(message: WorkMessage, delay: float = 0) -> None:
+    def counting(message: WorkMessage, delay_seconds: float = 0) -> None:
         sent.append(message)
-        send(message, delay)
+        send(message, delay_seconds)
 
     emulated_service.queue.send = counting  # type: ignore[method-assign]
     status = run(emulated_service, move_body(estate, autoCommit=True))

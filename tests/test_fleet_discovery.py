@@ -229,10 +229,13 @@ def test_a_decommissions_snapshots_find_their_discovery_done_ahead_and_never_wai
     service = emulated_service
     service.store.ensure_tables()
     waits: list[str] = []
+    first: set[str] = set()  # the moves whose first message (``_start``, spaced by ``starts``) was sent
     send = service.queue.send
 
     def sending(message: WorkMessage, delay_seconds: float = 0) -> str:
-        if message.phase == "snapshot" and delay_seconds > 0:
+        if message.phase == "snapshot" and message.move_id not in first:
+            first.add(message.move_id)
+        elif message.phase == "snapshot" and delay_seconds > 0:
             waits.append(message.move_id)
         return send(message, delay_seconds)
 
