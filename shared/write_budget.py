@@ -276,8 +276,9 @@ class SharedWriteLimiter(WriteLimiter):
             self._checked[key] = now
         with contextlib.suppress(AzureError):
             if self.budget.lower(key[0], kind, at_most):
-                with self._lock:
+                with self._key_lock(key):  # as ``acquire`` spends it: no decrement lands over the drop
                     self._leased[key] = 0  # what this process leased may not be there any more
+                with self._lock:
                     self._seen[key] = (at_most, self.budget.wall())
 
 
@@ -287,7 +288,7 @@ def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLi
     safe = "".join(ch for ch in settings.table_prefix if ch.isalnum())
     table = settings.storage.table_service().get_table_client(f"{safe}budget")
     rate, burst = settings.arm_shared_rate, settings.arm_shared_burst
-    budget = SharedBudget(table, stats, rate, burst, headroom=rate * HEADROOM_SECONDS)
+    budget = SharedBudget(table, stats, rate, burst, headroom=max(0.0, rate) * HEADROOM_SECONDS)
     return SharedWriteLimiter(
         budget,
         fallback_rate=settings.arm_writes_per_second,

@@ -117,13 +117,14 @@ def test_a_later_write_of_a_step_waits_for_a_far_lease_rather_than_leave_its_ste
     settings = make_settings(storage_connection_string)
     table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
     t = FakeTime()
-    budget = SharedBudget(table, StoreStats(), rate=1, burst=1, wall=lambda: 1_000_000 + t.now)
+    budget = SharedBudget(table, StoreStats(), rate=0.5, burst=1, wall=lambda: 1_000_000 + t.now)
     limiter = SharedWriteLimiter(budget, lease=1, clock=t.clock, sleep=t.sleep, max_wait=1.5)
     subscription = str(uuid.uuid4())
     begin_unit()
     assert limiter.acquire(subscription) == 0
-    assert limiter.acquire(subscription) == pytest.approx(1.0)  # the step has written: it waits
-    assert limiter.acquire(subscription) == pytest.approx(1.0)
+    # the step has written: it waits 2 s, past max_wait, rather than go back with a write done
+    assert limiter.acquire(subscription) == pytest.approx(2.0)
+    assert limiter.acquire(subscription) == pytest.approx(2.0)
     assert limiter.busy == 0 and limiter.leases == 3
 
 
