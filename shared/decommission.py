@@ -421,8 +421,8 @@ class Decommissions:
         began = time.monotonic()
         throttled = self._discover_ahead(pk, event_id, identities, message) if not known else None
         ahead = time.monotonic() - began
+        rate = max(0.01, self.settings.arm_shared_rate)  # a rate set to 0 must not stop every start
         for index, identity_id in enumerate(identities):
-            rate = max(0.01, self.settings.arm_shared_rate)  # a rate set to 0 must not stop every start
             delay = min(index * START_SPACING_WRITES / rate, START_SPREAD_MAX)
             done.append(self._isolated(pk, event_id, identity_id, message, known, delivery, delay))
             self.crashpoint("decommission:after-move")

@@ -156,7 +156,8 @@ class SharedBudget:
             # another process took first: read again after a random pause, so that racers spread out
             # (without it, 4 instances writing at ARM's rate lost 8 races in a row about one run in
             # four, and that write went to the process's own bucket, unseen by the others: a 429)
-            time.sleep(random.uniform(0.0, RACE_PAUSE * 2**attempt))
+            if attempt + 1 < TRIES:
+                time.sleep(random.uniform(0.0, RACE_PAUSE * 2**attempt))
         return None
 
     def lower(self, subscription: str, kind: str, at_most: float) -> bool:

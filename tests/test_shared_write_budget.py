@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -24,12 +25,30 @@ from tests.plugins.engine import make_settings
 TIME_SCALE = 5  # ARM's writes bucket: 200 tokens, refilled at 10/s x 5
 
 
+def _budget_table(settings: Any) -> Any:
+    return as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+
+
+def _on_fake_time(
+    storage_connection_string: str, rate: float, burst: float, lease: int, max_wait: float
+) -> tuple[Any, StoreStats, SharedWriteLimiter, Any]:
+    """A limiter of one process whose clock and sleep are a ``FakeTime``'s (returned: set its ``now``)."""
+    from tests.test_engine_pacing import FakeTime
+
+    table = _budget_table(make_settings(storage_connection_string))
+    t = FakeTime()
+    stats = StoreStats()
+    budget = SharedBudget(table, stats, rate=rate, burst=burst, wall=lambda: 1_000_000 + t.now)
+    limiter = SharedWriteLimiter(budget, lease=lease, clock=t.clock, sleep=t.sleep, max_wait=max_wait)
+    return table, stats, limiter, t
+
+
 def test_four_instances_sharing_the_budget_draw_no_write_429s(
     storage_connection_string: str, emu: str
 ) -> None:
     settings = make_settings(storage_connection_string, emu)
     subscription = str(uuid.uuid4())
-    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    table = _budget_table(settings)
     instances = []
     for _ in range(4):  # each with its own clients, limiter and storage counters, like 4 processes
         stats = StoreStats()
@@ -78,14 +97,10 @@ def test_a_lease_further_away_than_max_wait_is_not_taken_and_its_writes_go_back_
     storage_connection_string: str,
 ) -> None:
     from shared.arm_pacing import WriteBudgetBusy, begin_unit
-    from tests.test_engine_pacing import FakeTime
 
-    settings = make_settings(storage_connection_string)
-    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
-    t = FakeTime()
-    stats = StoreStats()
-    budget = SharedBudget(table, stats, rate=1, burst=2, wall=lambda: 1_000_000 + t.now)
-    limiter = SharedWriteLimiter(budget, lease=2, clock=t.clock, sleep=t.sleep, max_wait=1.5)
+    table, stats, limiter, t = _on_fake_time(
+        storage_connection_string, rate=1, burst=2, lease=2, max_wait=1.5
+    )
     subscription = str(uuid.uuid4())
     key = f"{subscription}|writes"
 
@@ -112,13 +127,8 @@ def test_a_later_write_of_a_step_waits_for_a_far_lease_rather_than_leave_its_ste
     storage_connection_string: str,
 ) -> None:
     from shared.arm_pacing import begin_unit
-    from tests.test_engine_pacing import FakeTime
 
-    settings = make_settings(storage_connection_string)
-    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
-    t = FakeTime()
-    budget = SharedBudget(table, StoreStats(), rate=0.5, burst=1, wall=lambda: 1_000_000 + t.now)
-    limiter = SharedWriteLimiter(budget, lease=1, clock=t.clock, sleep=t.sleep, max_wait=1.5)
+    _, _, limiter, _ = _on_fake_time(storage_connection_string, rate=0.5, burst=1, lease=1, max_wait=1.5)
     subscription = str(uuid.uuid4())
     begin_unit()
     assert limiter.acquire(subscription) == 0
@@ -136,7 +146,7 @@ def test_writing_at_arms_rate_drops_no_lease(storage_connection_string: str, emu
     low, and ARM's budget went unspent.)"""
     settings = make_settings(storage_connection_string, emu)
     subscription = str(uuid.uuid4())
-    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    table = _budget_table(settings)
     instances = []
     for _ in range(4):
         budget = SharedBudget(
@@ -169,7 +179,7 @@ def test_another_writer_lowers_the_record_and_drops_the_lease(
 ) -> None:
     settings = make_settings(storage_connection_string, emu)
     subscription = str(uuid.uuid4())
-    table = as_access(settings.storage).table_service().get_table_client(f"{settings.table_prefix}budget")
+    table = _budget_table(settings)
     budget = SharedBudget(table, StoreStats(), rate=10, burst=200)
     limiter = SharedWriteLimiter(budget, lease=10)
     ours = AzureClients(settings, write_limiter=limiter)
