@@ -160,7 +160,9 @@ def query(state: State, req: Request) -> Response:
         wanted = (
             {s.lower() for s in subscriptions} if isinstance(subscriptions, list) and subscriptions else None
         )
-        resources = [_row(resource_types.present(b)) for b in state.graph_view() if resource_types.indexed(b)]
+        resources = [
+            _row(resource_types.present(b)) for b in state.graph_view(wanted) if resource_types.indexed(b)
+        ]
         containers = _container_rows(state)
         # With RBAC enforced, ARG answers only the rows the caller may read (rbac_enforce.py).
         who = caller_of(req)

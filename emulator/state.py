@@ -101,14 +101,23 @@ class State:
         while len(versions) > 1 and versions[1][0] <= cutoff:
             versions.pop(0)
 
-    def graph_view(self) -> list[dict[str, Any]]:
-        """Resources as Azure Resource Graph sees them: ARM as of ``resourceGraphLagSeconds`` ago."""
+    def graph_view(self, subscriptions: set[str] | None = None) -> list[dict[str, Any]]:
+        """Resources as Azure Resource Graph sees them: ARM as of ``resourceGraphLagSeconds`` ago; only
+        those of ``subscriptions`` (lower-case ids) when given (a query's scope, picked before any
+        row is built: 10 queries of one subscription each took 2.4-3.8 s over a 10-subscription estate)."""
+
+        def scoped(k: str) -> bool:
+            parts = k.split("/", 3)
+            return subscriptions is None or (len(parts) > 2 and parts[2] in subscriptions)
+
         lag = float(self.config["resourceGraphLagSeconds"])
         if lag <= 0:
-            return list(self.resources.values())
+            return [body for k, body in self.resources.items() if scoped(k)]
         cutoff = time.monotonic() - lag
         view = []
-        for versions in self.arg_versions.values():
+        for k, versions in self.arg_versions.items():
+            if not scoped(k):
+                continue
             seen = [body for t, body in versions if t <= cutoff]
             if seen and seen[-1] is not None:
                 view.append(seen[-1])
