@@ -300,10 +300,13 @@ class FleetStore:
         self.stats.add("table.update")
         return merge_if_unchanged(self.table, entity, gen.metadata["etag"])
 
+    @staticmethod
+    def _beat_row(fleet: str, kind: str, n: int) -> dict[str, Any]:
+        return {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Beat": _now().isoformat()}
+
     def beat(self, fleet: str, kind: str, n: int) -> None:
-        entity = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Beat": _now().isoformat()}
         self.stats.add("table.update")
-        self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+        self.table.upsert_entity(self._beat_row(fleet, kind, n), mode=UpdateMode.MERGE)
 
     def finish(self, fleet: str, kind: str, n: int, status: str, resume_at: datetime | None = None) -> None:
         """``status``; Paused with ``resume_at``: no one runs it again before then (its throttle's
@@ -368,13 +371,17 @@ class FleetStore:
         return sorted((r["RowKey"].removeprefix(prefix), json.loads(r["Data"])) for r in rows)
 
     # ---- values of any size ----------------------------------------------------------------------
-    def put_blobs(self, fleet: str, blobs: dict[str, Any]) -> None:
+    def put_blobs(self, fleet: str, blobs: dict[str, Any], beat: tuple[str, int] | None = None) -> None:
         """Each ``name -> value`` as rows ``{name}|{k}``; as few transactions as fit (a blob's rows in
         one). A blob too big for one transaction (4 MB, 100 operations: e.g. a Resource Graph answer
         of thousands of resources) is written over several, its first row (which says how many rows
-        there are) last: read before that, it is absent, never cut short."""
+        there are) last: read before that, it is absent, never cut short. ``beat`` (kind, n): generation
+        n's heartbeat (``beat``) in the first transaction (the generation row shares the partition):
+        a run's stored read and its heartbeat were two transactions until 2026-12-02."""
         ops: list[Any] = []
         size = 0
+        if beat is not None:
+            ops.append(("upsert", self._beat_row(fleet, *beat), {"mode": UpdateMode.MERGE}))
         for name, value in blobs.items():
             rows = _rows_of(fleet, name, value)
             weight = sum(len(_dumps(r)) for r in rows)
@@ -481,8 +488,7 @@ class Parts:
     def step(self, name: str, read: Callable[[], Any]) -> Any:
         if name not in self.done:
             value = read()
-            self.store.put_blobs(self.fleet, {self.prefix + name: value})
-            self.store.beat(self.fleet, self.kind, self.n)
+            self.store.put_blobs(self.fleet, {self.prefix + name: value}, beat=(self.kind, self.n))
             self.done[name] = value
         return self.done[name]
 
@@ -499,8 +505,8 @@ class Parts:
 
         def one(name: str, read: Callable[[], Any]) -> None:
             value = read()
-            self.store.put_blobs(self.fleet, {self.prefix + name: value})
-            self.store.beat(self.fleet, self.kind, self.n)  # each stored read is the run's heartbeat
+            # each stored read is the run's heartbeat, in the same transaction
+            self.store.put_blobs(self.fleet, {self.prefix + name: value}, beat=(self.kind, self.n))
             with lock:
                 self.done[name] = value
 

@@ -299,6 +299,38 @@ def test_runs_side_by_side_share_a_listing_begun_after_they_began_and_a_later_ru
     assert len(later[0]) == len(first[0]) + 1 and later[1] == first[1] + 1
 
 
+def test_a_subscriptions_unchanged_count_is_put_in_the_cache_once_and_a_changed_one_again(
+    emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every run lists every visible subscription; its role assignment count goes to the shared cache
+    (for moves outside the fleet) only when it changed or ``COUNT_REWRITE`` seconds after this
+    process last put it, not at every run."""
+    from activities import fleet
+    from shared.context import PhaseContext
+    from shared.models import MoveRequest
+
+    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
+    sub = str(uuid.uuid4())
+    identity_id, identity = next(iter(_estate(emu, [sub], per_sub=1).items()))
+    service = emulated_service
+    request = MoveRequest.parse({"sourceIdentityId": identity_id, "targetRegion": TARGET})
+    ctx = PhaseContext(clients=service.clients(), settings=service.settings, move_id="m", request=request)
+    puts: list[Any] = []
+    monkeypatch.setattr(ctx.cache, "put", lambda key, value: puts.append((key, value)))
+    key = f"roleAssignmentCount|{sub}"
+
+    first = fleet._assignments(ctx, sub, set(), count=True)
+    fleet._assignments(ctx, sub, set(), count=True, since=time.monotonic())  # listed again, unchanged
+    assert puts == [(key, first["count"])]
+    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
+        _assign(arm, f"/subscriptions/{sub}", identity["properties"]["principalId"], CONTRIBUTOR)
+    changed = fleet._assignments(ctx, sub, set(), count=True, since=time.monotonic())
+    assert changed["count"] == first["count"] + 1 and puts[-1] == (key, changed["count"])
+    monkeypatch.setattr(fleet, "COUNT_REWRITE", 0.0)  # old enough: put again, unchanged
+    fleet._assignments(ctx, sub, set(), count=True, since=time.monotonic())
+    assert len(puts) == 3 and puts[-1] == (key, changed["count"])
+
+
 def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
     emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -512,13 +544,18 @@ def test_a_runs_independent_reads_go_side_by_side_and_a_throttle_keeps_those_tha
             raise TransientError("RateLimiting", "Resource Graph said 429", None, 1.0, throttled=True)
         return {"of": name}
 
+    from shared.store import StoreStats
+
+    fleet_store.stats = stats = StoreStats()
     parts = Parts(fleet_store, fleet, "discovery", 1)
-    beats: list[str] = []
-    beat = fleet_store.beat
-    fleet_store.beat = lambda *args: beats.append("beat") or beat(*args)  # type: ignore[method-assign]
+    before = dict(stats.counts)
     with pytest.raises(TransientError):
         parts.steps({"a": lambda: read("a"), "b": lambda: read("b"), "c": lambda: read("c", throttled=True)})
-    assert beats == ["beat", "beat"]  # each stored read is a heartbeat: a long run is not taken over
+    # each stored read is a heartbeat (a long run is not taken over), in the read's own transaction
+    assert fleet_store.table.get_entity(fleet, "g|discovery|000001")["Beat"]
+    spent = {k: n - before.get(k, 0) for k, n in stats.counts.items() if n != before.get(k, 0)}
+    # a and b: one transaction each, no heartbeat of its own (the table's creation aside: it is new)
+    assert spent.get("table.transaction") == 2 and "table.update" not in spent, spent
     resumed = Parts(fleet_store, fleet, "discovery", 1)  # the run's next visit: a and b were kept
     assert sorted(resumed.done) == ["a", "b"]
     again = resumed.steps({"a": lambda: read("a"), "b": lambda: read("b"), "c": lambda: {"of": "c"}})
