@@ -338,33 +338,9 @@ def _assignments(
     serves this run too (``_listing``)."""
     (listed, made_here, at), listed_here = _listing(ctx, sub, since)
     kept = [ra for ra in listed if ra["principalId"].lower() in principals]
-    if count and listed_here and _count_changed(ctx, sub, made_here):
-        # a listing shared with the run that made it was put by that run
+    if count and listed_here:  # a listing shared with the run that made it was put by that run
         ctx.cache.put(f"roleAssignmentCount|{sub}", made_here)
     return {"kept": kept, "count": made_here, "at": at}
-
-
-# The counts this process put in the shared cache: every run lists every visible subscription, and
-# putting each one's count every time (unchanged, mostly) cost ~2 storage transactions per move in the
-# 300x10 bench. The fleet's own members read the counts from their results (``Known``), the cache
-# serves moves outside a fleet: a count unchanged is put again only once it is ``COUNT_REWRITE``
-# seconds old, well inside ``IDMOVE_ROLE_ASSIGNMENT_COUNT_TTL_SECONDS`` (120 by default).
-_counts_put: dict[tuple[str, str, str], tuple[int, float]] = {}
-_counts_lock = threading.Lock()
-COUNT_REWRITE = 30.0
-
-
-def _count_changed(ctx: PhaseContext, sub: str, count: int) -> bool:
-    """Whether ``count`` is to be put for ``sub`` (and now counted as put): changed, or last put by
-    this process more than ``COUNT_REWRITE`` seconds ago."""
-    key = (ctx.settings.storage_connection_string, ctx.settings.table_prefix, sub.lower())
-    now = time.monotonic()
-    with _counts_lock:
-        last = _counts_put.get(key)
-        if last is not None and last[0] == count and now - last[1] < COUNT_REWRITE:
-            return False
-        _counts_put[key] = (count, now)
-        return True
 
 
 # A subscription's role assignments as one run of this process listed them, for runs that run beside

@@ -302,11 +302,8 @@ class FleetStore:
 
     @staticmethod
     def _beat_row(fleet: str, kind: str, n: int) -> dict[str, Any]:
+        """Generation n's heartbeat, merged into its row (``put_blobs``'s ``beat``)."""
         return {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Beat": _now().isoformat()}
-
-    def beat(self, fleet: str, kind: str, n: int) -> None:
-        self.stats.add("table.update")
-        self.table.upsert_entity(self._beat_row(fleet, kind, n), mode=UpdateMode.MERGE)
 
     def finish(self, fleet: str, kind: str, n: int, status: str, resume_at: datetime | None = None) -> None:
         """``status``; Paused with ``resume_at``: no one runs it again before then (its throttle's
@@ -376,8 +373,9 @@ class FleetStore:
         one). A blob too big for one transaction (4 MB, 100 operations: e.g. a Resource Graph answer
         of thousands of resources) is written over several, its first row (which says how many rows
         there are) last: read before that, it is absent, never cut short. ``beat`` (kind, n): generation
-        n's heartbeat (``beat``) in the first transaction (the generation row shares the partition):
-        a run's stored read and its heartbeat were two transactions until 2026-12-02."""
+        n's heartbeat (its ``Beat``, what a member's takeover checks) in the transaction of the first
+        blob that fits beside it, else alone after the others (the generation row shares the
+        partition): a run's stored read and its heartbeat were two transactions until 2026-12-02."""
         ops: list[Any] = []
         size = 0
         if beat is not None:

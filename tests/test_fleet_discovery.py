@@ -299,38 +299,6 @@ def test_runs_side_by_side_share_a_listing_begun_after_they_began_and_a_later_ru
     assert len(later[0]) == len(first[0]) + 1 and later[1] == first[1] + 1
 
 
-def test_a_subscriptions_unchanged_count_is_put_in_the_cache_once_and_a_changed_one_again(
-    emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every run lists every visible subscription; its role assignment count goes to the shared cache
-    (for moves outside the fleet) only when it changed or ``COUNT_REWRITE`` seconds after this
-    process last put it, not at every run."""
-    from activities import fleet
-    from shared.context import PhaseContext
-    from shared.models import MoveRequest
-
-    configure(httpx.Client(base_url=emu), replicationDelaySeconds=0)
-    sub = str(uuid.uuid4())
-    identity_id, identity = next(iter(_estate(emu, [sub], per_sub=1).items()))
-    service = emulated_service
-    request = MoveRequest.parse({"sourceIdentityId": identity_id, "targetRegion": TARGET})
-    ctx = PhaseContext(clients=service.clients(), settings=service.settings, move_id="m", request=request)
-    puts: list[Any] = []
-    monkeypatch.setattr(ctx.cache, "put", lambda key, value: puts.append((key, value)))
-    key = f"roleAssignmentCount|{sub}"
-
-    first = fleet._assignments(ctx, sub, set(), count=True)
-    fleet._assignments(ctx, sub, set(), count=True, since=time.monotonic())  # listed again, unchanged
-    assert puts == [(key, first["count"])]
-    with httpx.Client(base_url=emu, headers=OWNER, timeout=30) as arm:
-        _assign(arm, f"/subscriptions/{sub}", identity["properties"]["principalId"], CONTRIBUTOR)
-    changed = fleet._assignments(ctx, sub, set(), count=True, since=time.monotonic())
-    assert changed["count"] == first["count"] + 1 and puts[-1] == (key, changed["count"])
-    monkeypatch.setattr(fleet, "COUNT_REWRITE", 0.0)  # old enough: put again, unchanged
-    fleet._assignments(ctx, sub, set(), count=True, since=time.monotonic())
-    assert len(puts) == 3 and puts[-1] == (key, changed["count"])
-
-
 def test_access_granted_after_a_fleet_discovery_is_seen_by_a_snapshot_that_starts_later(
     emulated_service: MoveService, emu: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
