@@ -357,6 +357,9 @@ class Decommissions:
         # what the ``starts`` step's discovery ahead needs of each (``activities/fleet.py`` ``ahead``)
         principals = {str(i.id).lower(): _pair(i.principal_id, i.client_id) for i in here}
         groups = chunk_identities(_unique(found))
+        # how many of the subscription's identities came before this page's: each ``starts`` message
+        # spaces its moves after those of the messages before it (``_starts``), not from zero
+        offset = int(message.get("offset") or 0)
         # MERGE: a starts message's claim on its row stays when the page is listed again
         pending = [{"PartitionKey": pk, "RowKey": f"pending|start|{starts_key(g)}"} for g in groups]
         self._upsert(pending, UpdateMode.MERGE)
@@ -373,10 +376,19 @@ class Decommissions:
                 move=template,
                 topic=topic,
                 token=token,
+                offset=offset,
                 **again,
             )
+            offset += len(group)
         if next_link:
-            more = {"region": region, "move": template, "topic": topic, "next": next_link, **again}
+            more = {
+                "region": region,
+                "move": template,
+                "topic": topic,
+                "next": next_link,
+                "offset": offset,
+                **again,
+            }
             self._send(pk, event_id, "page", subscription=sub, **more)
         else:
             self._finish_subscription(pk, event_id, sub, None)
@@ -422,8 +434,11 @@ class Decommissions:
         throttled = self._discover_ahead(pk, event_id, identities, message) if not known else None
         ahead = time.monotonic() - began
         rate = max(0.01, self.settings.arm_shared_rate)  # a rate set to 0 must not stop every start
+        # the subscription's identities in earlier messages (``_page``): a subscription of more than
+        # one message's identities had each message space its moves from zero, side by side
+        before = int(message.get("offset") or 0)
         for index, identity_id in enumerate(identities):
-            delay = min(index * START_SPACING_WRITES / rate, START_SPREAD_MAX)
+            delay = min((before + index) * START_SPACING_WRITES / rate, START_SPREAD_MAX)
             done.append(self._isolated(pk, event_id, identity_id, message, known, delivery, delay))
             self.crashpoint("decommission:after-move")
         self._complete(pk, key, done)

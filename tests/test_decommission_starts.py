@@ -397,3 +397,39 @@ def test_a_starts_messages_moves_reach_the_queue_one_after_another_at_the_budget
     assert [delays[m] for m in order] == [n * START_SPACING_WRITES / rate for n in range(4)] == [0, 2, 4, 6]
     for move_id in order:  # each written, its first message sent (this drain works only the decommission)
         assert service.get(move_id)["status"] == "Pending"
+
+
+def test_a_subscriptions_later_starts_messages_space_their_moves_after_the_earlier_ones(
+    emulated_settings: Settings, emu: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two pages of a subscription's listing, two ``starts`` messages on the first: each message's
+    moves become visible after those of the messages before it in the listing (each spaced its own
+    from zero until 2026-12-02, so a subscription of several messages entered the queue that many
+    times faster)."""
+    from shared import decommission
+    from shared.decommission import START_SPACING_WRITES
+    from shared.work_queue import WorkMessage
+
+    monkeypatch.setattr(decommission, "STARTS_PER_MESSAGE", 2)
+    rate = 1.5  # 3 writes = 2 s
+    service = MoveService(emulated_settings.with_(eventgrid_endpoint=None, arm_shared_rate=rate))
+    sources, data, event_id = _decommission(service, emu, 6, page_size=4)  # pages of 4 and 2
+    service.decommissions.discover_ahead = False
+    delays: dict[str, float] = {}
+    send = service.queue.send
+
+    def sending(message: WorkMessage, delay_seconds: float = 0) -> str:
+        if message.phase == "snapshot" and message.move_id not in delays:
+            delays[message.move_id] = delay_seconds
+        return send(message, delay_seconds)
+
+    service.queue.send = sending  # type: ignore[method-assign]
+    starts = Starts(service)
+    service.start_region_decommission(event_id, data)
+    drain(service, timeout=60, handler=starts.handle)
+    messages = sorted((json.loads(b) for b in starts.bodies), key=lambda m: m["offset"])
+    assert [(m["offset"], len(m["identities"])) for m in messages] == [(0, 2), (2, 2), (4, 2)]
+    order = [move_id_for(event_id, i) for m in messages for i in m["identities"]]
+    assert sorted(order) == sorted(move_id_for(event_id, s) for s in sources)
+    spacing = START_SPACING_WRITES / rate
+    assert [delays[m] for m in order] == [n * spacing for n in range(6)] == [0, 2, 4, 6, 8, 10]
