@@ -213,3 +213,19 @@ def test_kql_project_extend_order_count() -> None:
     ]
     with pytest.raises(kql.KqlError):
         kql.compile_query("Resources | project id | where name == 'x'", {"Resources": COLS})
+
+
+def test_a_comparison_with_a_literal_answers_what_the_general_comparison_answers() -> None:
+    """``kql._against_literal`` (the literal's lower case made once per query) is a shortcut of
+    ``kql._compare``: the same answer for every operator it covers, on every kind of value a row holds."""
+    from emulator import kql
+
+    values = [None, "", "AbC", "xabcx", "abc", 5, 5.0, True, False, {"a": "AbC"}, ["abc"], {}]
+    literals = ["abc", "ABC", "", "5", "true", '{"a":"AbC"}', '["abc"]']
+    for op in ("contains", "!contains", "=~", "!~", "==", "!="):
+        for value in values:
+            for literal in literals:
+                fast = kql._against_literal(op, lambda r, v=value: v, literal)
+                assert fast is not None
+                assert fast({}) == kql._compare(op, value, literal), (op, value, literal)
+    assert kql._against_literal("has", lambda r: "x", "x") is None  # the others take the general path
