@@ -110,7 +110,7 @@ PRINCIPAL_CHARS = 67  # ``"<64 hex digits>",``: an identity's entry in ``princip
 # its first message is visible)
 StartMove = Callable[[MoveRequest, str, dict[str, Any], float], dict[str, Any]]
 # A ``starts`` message's moves become visible one after another, the n-th after n x this many writes
-# at the subscription's budget rate (``IDMOVE_ARM_SHARED_RATE``), at most ``START_SPREAD_MAX`` s: all
+# at the subscription's budget rate (``IDMOVE_ARM_SHARED_RATE``), within ``START_SPREAD_MAX`` s: all
 # at once, each message's moves reached the queue as one block, and the queue (first in, first out)
 # served whole subscriptions one after another. At 300 identities in 10 subscriptions the block
 # whose ``starts`` step ran slowest (20 s against 5 s) waited ~150 s behind the other nine, and its
@@ -160,6 +160,14 @@ def chunk_identities(identities: list[str]) -> list[list[str]]:
         groups[-1].append(identity_id)
         size += cost
     return groups
+
+
+def start_delay(position: int, rate: float) -> float:
+    """Seconds before the first message of the subscription's ``position``-th identity (from 0) is
+    visible: ``START_SPACING_WRITES`` writes at ``rate`` apart, wrapping around within
+    ``START_SPREAD_MAX``. Capped instead, every identity past the cap (the 200th on at ARM's 10/s)
+    would reach the queue at the same instant, one block per ``starts`` message."""
+    return (position * START_SPACING_WRITES / max(0.01, rate)) % START_SPREAD_MAX
 
 
 def _pair(principal_id: Any, client_id: Any) -> str:
@@ -438,7 +446,7 @@ class Decommissions:
         # one message's identities had each message space its moves from zero, side by side
         before = int(message.get("offset") or 0)
         for index, identity_id in enumerate(identities):
-            delay = min((before + index) * START_SPACING_WRITES / rate, START_SPREAD_MAX)
+            delay = start_delay(before + index, rate)
             done.append(self._isolated(pk, event_id, identity_id, message, known, delivery, delay))
             self.crashpoint("decommission:after-move")
         self._complete(pk, key, done)

@@ -433,3 +433,17 @@ def test_a_subscriptions_later_starts_messages_space_their_moves_after_the_earli
     assert sorted(order) == sorted(move_id_for(event_id, s) for s in sources)
     spacing = START_SPACING_WRITES / rate
     assert [delays[m] for m in order] == [n * spacing for n in range(6)] == [0, 2, 4, 6, 8, 10]
+
+
+def test_start_delays_wrap_around_within_the_spread_rather_than_pile_up_at_it() -> None:
+    """Past ``START_SPREAD_MAX`` the delays start again from zero: capped, every identity from the
+    200th on (ARM's 10/s) reached the queue at the same instant, a whole message at a time."""
+    from shared.decommission import START_SPREAD_MAX, start_delay
+
+    rate = 10.0  # 3 writes = 0.3 s
+    assert [start_delay(n, rate) for n in range(3)] == pytest.approx([0.0, 0.3, 0.6])
+    assert start_delay(199, rate) == pytest.approx(59.7)
+    assert start_delay(200, rate) == pytest.approx(0.0, abs=1e-9)  # 60 s: around again
+    later = [start_delay(n, rate) for n in range(200, 400)]
+    assert max(later) < START_SPREAD_MAX and len({round(d, 6) for d in later}) == 200  # spread, not one block
+    assert start_delay(5, 0.0) == pytest.approx(5 * 3 / 0.01 % START_SPREAD_MAX)  # a rate of 0 is clamped

@@ -227,5 +227,21 @@ def test_a_comparison_with_a_literal_answers_what_the_general_comparison_answers
             for literal in literals:
                 fast = kql._against_literal(op, lambda r, v=value: v, literal)
                 assert fast is not None
-                assert fast({}) == kql._compare(op, value, literal), (op, value, literal)
-    assert kql._against_literal("has", lambda r: "x", "x") is None  # the others take the general path
+                # ``is``: a where clause keeps a row only if its test is True itself, not truthy
+                assert fast({}) is kql._compare(op, value, literal), (op, value, literal)
+    for op in ("has", "!has", "startswith", "endswith", "contains_cs", "<", ">="):
+        assert kql._against_literal(op, lambda r: "x", "x") is None  # the general path
+    # through the parser: a literal on the right takes the shortcut, one on the left does not
+    rows = [{"name": "web-abc"}, {"name": "ABC"}, {"name": None}]
+
+    def where(clause: str) -> list[Any]:
+        _, found = kql.compile_query(f"Resources | where {clause}", {"Resources": ["name"]})(
+            {"Resources": rows}
+        )
+        return [r["name"] for r in found]
+
+    assert where("name contains 'abc'") == ["web-abc", "ABC"]
+    # the other way round: 'abc' holds 'ABC' (case-insensitive) and an empty name, not 'web-abc'
+    assert where("'abc' contains name") == ["ABC", None]
+    assert where("name =~ 'abc' or name == 'web-abc'") == ["web-abc", "ABC"]
+    assert where("not(name =~ 'abc') and name != 'x'") == ["web-abc"]
