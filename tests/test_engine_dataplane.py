@@ -422,3 +422,77 @@ def test_a_crash_during_discard_still_restores_the_data_plane(
     assert run(emulated_service, move_id)["status"] == "Discarded"
     assert crashed
     assert data_plane_state(clients, e, dp) == before
+
+
+def _counterpart(clients: AzureClients, e: Estate) -> tuple[str, str, dict[str, Any]]:
+    """The site's counterpart in the target region, deployed from the same configuration: its settings
+    still name the old identity. (source site, counterpart, the source's settings)"""
+    web = e.resources["web"]
+    counterpart = web.replace("web-payments01", "web-payments01-ne")
+    clients.arm("PUT", counterpart, WEB_API, {"location": TARGET_REGION, "kind": "app", "properties": {}})
+    deployed = settings(clients, web)
+    clients.arm("PUT", f"{counterpart}/config/appsettings", WEB_API, {"properties": deployed["app"]})
+    clients.arm("PUT", f"{counterpart}/config/connectionstrings", WEB_API, {"properties": deployed["conn"]})
+    return web, counterpart, deployed
+
+
+def test_a_mapped_site_is_rebound_and_its_settings_rewritten_and_cleanup_leaves_its_source_settings(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    """``resourceMap``: the new identity goes to the counterpart, the counterpart's settings are rewritten
+    (not the source's, which keeps working until it is retired), verify passes on the counterpart, and
+    cleanup takes the old identity off the source site only."""
+    e, _ = estate
+    web, counterpart, deployed = _counterpart(clients, e)
+    move_id = emulated_service.start(body(e, resourceMap={web: counterpart}))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    new = status["target"]
+    mapped = settings(clients, counterpart)
+    app, conn = mapped["app"], mapped["conn"]
+    assert app["AZURE_CLIENT_ID"] == new["clientId"] and app["Storage__clientId"] == new["clientId"]
+    assert app["Storage__managedIdentityResourceId"].lower() == new["id"].lower()
+    assert f"User Id={new['clientId']}" in conn["Orders"]["value"]
+    assert app["FEATURE_FLAGS"] == "payments-v2"  # the rest as deployed
+    assert settings(clients, web) == deployed
+    _, rebound = clients.arm("GET", counterpart, WEB_API)
+    assert {k.lower() for k in rebound["identity"]["userAssignedIdentities"]} == {new["id"].lower()}
+
+    emulated_service.commit(move_id)
+    status = run(emulated_service, move_id)
+    assert status["status"] == "Completed", status.get("error")
+    _, source = clients.arm("GET", web, WEB_API)
+    assert e.identity_id.lower() not in {
+        k.lower() for k in (source.get("identity") or {}).get("userAssignedIdentities") or {}
+    }
+    assert settings(clients, counterpart) == mapped
+
+
+def test_verify_reads_a_mapped_sites_settings_from_its_counterpart(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    """A counterpart's setting put back to the old client id after the copy, before verify reads it:
+    verify fails naming the counterpart's setting (it reads the counterpart, not the source)."""
+    e, _ = estate
+    web, counterpart, _ = _counterpart(clients, e)
+    move_id = emulated_service.start(body(e, resourceMap={web: counterpart}))["id"]
+    reverted: list[bool] = []
+
+    def revert_behind_its_back(name: str) -> None:  # once verify's step is claimed, before it reads
+        if name == "verify:after-claim" and not reverted:
+            app = settings(clients, counterpart)["app"]
+            clients.arm(
+                "PUT",
+                f"{counterpart}/config/appsettings",
+                WEB_API,
+                {"properties": {**app, "AZURE_CLIENT_ID": e.client_id}},
+            )
+            reverted.append(True)
+
+    emulated_service.crashpoint = revert_behind_its_back
+    status = run(emulated_service, move_id)
+    assert reverted
+    assert status["status"] == "Failed"
+    error = status["error"]
+    assert error["code"] == "VerificationFailed", error
+    assert f"appsettings AZURE_CLIENT_ID of {counterpart}" in error["message"], error["message"]
