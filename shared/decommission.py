@@ -441,7 +441,7 @@ class Decommissions:
         began = time.monotonic()
         throttled = self._discover_ahead(pk, event_id, identities, message) if not known else None
         ahead = time.monotonic() - began
-        rate = max(0.01, self.settings.arm_shared_rate)  # a rate set to 0 must not stop every start
+        rate = self.settings.arm_shared_rate  # ``start_delay`` clamps a rate of 0
         # the subscription's identities in earlier messages (``_page``): a subscription of more than
         # one message's identities had each message space its moves from zero, side by side
         before = int(message.get("offset") or 0)

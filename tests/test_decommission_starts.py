@@ -366,18 +366,12 @@ def test_an_identity_whose_move_was_written_before_its_start_failed_counts_as_st
     assert {s["moveId"] for s in status["started"]} == {move_id_for(event_id, i) for i in sources}
 
 
-def test_a_starts_messages_moves_reach_the_queue_one_after_another_at_the_budget_rate(
-    emulated_settings: Settings, emu: str
-) -> None:
-    """The n-th move of a ``starts`` message is visible after n x ``START_SPACING_WRITES`` writes at the
-    subscription's budget rate: the subscriptions' moves interleave in the queue, whatever order their
-    ``starts`` steps ran in (all at once, the slowest step's subscription waited behind all others)."""
-    from shared.decommission import START_SPACING_WRITES
+def _first_message_delays(
+    service: MoveService, event_id: str, data: dict[str, Any]
+) -> tuple[dict[str, float], Starts]:
+    """Run only the decommission's steps (no discovery ahead); each move's first message's delay."""
     from shared.work_queue import WorkMessage
 
-    rate = 1.5  # IDMOVE_ARM_SHARED_RATE: 3 writes = 2 s
-    service = MoveService(emulated_settings.with_(eventgrid_endpoint=None, arm_shared_rate=rate))
-    sources, data, event_id = _decommission(service, emu, 4)
     service.decommissions.discover_ahead = False
     delays: dict[str, float] = {}
     send = service.queue.send
@@ -391,6 +385,21 @@ def test_a_starts_messages_moves_reach_the_queue_one_after_another_at_the_budget
     starts = Starts(service)
     service.start_region_decommission(event_id, data)
     drain(service, timeout=60, handler=starts.handle)
+    return delays, starts
+
+
+def test_a_starts_messages_moves_reach_the_queue_one_after_another_at_the_budget_rate(
+    emulated_settings: Settings, emu: str
+) -> None:
+    """The n-th move of a ``starts`` message is visible after n x ``START_SPACING_WRITES`` writes at the
+    subscription's budget rate: the subscriptions' moves interleave in the queue, whatever order their
+    ``starts`` steps ran in (all at once, the slowest step's subscription waited behind all others)."""
+    from shared.decommission import START_SPACING_WRITES
+
+    rate = 1.5  # IDMOVE_ARM_SHARED_RATE: 3 writes = 2 s
+    service = MoveService(emulated_settings.with_(eventgrid_endpoint=None, arm_shared_rate=rate))
+    sources, data, event_id = _decommission(service, emu, 4)
+    delays, starts = _first_message_delays(service, event_id, data)
     (body,) = starts.bodies
     order = [move_id_for(event_id, i) for i in json.loads(body)["identities"]]
     assert sorted(order) == sorted(move_id_for(event_id, s) for s in sources)
@@ -408,25 +417,12 @@ def test_a_subscriptions_later_starts_messages_space_their_moves_after_the_earli
     times faster)."""
     from shared import decommission
     from shared.decommission import START_SPACING_WRITES
-    from shared.work_queue import WorkMessage
 
     monkeypatch.setattr(decommission, "STARTS_PER_MESSAGE", 2)
     rate = 1.5  # 3 writes = 2 s
     service = MoveService(emulated_settings.with_(eventgrid_endpoint=None, arm_shared_rate=rate))
     sources, data, event_id = _decommission(service, emu, 6, page_size=4)  # pages of 4 and 2
-    service.decommissions.discover_ahead = False
-    delays: dict[str, float] = {}
-    send = service.queue.send
-
-    def sending(message: WorkMessage, delay_seconds: float = 0) -> str:
-        if message.phase == "snapshot" and message.move_id not in delays:
-            delays[message.move_id] = delay_seconds
-        return send(message, delay_seconds)
-
-    service.queue.send = sending  # type: ignore[method-assign]
-    starts = Starts(service)
-    service.start_region_decommission(event_id, data)
-    drain(service, timeout=60, handler=starts.handle)
+    delays, starts = _first_message_delays(service, event_id, data)
     messages = sorted((json.loads(b) for b in starts.bodies), key=lambda m: m["offset"])
     assert [(m["offset"], len(m["identities"])) for m in messages] == [(0, 2), (2, 2), (4, 2)]
     order = [move_id_for(event_id, i) for m in messages for i in m["identities"]]

@@ -43,6 +43,26 @@ def _on_fake_time(
     return table, stats, limiter, t
 
 
+def _write_from(
+    emu: str, clients: list[AzureClients], subscription: str, jobs: list[tuple[int, int]]
+) -> list[Any]:
+    """Each job (instance, n) creates a resource group through that instance's clients, 16 at once;
+    the emulator's log of the subscription's PUTs."""
+    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": TIME_SCALE})
+    before = len(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
+
+    def write(job: tuple[int, int]) -> None:
+        index, n = job
+        clients[index].resources(subscription).resource_groups.create_or_update(
+            f"rg-budget-{index}-{n}", ResourceGroup(location="westeurope")
+        )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(write, jobs))
+    log = httpx.get(f"{emu}/_emulator/requests", timeout=30).json()[before:]
+    return [r for r in log if r["method"] == "PUT" and subscription in r["path"]]
+
+
 def test_four_instances_sharing_the_budget_draw_no_write_429s(
     storage_connection_string: str, emu: str
 ) -> None:
@@ -55,22 +75,8 @@ def test_four_instances_sharing_the_budget_draw_no_write_429s(
         budget = SharedBudget(table, stats, rate=9 * TIME_SCALE, burst=150)
         limiter = SharedWriteLimiter(budget, lease=5)
         instances.append((AzureClients(settings, write_limiter=limiter), limiter, stats))
-    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": TIME_SCALE})
-    before = len(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
-
-    def write(job: tuple[int, int]) -> None:
-        index, n = job
-        clients = instances[index][0]
-        clients.resources(subscription).resource_groups.create_or_update(
-            f"rg-budget-{index}-{n}", ResourceGroup(location="westeurope")
-        )
-
     jobs = [(i, n) for i in range(4) for n in range(100)]
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(write, jobs))
-
-    log = httpx.get(f"{emu}/_emulator/requests", timeout=30).json()[before:]
-    puts = [r for r in log if r["method"] == "PUT" and subscription in r["path"]]
+    puts = _write_from(emu, [clients for clients, _, _ in instances], subscription, jobs)
     assert [r for r in puts if r["status"] == 429] == []  # 400 writes at once: none refused
     assert len(puts) == 400
     leases = sum(limiter.leases for _, limiter, _ in instances)
@@ -154,21 +160,8 @@ def test_writing_at_arms_rate_drops_no_lease(storage_connection_string: str, emu
         )
         limiter = SharedWriteLimiter(budget, lease=5)
         instances.append((AzureClients(settings, write_limiter=limiter), limiter))
-    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": TIME_SCALE})
-    before = len(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
-
-    def write(job: tuple[int, int]) -> None:
-        index, n = job
-        instances[index][0].resources(subscription).resource_groups.create_or_update(
-            f"rg-rate-{index}-{n}", ResourceGroup(location="westeurope")
-        )
-
     jobs = [(i, n) for n in range(120) for i in range(4)]  # 480: ARM's bucket of 200 runs low
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(write, jobs))
-
-    log = httpx.get(f"{emu}/_emulator/requests", timeout=30).json()[before:]
-    puts = [r for r in log if r["method"] == "PUT" and subscription in r["path"]]
+    puts = _write_from(emu, [clients for clients, _ in instances], subscription, jobs)
     assert [r for r in puts if r["status"] >= 300] == [] and len(puts) == 480
     leases = sum(limiter.leases for _, limiter in instances)
     assert 480 / 5 <= leases <= 480 / 5 + 4, leases  # no lease given up unspent
