@@ -38,11 +38,12 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
@@ -63,6 +64,33 @@ def begin_unit() -> None:
     """A new unit of work starts on this thread (the engine, before each step and item): its first
     write may be given back to the queue (``max_wait``), its later ones are waited for."""
     _unit.wrote = False
+
+
+@dataclass(eq=False)
+class MoveWrites:
+    """The writes of one move's handler on one thread (``one_move``), per (subscription, kind):
+    what a leasing limiter sizes its leases by (``SharedWriteLimiter``); ``ended`` is called with it
+    when the handler returns."""
+
+    counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    ended: list[Callable[[MoveWrites], None]] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def one_move() -> Iterator[MoveWrites]:
+    """A move's steps run on this thread (``Engine.handle``: one message, the phases it chains)."""
+    previous, writes = current_move(), MoveWrites()
+    _unit.move = writes
+    try:
+        yield writes
+    finally:
+        _unit.move = previous
+        for ended in writes.ended:
+            ended(writes)
+
+
+def current_move() -> MoveWrites | None:
+    return getattr(_unit, "move", None)
 
 
 def _may_give_back() -> bool:

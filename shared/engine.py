@@ -45,7 +45,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from shared.arm_pacing import begin_unit
+from shared.arm_pacing import begin_unit, one_move
 from shared.azure_clients import AzureClients
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
 from shared.errors import PermanentError, PhaseError, SourceChanged, TransientError
@@ -86,6 +86,10 @@ class Engine:
 
     # ---- one work message ----------------------------------------------------------------
     def handle(self, message: WorkMessage) -> None:
+        with one_move():  # what the move writes, per subscription, sizes this process's budget leases
+            self._handle(message)
+
+    def _handle(self, message: WorkMessage) -> None:
         move = self.store.get_move(message.move_id)
         if message.after and (move is None or move.version < message.after):  # None: start sends first
             self._wait_for_save(message)

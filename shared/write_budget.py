@@ -5,9 +5,15 @@ and N processes each allowed 8 writes/s spend ARM's 10/s refill N-fold (the benc
 429s with 4 instances at 120 identities). ``SharedWriteLimiter`` keeps the per-process bucket as a
 small cache in front of ONE budget record per (subscription, kind) in table ``{prefix}budget``:
 
-* a process takes a *lease* of ``lease`` tokens at a time from the record (read, refill from its
-  ``Stamp`` at ``rate``, subtract, ETag-guarded replace; a lost race reads again), then spends them
-  locally; so the record costs 2 storage transactions per ``lease`` writes, not per write;
+* a process takes a *lease* of up to ``lease`` tokens at a time from the record (read, refill from
+  its ``Stamp`` at ``rate``, subtract, ETag-guarded replace; a lost race reads again), then spends
+  them locally; so the record costs 2 storage transactions per ``lease`` writes, not per write;
+* a lease is no larger than what the moves this process is running still write to that subscription
+  (``_lease_size``: a move writes about as much as this process's last moves did, ``MoveWrites``):
+  a lease's tokens are out of the record until spent, and those of a process whose moves of that
+  subscription have ended were never spent. At 300 identities in 10 subscriptions, 4 instances
+  holding leases of 10 left 20-30 tokens of the last subscription's budget unspent while its last
+  moves waited on the record for them (10-15 s of a 180 s run at the bench's 2 writes/s);
 * the record may go negative: a lease then waits ``-tokens / rate`` seconds before its first write,
   so processes queue up fairly, whatever their number; but a step's first write that would wait
   longer than ``max_wait`` reserves nothing (it goes back to the queue for that long), so the record
@@ -34,6 +40,7 @@ Example::
 from __future__ import annotations
 
 import contextlib
+import math
 import random
 import threading
 import time
@@ -51,7 +58,16 @@ from azure.core.exceptions import (
 )
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.arm_pacing import LOW_REMAINING, RESERVE, WriteBudgetBusy, WriteLimiter, _may_give_back, _wrote
+from shared.arm_pacing import (
+    LOW_REMAINING,
+    RESERVE,
+    MoveWrites,
+    WriteBudgetBusy,
+    WriteLimiter,
+    _may_give_back,
+    _wrote,
+    current_move,
+)
 from shared.settings import Settings
 from shared.store import StoreStats
 
@@ -65,6 +81,11 @@ CHECK_SECONDS = 5.0  # a process reads the record for signs of another writer at
 # Writing at ARM's rate, that was a 429 in about half the runs of 480 writes from 4 instances; the
 # record's bucket is kept this many seconds of refill short of ARM's (5 tokens at ARM's 10/s).
 HEADROOM_SECONDS = 0.5
+LEARN = 0.2  # weight of a move's writes in a subscription's writes-per-move (a moving average)
+# a record that held this many leases' worth of tokens after the process's last take is not what
+# binds: a full lease then (a lease sized to the moves' rest only costs storage where nobody waits,
+# e.g. a fleet's deletes, ~4 a move, whose bucket never ran low in the 300x10 bench)
+PLENTY_LEASES = 5
 
 
 @dataclass(frozen=True)
@@ -195,11 +216,65 @@ class SharedWriteLimiter(WriteLimiter):
         self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._seen: dict[tuple[str, str], tuple[float, float]] = {}  # record after our last take, when
         self._checked: dict[tuple[str, str], float] = {}  # when observe last read the record (clock)
+        self._running: dict[tuple[str, str], set[MoveWrites]] = {}  # moves here that wrote to the key
+        self._per_move: dict[tuple[str, str], float] = {}  # writes a move makes to the key, learned
         self.leases = 0
 
     def _key_lock(self, key: tuple[str, str]) -> threading.Lock:
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
+
+    def _lease_size(self, key: tuple[str, str], move: MoveWrites | None) -> int:
+        """The tokens the running moves will still write to ``key``, at least 1 and at most
+        ``lease``: each move writes about ``_per_move`` (what this process's moves wrote to it
+        lately), less what it wrote already; the move asking needs one more at least. A full lease
+        while nothing is learned yet, for a write outside a move, and while the record has plenty
+        (``PLENTY_LEASES``)."""
+        with self._lock:
+            per_move = self._per_move.get(key)
+            if move is None or per_move is None:
+                return self.lease
+            seen = self._seen.get(key)
+            if seen is not None and self._refilled(seen) >= PLENTY_LEASES * self.lease:
+                return self.lease
+            need = max(1.0, per_move - move.counts.get(key, 0))
+            need += sum(
+                max(0.0, per_move - other.counts.get(key, 0))
+                for other in self._running.get(key, ())
+                if other is not move
+            )
+        return max(1, min(self.lease, math.ceil(need)))
+
+    def _refilled(self, seen: tuple[float, float]) -> float:
+        """The record's tokens after this process's take (``_seen``), refilled since: an upper bound
+        of what it holds now (others' takes only lower it)."""
+        tokens, at = seen
+        return min(self.budget.cap, tokens + (self.budget.wall() - at) * self.budget.rate)
+
+    def _count(self, key: tuple[str, str], move: MoveWrites | None) -> None:
+        if move is None:
+            return
+        with self._lock:
+            move.counts[key] = move.counts.get(key, 0) + 1
+            self._running.setdefault(key, set()).add(move)
+            if self._ended not in move.ended:
+                move.ended.append(self._ended)
+
+    def _ended(self, move: MoveWrites) -> None:
+        """A move's handler returned: what it wrote teaches the writes-per-move of each key."""
+        with self._lock:
+            for key, n in move.counts.items():
+                running = self._running.get(key)
+                if running is None or move not in running:
+                    continue
+                running.discard(move)
+                learned = self._per_move.get(key)
+                self._per_move[key] = float(n) if learned is None else learned + LEARN * (n - learned)
+
+    def writes_per_move(self, subscription: str, kind: str = "writes") -> float | None:
+        """What this process's moves lately wrote to the subscription, each (None: none ended yet)."""
+        with self._lock:
+            return self._per_move.get((subscription.lower(), kind))
 
     def acquire(self, subscription: str, kind: str = "writes") -> float:
         """A token of this process's lease, or of a new lease; the wait for it is slept outside the
@@ -209,14 +284,16 @@ class SharedWriteLimiter(WriteLimiter):
         for a step that then went back to the queue was spent only if this process happened to write
         to that subscription again, and otherwise stayed reserved in the record, unwritten at ARM."""
         key = (subscription.lower(), kind)
+        move = current_move()
         alone = False
         wait = 0.0
         with self._key_lock(key):  # one lease at a time per key
             may_give_back = self.max_wait is not None and _may_give_back()
             if self._leased.get(key, 0) <= 0:
+                size = self._lease_size(key, move)
                 try:
                     taken = self.budget.take(
-                        key[0], kind, self.lease, within=self.max_wait if may_give_back else None
+                        key[0], kind, size, within=self.max_wait if may_give_back else None
                     )
                 except AzureError:
                     taken = None
@@ -231,7 +308,7 @@ class SharedWriteLimiter(WriteLimiter):
                         self.leases += 1
                         self._seen[key] = (taken.tokens, taken.at)
                     # the wait counts from the answer, not from before the table's round trips
-                    self._leased[key], self._ready[key] = self.lease, self._clock() + taken.wait
+                    self._leased[key], self._ready[key] = size, self._clock() + taken.wait
             if not alone:
                 now = self._clock()
                 wait = max(0.0, self._ready.get(key, now) - now)
@@ -243,6 +320,7 @@ class SharedWriteLimiter(WriteLimiter):
                 with self._lock:
                     self.acquired += 1
                     self.waited += wait
+                self._count(key, move)
         if alone:  # storage unreachable or too contended: pace this process alone (outside the lock)
             return super().acquire(subscription, kind)
         _wrote()
@@ -268,10 +346,8 @@ class SharedWriteLimiter(WriteLimiter):
         now = self._clock()
         with self._lock:
             seen = self._seen.get(key)
-            if seen is not None:
-                tokens, at = seen
-                if min(self.budget.cap, tokens + (self.budget.wall() - at) * self.budget.rate) <= at_most:
-                    return
+            if seen is not None and self._refilled(seen) <= at_most:
+                return
             if now - self._checked.get(key, float("-inf")) < CHECK_SECONDS:
                 return
             self._checked[key] = now

@@ -134,3 +134,27 @@ def test_without_pacing_the_same_move_is_throttled_and_azure_core_honours_retry_
     status = run(service, move_body(estate, autoCommit=True))
     assert status["status"] == "Completed", status.get("error")
     assert any(r["status"] == 429 for r in requests(emu))  # ARM said no, Retry-After was waited out
+
+
+def test_a_moves_handler_teaches_the_shared_budget_what_a_move_writes(
+    emulated_settings: Settings, estate: Estate, emu: str
+) -> None:
+    """``Engine.handle`` runs a move's steps inside ``arm_pacing.one_move``: the process's shared
+    limiter counts what the move wrote to its subscription, which sizes its next leases
+    (``shared/write_budget.py``, ``_lease_size``)."""
+    from shared.write_budget import SharedWriteLimiter
+
+    service = MoveService(emulated_settings.with_(arm_shared_budget=True))
+    limiter = service.clients().write_limiter
+    assert isinstance(limiter, SharedWriteLimiter)
+    assert limiter.writes_per_move(estate.subscription_id) is None
+    before = len(requests(emu))
+    status = run(service, move_body(estate, autoCommit=True))
+    assert status["status"] == "Completed", status.get("error")
+    paced = [
+        r
+        for r in requests(emu)[before:]
+        if r["method"] in {"PUT", "PATCH", "POST"}
+        and r["path"].lower().startswith(f"/subscriptions/{estate.subscription_id}/")
+    ]
+    assert limiter.writes_per_move(estate.subscription_id) == len(paced)

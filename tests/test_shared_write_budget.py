@@ -198,3 +198,107 @@ def test_another_writer_lowers_the_record_and_drops_the_lease(
     record = table.get_entity("budget", f"{subscription}|writes")["Tokens"]
     assert record <= 14 - 5 + 1  # ARM has ~14 left: the record follows it, less the reserve
     assert limiter._leased[(subscription, "writes")] == 0  # our lease is no longer counted on
+
+
+def test_a_lease_is_what_the_running_moves_still_write_so_no_token_is_left_out_of_the_record(
+    storage_connection_string: str,
+) -> None:
+    """A process whose moves have ended holds no tokens of the record that it will not spend: after
+    one move taught it that a move writes 3, a lease is no larger than the running moves' rest. (A
+    full lease of 10 each time, until 2026-12-02: four moves of 3 writes took 20 tokens for 12.)
+    The record holds fewer than ``PLENTY_LEASES`` leases: where it holds more, see the next tests."""
+    from shared.arm_pacing import one_move
+
+    table, _, limiter, _ = _on_fake_time(
+        storage_connection_string, rate=0.001, burst=40, lease=10, max_wait=60
+    )
+    subscription = str(uuid.uuid4())
+    for _ in range(4):
+        with one_move():
+            for _ in range(3):
+                limiter.acquire(subscription)
+    assert limiter.writes_per_move(subscription) == 3
+    # 10 for the first move (nothing learned yet): 7 of them spent by the next two moves and the
+    # fourth's first write; then a lease of what the fourth still needs, 2, not another 10
+    assert limiter.leases == 2
+    record = table.get_entity("budget", f"{subscription}|writes")["Tokens"]
+    assert record == pytest.approx(40 - 12, abs=0.1)  # taken: exactly the 12 written
+
+
+def test_a_lease_covers_every_running_move_of_the_process_not_only_the_one_asking(
+    storage_connection_string: str,
+) -> None:
+    import threading
+
+    from shared.arm_pacing import one_move
+
+    table, _, limiter, _ = _on_fake_time(
+        storage_connection_string, rate=0.001, burst=40, lease=10, max_wait=60
+    )
+    subscription = str(uuid.uuid4())
+    with one_move():  # teaches 4 writes a move, leaves 6 of the first lease
+        for _ in range(4):
+            limiter.acquire(subscription)
+    wrote, finish = threading.Event(), threading.Event()
+
+    def other_move() -> None:
+        with one_move():
+            limiter.acquire(subscription)  # 5 of the lease left
+            wrote.set()
+            finish.wait(30)
+
+    other = threading.Thread(target=other_move)
+    other.start()
+    assert wrote.wait(30)
+    with one_move():
+        for _ in range(5):  # spends the rest of the lease
+            limiter.acquire(subscription)
+        # a new lease: this move wrote more than a move's 4, so it needs 1; the other move needs 3 more
+        limiter.acquire(subscription)
+    finish.set()
+    other.join(30)
+    assert limiter.leases == 2
+    assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(
+        40 - 10 - 4, abs=0.1
+    )
+
+
+def test_writes_outside_a_move_take_full_leases(storage_connection_string: str) -> None:
+    from shared.arm_pacing import one_move
+
+    table, _, limiter, _ = _on_fake_time(
+        storage_connection_string, rate=0.001, burst=40, lease=10, max_wait=60
+    )
+    subscription = str(uuid.uuid4())
+    with one_move():
+        limiter.acquire(subscription)
+    for _ in range(10):  # 9 left, then a new lease: nothing says how much more will be written
+        limiter.acquire(subscription)
+    assert limiter.leases == 2
+    assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(20, abs=0.1)
+
+
+def test_a_record_with_plenty_of_tokens_gives_full_leases_whatever_the_moves_still_write(
+    storage_connection_string: str,
+) -> None:
+    """Sizing a lease to the moves' rest costs storage; where the record is not what binds (it held
+    ``PLENTY_LEASES`` leases or more after this process's last take) a lease is full."""
+    from shared.arm_pacing import one_move
+    from shared.write_budget import PLENTY_LEASES
+
+    table, _, limiter, _ = _on_fake_time(
+        storage_connection_string, rate=0.001, burst=PLENTY_LEASES * 10 + 11, lease=10, max_wait=60
+    )
+    subscription = str(uuid.uuid4())
+    for _ in range(4):  # as in the test above, but the record held 51 after the first take: plenty
+        with one_move():
+            for _ in range(3):
+                limiter.acquire(subscription)
+    assert limiter.writes_per_move(subscription) == 3
+    assert limiter.leases == 2
+    assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(41, abs=0.1)
+    with one_move():  # 8 left; then, the record at 41 after the last take, what the move needs: 1
+        for _ in range(9):
+            limiter.acquire(subscription)
+    assert limiter.leases == 3
+    assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(40, abs=0.1)
