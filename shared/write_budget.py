@@ -8,9 +8,10 @@ small cache in front of ONE budget record per (subscription, kind) in table ``{p
 * a process takes a *lease* of up to ``lease`` tokens at a time from the record (read, refill from
   its ``Stamp`` at ``rate``, subtract, ETag-guarded replace; a lost race reads again), then spends
   them locally; so the record costs 2 storage transactions per ``lease`` writes, not per write;
-* a lease is no larger than what the moves this process is running still write to that subscription
-  (``_lease_size``: a move writes about as much as this process's last moves did, ``MoveWrites``):
-  a lease's tokens are out of the record until spent, and those of a process whose moves of that
+* where the record is low (fewer than ``PLENTY_LEASES`` leases' worth), a lease is no larger than
+  what the moves this process is running still write to that subscription (``_need``: a move's
+  handler writes about as much as this process's last ones did, ``arm_pacing.MoveWrites``): a
+  lease's tokens are out of the record until spent, and those of a process whose moves of that
   subscription have ended were never spent. At 300 identities in 10 subscriptions, 4 instances
   holding leases of 10 left 20-30 tokens of the last subscription's budget unspent while its last
   moves waited on the record for them (10-15 s of a 180 s run at the bench's 2 writes/s);
@@ -72,7 +73,7 @@ from shared.settings import Settings
 from shared.store import StoreStats
 
 PARTITION = "budget"
-LEASE = 10  # tokens a process takes at a time: 2 storage transactions per 10 writes
+LEASE = 10  # tokens a process takes at a time, at most: 2 storage transactions per 10 writes
 TRIES = 8  # ETag races before falling back to the local bucket for one lease
 RACE_PAUSE = 0.005  # seconds: the first pause after a lost race is up to this, then doubling
 CHECK_SECONDS = 5.0  # a process reads the record for signs of another writer at most this often per key
@@ -81,21 +82,23 @@ CHECK_SECONDS = 5.0  # a process reads the record for signs of another writer at
 # Writing at ARM's rate, that was a 429 in about half the runs of 480 writes from 4 instances; the
 # record's bucket is kept this many seconds of refill short of ARM's (5 tokens at ARM's 10/s).
 HEADROOM_SECONDS = 0.5
-LEARN = 0.2  # weight of a move's writes in a subscription's writes-per-move (a moving average)
-# a record that held this many leases' worth of tokens after the process's last take is not what
-# binds: a full lease then (a lease sized to the moves' rest only costs storage where nobody waits,
-# e.g. a fleet's deletes, ~4 a move, whose bucket never ran low in the 300x10 bench)
+LEARN = 0.2  # weight of a handler's writes in a subscription's writes-per-move (a moving average)
+# a record holding this many full leases' worth of tokens is not what binds: a full lease then (a
+# lease sized to the moves' rest only costs storage where nobody waits, e.g. a fleet's deletes, ~4 a
+# move, whose bucket never ran low in the 300x10 bench: +0.9 storage transactions per move)
 PLENTY_LEASES = 5
 
 
 @dataclass(frozen=True)
 class Taken:
     """A ``take``'s answer: the seconds until the tokens are there; the record's tokens after the
-    take (None: nothing was reserved); the record's clock (``wall``) when it was read."""
+    take (None: nothing was reserved); the record's clock (``wall``) when it was read; how many
+    tokens were taken."""
 
     wait: float
     tokens: float | None
     at: float
+    n: int = 0
 
 
 class SharedBudget:
@@ -160,20 +163,25 @@ class SharedBudget:
         elapsed = max(0.0, now - float(found["Stamp"]))
         return min(self.cap, float(found["Tokens"]) + elapsed * self.rate)
 
-    def take(self, subscription: str, kind: str, n: int, within: float | None = None) -> Taken | None:
-        """Reserve ``n`` tokens (see ``Taken``). With ``within``, tokens further away than that many
-        seconds are not reserved (one read, nothing written): a caller that will not wait for them
-        holds nothing it might never spend. None: no agreement reached."""
+    def take(
+        self, subscription: str, kind: str, n: int, within: float | None = None, need: int | None = None
+    ) -> Taken | None:
+        """Reserve ``n`` tokens (see ``Taken``); with ``need``, only that many (at least 1, at most
+        ``n``) unless the record holds ``PLENTY_LEASES`` x ``n`` or more. With ``within``, tokens
+        further away than that many seconds are not reserved (one read, nothing written): a caller
+        that will not wait for them holds nothing it might never spend. None: no agreement reached."""
         self._ensure()
         key = f"{subscription.lower()}|{kind}"
         for attempt in range(TRIES):
             found, now = self._read(key), self.wall()
-            tokens = self._refilled(found, now) - n
+            have = self._refilled(found, now)
+            size = n if need is None or have >= PLENTY_LEASES * n else max(1, min(n, need))
+            tokens = have - size
             wait = max(0.0, -tokens / self.rate)
             if within is not None and wait > within:
-                return Taken(wait, None, now)
+                return Taken(wait, None, now, 0)
             if self._write(key, tokens, now, found):
-                return Taken(wait, tokens, now)
+                return Taken(wait, tokens, now, size)
             # another process took first: read again after a random pause, so that racers spread out
             # (without it, 4 instances writing at ARM's rate lost 8 races in a row about one run in
             # four, and that write went to the process's own bucket, unseen by the others: a 429)
@@ -224,19 +232,16 @@ class SharedWriteLimiter(WriteLimiter):
         with self._lock:
             return self._key_locks.setdefault(key, threading.Lock())
 
-    def _lease_size(self, key: tuple[str, str], move: MoveWrites | None) -> int:
+    def _need(self, key: tuple[str, str], move: MoveWrites | None) -> int | None:
         """The tokens the running moves will still write to ``key``, at least 1 and at most
-        ``lease``: each move writes about ``_per_move`` (what this process's moves wrote to it
-        lately), less what it wrote already; the move asking needs one more at least. A full lease
-        while nothing is learned yet, for a write outside a move, and while the record has plenty
-        (``PLENTY_LEASES``)."""
+        ``lease`` (``SharedBudget.take``'s ``need``): each move's handler writes about
+        ``_per_move`` (what this process's handlers wrote to it lately), less what it wrote already;
+        the move asking needs one more at least. None (a full lease) while nothing is learned yet
+        and for a write outside a move."""
         with self._lock:
             per_move = self._per_move.get(key)
             if move is None or per_move is None:
-                return self.lease
-            seen = self._seen.get(key)
-            if seen is not None and self._refilled(seen) >= PLENTY_LEASES * self.lease:
-                return self.lease
+                return None
             need = max(1.0, per_move - move.counts.get(key, 0))
             need += sum(
                 max(0.0, per_move - other.counts.get(key, 0))
@@ -261,7 +266,9 @@ class SharedWriteLimiter(WriteLimiter):
                 move.ended.append(self._ended)
 
     def _ended(self, move: MoveWrites) -> None:
-        """A move's handler returned: what it wrote teaches the writes-per-move of each key."""
+        """A move's handler returned: what it wrote teaches the writes-per-move of each key (a
+        handler that did part of a move, e.g. a step given back for its budget, teaches too little:
+        smaller leases, more storage, nothing unsafe)."""
         with self._lock:
             for key, n in move.counts.items():
                 running = self._running.get(key)
@@ -272,7 +279,8 @@ class SharedWriteLimiter(WriteLimiter):
                 self._per_move[key] = float(n) if learned is None else learned + LEARN * (n - learned)
 
     def writes_per_move(self, subscription: str, kind: str = "writes") -> float | None:
-        """What this process's moves lately wrote to the subscription, each (None: none ended yet)."""
+        """What this process's move handlers lately wrote to the subscription, each (None: none
+        ended yet)."""
         with self._lock:
             return self._per_move.get((subscription.lower(), kind))
 
@@ -290,10 +298,10 @@ class SharedWriteLimiter(WriteLimiter):
         with self._key_lock(key):  # one lease at a time per key
             may_give_back = self.max_wait is not None and _may_give_back()
             if self._leased.get(key, 0) <= 0:
-                size = self._lease_size(key, move)
+                need = self._need(key, move)
                 try:
                     taken = self.budget.take(
-                        key[0], kind, size, within=self.max_wait if may_give_back else None
+                        key[0], kind, self.lease, within=self.max_wait if may_give_back else None, need=need
                     )
                 except AzureError:
                     taken = None
@@ -308,7 +316,7 @@ class SharedWriteLimiter(WriteLimiter):
                         self.leases += 1
                         self._seen[key] = (taken.tokens, taken.at)
                     # the wait counts from the answer, not from before the table's round trips
-                    self._leased[key], self._ready[key] = size, self._clock() + taken.wait
+                    self._leased[key], self._ready[key] = taken.n, self._clock() + taken.wait
             if not alone:
                 now = self._clock()
                 wait = max(0.0, self._ready.get(key, now) - now)

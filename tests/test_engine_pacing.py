@@ -141,7 +141,8 @@ def test_a_moves_handler_teaches_the_shared_budget_what_a_move_writes(
 ) -> None:
     """``Engine.handle`` runs a move's steps inside ``arm_pacing.one_move``: the process's shared
     limiter counts what the move wrote to its subscription, which sizes its next leases
-    (``shared/write_budget.py``, ``_lease_size``)."""
+    (``shared/write_budget.py``, ``_need``). The move runs on one handler here (autoCommit, no
+    throttling, its items inline), so what is learned is exactly what it wrote."""
     from shared.write_budget import SharedWriteLimiter
 
     service = MoveService(emulated_settings.with_(arm_shared_budget=True))

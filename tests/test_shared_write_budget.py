@@ -281,8 +281,8 @@ def test_writes_outside_a_move_take_full_leases(storage_connection_string: str) 
 def test_a_record_with_plenty_of_tokens_gives_full_leases_whatever_the_moves_still_write(
     storage_connection_string: str,
 ) -> None:
-    """Sizing a lease to the moves' rest costs storage; where the record is not what binds (it held
-    ``PLENTY_LEASES`` leases or more after this process's last take) a lease is full."""
+    """Sizing a lease to the moves' rest costs storage; where the record is not what binds (it holds
+    ``PLENTY_LEASES`` full leases or more when read for the take) a lease is full."""
     from shared.arm_pacing import one_move
     from shared.write_budget import PLENTY_LEASES
 
@@ -290,15 +290,54 @@ def test_a_record_with_plenty_of_tokens_gives_full_leases_whatever_the_moves_sti
         storage_connection_string, rate=0.001, burst=PLENTY_LEASES * 10 + 11, lease=10, max_wait=60
     )
     subscription = str(uuid.uuid4())
-    for _ in range(4):  # as in the test above, but the record held 51 after the first take: plenty
+    for _ in range(4):  # as in the test above, but the second take reads 51 tokens: plenty
         with one_move():
             for _ in range(3):
                 limiter.acquire(subscription)
     assert limiter.writes_per_move(subscription) == 3
     assert limiter.leases == 2
     assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(41, abs=0.1)
-    with one_move():  # 8 left; then, the record at 41 after the last take, what the move needs: 1
+    with one_move():  # 8 left; then the take reads 41: what the move needs, 1
         for _ in range(9):
             limiter.acquire(subscription)
     assert limiter.leases == 3
     assert table.get_entity("budget", f"{subscription}|writes")["Tokens"] == pytest.approx(40, abs=0.1)
+
+
+def test_four_instances_whose_moves_write_little_draw_no_write_429s(
+    storage_connection_string: str, emu: str
+) -> None:
+    """Leases sized to the moves' rest (1-3 tokens here, moves of 3 writes) leave the instances
+    little unspent: nothing stands between the record and ARM's bucket but the record itself, and
+    ARM still refuses nothing."""
+    from shared.arm_pacing import one_move
+
+    settings = make_settings(storage_connection_string, emu)
+    subscription = str(uuid.uuid4())
+    table = _budget_table(settings)
+    instances = []
+    for _ in range(4):
+        budget = SharedBudget(
+            table, StoreStats(), rate=10 * TIME_SCALE, burst=200, headroom=10 * TIME_SCALE * HEADROOM_SECONDS
+        )
+        limiter = SharedWriteLimiter(budget, lease=10)
+        instances.append((AzureClients(settings, write_limiter=limiter), limiter))
+    configure(httpx.Client(base_url=emu), throttling={"enabled": True, "timeScale": TIME_SCALE})
+    before = len(httpx.get(f"{emu}/_emulator/requests", timeout=30).json())
+
+    def move(job: tuple[int, int]) -> None:
+        index, n = job
+        with one_move():
+            for k in range(3):
+                instances[index][0].resources(subscription).resource_groups.create_or_update(
+                    f"rg-move-{index}-{n}-{k}", ResourceGroup(location="westeurope")
+                )
+
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(move, [(i, n) for n in range(60) for i in range(4)]))
+    log = httpx.get(f"{emu}/_emulator/requests", timeout=30).json()[before:]
+    puts = [r for r in log if r["method"] == "PUT" and subscription in r["path"]]
+    assert [r for r in puts if r["status"] >= 300] == [] and len(puts) == 720
+    assert all(limiter.writes_per_move(subscription) == 3 for _, limiter in instances)
+    leases = sum(limiter.leases for _, limiter in instances)
+    assert leases > 720 / 10 + 4, leases  # smaller leases than 10 were taken
