@@ -80,8 +80,11 @@ CHECK_SECONDS = 5.0  # a process reads the record for signs of another writer at
 # The record refills from its first take, ARM from the writes' arrival: while ARM's bucket is full
 # and a lease's writes are on their way, ARM drops refill the record counts (rate x their delay).
 # Writing at ARM's rate, that was a 429 in about half the runs of 480 writes from 4 instances; the
-# record's bucket is kept this many seconds of refill short of ARM's (5 tokens at ARM's 10/s).
-HEADROOM_SECONDS = 0.5
+# record's bucket is kept this many seconds of refill short of ARM's (15 tokens at ARM's 10/s).
+# 0.5 s until the leases were sized to the moves' rest (``_need``): a 300x10 run that logged every
+# take measured the record's lead at 1.8-3.0 tokens (0.9-1.5 s at the bench's 2/s), all of it gained
+# in the first seconds while ARM's buckets were full; the unspent float of full leases had covered it.
+HEADROOM_SECONDS = 1.5
 LEARN = 0.2  # weight of a handler's writes in a subscription's writes-per-move (a moving average)
 # a record holding this many full leases' worth of tokens is not what binds: a full lease then (a
 # lease sized to the moves' rest only costs storage where nobody waits, e.g. a fleet's deletes, ~4 a
