@@ -80,11 +80,14 @@ CHECK_SECONDS = 5.0  # a process reads the record for signs of another writer at
 # The record refills from its first take, ARM from the writes' arrival: while ARM's bucket is full
 # and a lease's writes are on their way, ARM drops refill the record counts (rate x their delay).
 # Writing at ARM's rate, that was a 429 in about half the runs of 480 writes from 4 instances; the
-# record's bucket is kept this many seconds of refill short of ARM's (15 tokens at ARM's 10/s).
-# 0.5 s until the leases were sized to the moves' rest (``_need``): a 300x10 run that logged every
-# take measured the record's lead at 1.8-3.0 tokens (0.9-1.5 s at the bench's 2/s), all of it gained
-# in the first seconds while ARM's buckets were full; the unspent float of full leases had covered it.
-HEADROOM_SECONDS = 1.5
+# record's bucket is kept this many seconds of refill short of ARM's (10 tokens at ARM's 10/s), and
+# never fewer than ``HEADROOM_TOKENS``. 0.5 s until the leases were sized to the moves' rest
+# (``_need``): their unspent float had covered the rest of the lead. Runs that logged every take
+# measured the lead, all of it gained in the first seconds while ARM's buckets were full, at 5.3
+# tokens at 60x1 (0.53 s at ARM's 10/s) and 1.8-3.0 tokens at 300x10 (0.9-1.5 s at the bench's 2/s,
+# where moves start 5x further apart and ARM's buckets stay full longer).
+HEADROOM_SECONDS = 1.0
+HEADROOM_TOKENS = 3.0
 LEARN = 0.2  # weight of a handler's writes in a subscription's writes-per-move (a moving average)
 # a record holding this many full leases' worth of tokens is not what binds: a full lease then (a
 # lease sized to the moves' rest only costs storage where nobody waits, e.g. a fleet's deletes, ~4 a
@@ -120,7 +123,7 @@ class SharedBudget:
         self.stats = stats
         self.rate = max(0.01, float(rate))
         self.burst = max(1.0, float(burst))
-        self.cap = max(1.0, self.burst - headroom)  # the record's most tokens (``HEADROOM_SECONDS``)
+        self.cap = max(1.0, self.burst - headroom)  # the record's most tokens (``headroom()``)
         self.wall = wall  # the record's Stamp is compared across processes: wall-clock seconds
         self._created = False
 
@@ -370,13 +373,18 @@ class SharedWriteLimiter(WriteLimiter):
                     self._seen[key] = (at_most, self.budget.wall())
 
 
+def headroom(rate: float) -> float:
+    """The tokens the record keeps short of ARM's bucket at ``rate`` (``HEADROOM_SECONDS``)."""
+    return max(HEADROOM_TOKENS, max(0.0, rate) * HEADROOM_SECONDS)
+
+
 def shared_write_limiter(settings: Settings, stats: StoreStats) -> SharedWriteLimiter:
     """The limiter a ``MoveService`` uses with ``IDMOVE_ARM_SHARED_BUDGET`` on (the default): table
     ``{prefix}budget``, ``IDMOVE_ARM_SHARED_RATE`` / ``_BURST`` (ARM's own 10/s and 200 by default)."""
     safe = "".join(ch for ch in settings.table_prefix if ch.isalnum())
     table = settings.storage.table_service().get_table_client(f"{safe}budget")
     rate, burst = settings.arm_shared_rate, settings.arm_shared_burst
-    budget = SharedBudget(table, stats, rate, burst, headroom=max(0.0, rate) * HEADROOM_SECONDS)
+    budget = SharedBudget(table, stats, rate, burst, headroom=headroom(rate))
     return SharedWriteLimiter(
         budget,
         fallback_rate=settings.arm_writes_per_second,

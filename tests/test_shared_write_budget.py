@@ -18,7 +18,7 @@ from azure.mgmt.resource.resources.models import ResourceGroup
 from shared.azure_clients import AzureClients
 from shared.storage import as_access
 from shared.store import StoreStats
-from shared.write_budget import HEADROOM_SECONDS, SharedBudget, SharedWriteLimiter
+from shared.write_budget import SharedBudget, SharedWriteLimiter, headroom
 from tests.plugins.emulator import configure
 from tests.plugins.engine import make_settings
 
@@ -145,7 +145,7 @@ def test_a_later_write_of_a_step_waits_for_a_far_lease_rather_than_leave_its_ste
 
 
 def test_writing_at_arms_rate_drops_no_lease(storage_connection_string: str, emu: str) -> None:
-    """The shared budget is ARM's own (the default, less its ``HEADROOM_SECONDS``), so ARM's remaining count is low while the
+    """The shared budget is ARM's own (the default, less its ``headroom``), so ARM's remaining count is low while the
     instances write at its rate. That is no sign of another writer: no lease is dropped, each lease's
     tokens are all written, and ARM refuses nothing. (Each low count dropped the lease of the
     instance that saw it, until 2026-12-02: a lease of 5 bought 1-2 writes once ARM's bucket was
@@ -156,7 +156,7 @@ def test_writing_at_arms_rate_drops_no_lease(storage_connection_string: str, emu
     instances = []
     for _ in range(4):
         budget = SharedBudget(
-            table, StoreStats(), rate=10 * TIME_SCALE, burst=200, headroom=10 * TIME_SCALE * HEADROOM_SECONDS
+            table, StoreStats(), rate=10 * TIME_SCALE, burst=200, headroom=headroom(10 * TIME_SCALE)
         )
         limiter = SharedWriteLimiter(budget, lease=5)
         instances.append((AzureClients(settings, write_limiter=limiter), limiter))
@@ -318,7 +318,7 @@ def test_four_instances_whose_moves_write_little_draw_no_write_429s(
     instances = []
     for _ in range(4):
         budget = SharedBudget(
-            table, StoreStats(), rate=10 * TIME_SCALE, burst=200, headroom=10 * TIME_SCALE * HEADROOM_SECONDS
+            table, StoreStats(), rate=10 * TIME_SCALE, burst=200, headroom=headroom(10 * TIME_SCALE)
         )
         limiter = SharedWriteLimiter(budget, lease=10)
         instances.append((AzureClients(settings, write_limiter=limiter), limiter))
