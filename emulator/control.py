@@ -13,6 +13,7 @@ A fault is ``{"method": "PUT"|"*", "pathPattern": <regex, case-insensitive, sear
 from __future__ import annotations
 
 import copy
+import os
 import random
 import re
 from typing import Any
@@ -32,7 +33,7 @@ DEFAULT_CODES = {
 def handle(state: State, req: Request, name: str) -> Response:
     m = req.method
     if name == "health" and m == "GET":
-        return Response(200, {"status": "ok"})
+        return Response(200, {"status": "ok", "processId": os.getpid()})  # who answers (``wait_http``)
     if name == "reset" and m == "POST":
         state.reset()
         return Response(200, {"status": "reset"})

@@ -56,6 +56,7 @@ from starlette.routing import Route
 
 from idmove.azurite import connection_string as azurite_connection_string
 from idmove.ncrontab import Schedule
+from idmove.stack import PROCESS_HEADER
 
 log = logging.getLogger("idmove.host")
 
@@ -454,10 +455,16 @@ class LocalHost:
     # -- admin
 
     async def _status(self, request: Request) -> Response:
+        # who answers, key or not: a starting stack waits for THIS process (``idmove.stack.wait_http``),
+        # not whatever else came to listen on a port it was handed
+        who = {PROCESS_HEADER: str(os.getpid())}
         if not self._authorized(request, "ADMIN"):
-            return _error(401, "Unauthorized", "needs the host key: ?code=<key> or x-functions-key")
+            denied = _error(401, "Unauthorized", "needs the host key: ?code=<key> or x-functions-key")
+            denied.headers.update(who)
+            return denied
         return JSONResponse(
-            {"state": "Running", "processId": os.getpid(), "functions": [f.name for f in self.functions]}
+            {"state": "Running", "processId": os.getpid(), "functions": [f.name for f in self.functions]},
+            headers=who,
         )
 
     async def _admin_invoke(self, request: Request) -> Response:

@@ -60,13 +60,32 @@ def host_env(storage: str, emulator_url: str, extra: dict[str, str] | None = Non
     return env
 
 
+PROCESS_HEADER = "x-idmove-process-id"  # the host's /admin/host/status: the pid that answered
+PORT_TRIES = 3  # a part whose port another process took in between is started on a fresh one
+
+
+def answered_by(response: httpx.Response, proc: subprocess.Popen[bytes]) -> bool:
+    """The answer came from ``proc``: the host says its pid in ``PROCESS_HEADER``, the emulator's
+    health in ``processId``. A port from ``free_port`` is free when picked, not when the part binds
+    it: another test's emulator once took the host's port in between, answered its readiness check
+    (any answer below 500 counted) with 401, and 23 tests then talked to the wrong server."""
+    if response.headers.get(PROCESS_HEADER) == str(proc.pid):
+        return True
+    with contextlib.suppress(ValueError):
+        body = response.json()
+        return isinstance(body, dict) and body.get("processId") == proc.pid
+    return False
+
+
 def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, timeout: float = 30.0) -> None:
+    """Until ``proc`` answers ``url`` (``answered_by``); StackError if it exits or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise StackError(f"{name} exited with code {proc.returncode} while starting; see {log}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(url, timeout=1.0).status_code < 500:
+            response = httpx.get(url, timeout=1.0)
+            if response.status_code < 500 and answered_by(response, proc):
                 return
         time.sleep(0.1)
     raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log}")
@@ -131,22 +150,44 @@ class Stack:
         azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"], data_dir=data_dir)
         stack = cls(azurite, ports["emulator"], ports["host"])
         try:
-            stack._spawn(
-                "emulator", [sys.executable, "-m", "emulator", "--port", str(stack.emulator_port)], log_dir
-            )
-            wait_http(
-                f"{stack.emulator_url}/_emulator/health",
-                stack.processes["emulator"],
-                "emulator",
-                stack.logs["emulator"],
-            )
+            for attempt in range(PORT_TRIES):
+                stack._spawn(
+                    "emulator",
+                    [sys.executable, "-m", "emulator", "--port", str(stack.emulator_port)],
+                    log_dir,
+                )
+                try:
+                    wait_http(
+                        f"{stack.emulator_url}/_emulator/health",
+                        stack.processes["emulator"],
+                        "emulator",
+                        stack.logs["emulator"],
+                    )
+                    break
+                except StackError:
+                    if fixed or attempt + 1 == PORT_TRIES or stack.processes["emulator"].poll() is None:
+                        raise
+                    stack.emulator_port = free_port()  # its port was taken meanwhile: another one
             env = host_env(stack.storage, stack.emulator_url, host_settings)
-            stack._spawn(
-                "host", [sys.executable, "-m", "idmove", "host", "--port", str(stack.host_port)], log_dir, env
-            )
-            wait_http(
-                f"{stack.api_url}/admin/host/status", stack.processes["host"], "host", stack.logs["host"]
-            )
+            for attempt in range(PORT_TRIES):
+                stack._spawn(
+                    "host",
+                    [sys.executable, "-m", "idmove", "host", "--port", str(stack.host_port)],
+                    log_dir,
+                    env,
+                )
+                try:
+                    wait_http(
+                        f"{stack.api_url}/admin/host/status",
+                        stack.processes["host"],
+                        "host",
+                        stack.logs["host"],
+                    )
+                    break
+                except StackError:
+                    if fixed or attempt + 1 == PORT_TRIES or stack.processes["host"].poll() is None:
+                        raise
+                    stack.host_port = free_port()
         except BaseException:
             stack.stop()
             raise

@@ -352,3 +352,20 @@ def test_urls_handed_out_carry_a_key_sent_as_code_and_can_be_followed_as_they_ar
         urlsplit(by_header.json()["nextLink"]).query
     )  # never put a header key in a URL
     httpx.post(again.headers["Location"].replace("?", "/cancel?"))
+
+
+def test_a_starting_stack_waits_for_its_own_process_not_whatever_answers_on_its_port(
+    local_stack: Stack,
+) -> None:
+    """``wait_http`` counts an answer only from the process it started (``answered_by``): another
+    test's emulator that took the host's port answered its readiness check with 401, and 23 tests then
+    talked to it."""
+    from idmove.stack import answered_by
+
+    host, emulator = local_stack.processes["host"], local_stack.processes["emulator"]
+    status = httpx.get(f"{local_stack.api_url}/admin/host/status")  # with or without a key, the host's
+    health = httpx.get(f"{local_stack.emulator_url}/_emulator/health")
+    assert answered_by(health, emulator) and not answered_by(health, host)
+    assert answered_by(status, host) and not answered_by(status, emulator)
+    arm = httpx.post(f"{local_stack.emulator_url}/runtime/webhooks/eventgrid")  # the emulator's 401 / 404
+    assert not answered_by(arm, host)

@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from idmove.azurite import free_port
-from idmove.stack import Stack, host_env, stop_process, wait_http
+from idmove.stack import PORT_TRIES, Stack, StackError, host_env, stop_process, wait_http
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
 HOST_SETTINGS = {
@@ -48,19 +48,26 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def another_host(stack: Stack, log_dir: Path, settings: Mapping[str, str], name: str) -> Iterator[str]:
     """One more ``python -m idmove host`` on ``stack``'s storage and emulator, with ``settings`` (which
     carry its ``IDMOVE_HOST_KEY``); yields its base URL once it answers, stops it on the way out."""
-    port = free_port()
     log = log_dir / "host.log"
     env = host_env(stack.storage, stack.emulator_url, dict(settings))
     with log.open("wb") as handle:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "idmove", "host", "--port", str(port)],
-            stdout=handle,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
+        for attempt in range(PORT_TRIES):  # a port taken between free_port and the host's bind: another
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "idmove", "host", "--port", str(port)],
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+            try:
+                status = f"http://127.0.0.1:{port}/admin/host/status?code={settings['IDMOVE_HOST_KEY']}"
+                wait_http(status, proc, name, log)
+                break
+            except StackError:
+                stop_process(proc)
+                if attempt + 1 == PORT_TRIES or proc.returncode is None:
+                    raise
         try:
-            status = f"http://127.0.0.1:{port}/admin/host/status?code={settings['IDMOVE_HOST_KEY']}"
-            wait_http(status, proc, name, log)
             yield f"http://127.0.0.1:{port}"
         finally:
             stop_process(proc)
