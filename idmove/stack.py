@@ -150,48 +150,46 @@ class Stack:
         azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"], data_dir=data_dir)
         stack = cls(azurite, ports["emulator"], ports["host"])
         try:
-            for attempt in range(PORT_TRIES):
-                stack._spawn(
-                    "emulator",
-                    [sys.executable, "-m", "emulator", "--port", str(stack.emulator_port)],
-                    log_dir,
-                )
-                try:
-                    wait_http(
-                        f"{stack.emulator_url}/_emulator/health",
-                        stack.processes["emulator"],
-                        "emulator",
-                        stack.logs["emulator"],
-                    )
-                    break
-                except StackError:
-                    if fixed or attempt + 1 == PORT_TRIES or stack.processes["emulator"].poll() is None:
-                        raise
-                    stack.emulator_port = free_port()  # its port was taken meanwhile: another one
+            retry = not fixed
+            stack._start_part(
+                "emulator",
+                "emulator_port",
+                [sys.executable, "-m", "emulator"],
+                "/_emulator/health",
+                log_dir,
+                retry=retry,
+            )
             env = host_env(stack.storage, stack.emulator_url, host_settings)
-            for attempt in range(PORT_TRIES):
-                stack._spawn(
-                    "host",
-                    [sys.executable, "-m", "idmove", "host", "--port", str(stack.host_port)],
-                    log_dir,
-                    env,
-                )
-                try:
-                    wait_http(
-                        f"{stack.api_url}/admin/host/status",
-                        stack.processes["host"],
-                        "host",
-                        stack.logs["host"],
-                    )
-                    break
-                except StackError:
-                    if fixed or attempt + 1 == PORT_TRIES or stack.processes["host"].poll() is None:
-                        raise
-                    stack.host_port = free_port()
+            host = [sys.executable, "-m", "idmove", "host"]
+            stack._start_part("host", "host_port", host, "/admin/host/status", log_dir, env, retry=retry)
         except BaseException:
             stack.stop()
             raise
         return stack
+
+    def _start_part(
+        self,
+        name: str,
+        port_attr: str,
+        cmd: list[str],
+        path: str,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        retry: bool = True,
+    ) -> None:
+        """Spawn ``name`` on the port in ``port_attr`` and wait until it answers ``path``; one that
+        exits while starting (its port taken between ``free_port`` and its bind) starts again on a
+        fresh port (``PORT_TRIES``), unless ``retry`` is off (ports the caller fixed)."""
+        for attempt in range(PORT_TRIES):
+            port = getattr(self, port_attr)
+            self._spawn(name, [*cmd, "--port", str(port)], log_dir, env)
+            try:
+                wait_http(f"http://127.0.0.1:{port}{path}", self.processes[name], name, self.logs[name])
+                return
+            except StackError:
+                if not retry or attempt + 1 == PORT_TRIES or self.processes[name].poll() is None:
+                    raise
+                setattr(self, port_attr, free_port())
 
     def _spawn(
         self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None, mode: str = "wb"
