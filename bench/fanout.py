@@ -26,7 +26,6 @@ import multiprocessing
 import os
 import platform
 import queue
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +43,8 @@ from bench import capacity, cpu, metrics
 from bench.instance import BenchClients, InstanceSpec, Observed, poller_options, serve
 from bench.seed import REGION, TARGET_REGION, SeedShape, seed_fanout, subscription_ids
 from bench.sequential import run_sequential
-from idmove.azurite import Azurite, free_port, wait_for_port
+from idmove.azurite import Azurite
+from idmove.stack import spawn_listening, stop_process
 from shared.arm_pacing import WriteLimiter
 from shared.azure_clients import AzureClients, StaticTokenCredential
 from shared.service import MoveService
@@ -162,28 +162,19 @@ def simulation_run(args: argparse.Namespace) -> RunConfig:
 # ---- the local stack -------------------------------------------------------------------------
 @contextmanager
 def local_stack() -> Iterator[Stack]:
-    port = free_port()
-    emulator = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=emulator)
-        with Azurite.start() as azurite:
-            yield Stack(
-                f"http://127.0.0.1:{port}",
-                azurite.connection_string,
-                emulator_pid=emulator.pid,
-                azurite_pid=azurite.process.pid if azurite.process else 0,
-            )
-    finally:
-        emulator.terminate()
+    with tempfile.TemporaryDirectory(prefix="idmove-bench-emulator-") as logs:
+        cmd = [sys.executable, "-m", "emulator"]
+        emulator, port = spawn_listening("emulator", cmd, "/_emulator/health", Path(logs) / "emulator.log")
         try:
-            emulator.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            emulator.kill()
-            emulator.wait()
+            with Azurite.start() as azurite:
+                yield Stack(
+                    f"http://127.0.0.1:{port}",
+                    azurite.connection_string,
+                    emulator_pid=emulator.pid,
+                    azurite_pid=azurite.process.pid if azurite.process else 0,
+                )
+        finally:
+            stop_process(emulator)
 
 
 def configure(http: httpx.Client, stack: Stack, update: dict[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 
@@ -25,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"emulator: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1
     print(
-        f"Azure control-plane emulator listening on http://{args.host}:{server.server_address[1]}", flush=True
+        f"Azure control-plane emulator listening on http://{args.host}:{server.server_address[1]}"
+        f" (pid {os.getpid()})",
+        flush=True,
     )
     # SIGINT/SIGTERM stop it even when started with SIGINT ignored (in the background of a script)
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -6,6 +6,11 @@ the repository's git-ignored ``.idmove/azurite``), always with ``--disableTeleme
 collects telemetry unless told not to) and ``--skipApiVersionCheck`` because the current
 azure-storage-queue sends a newer API version than Azurite 3.35 accepts.
 
+Ports nobody fixed are port 0: the child binds whatever the kernel gives it and says which in its
+output (``listening_port``). A port picked free by the parent (``free_port``) is free when picked,
+not when the child binds it: parallel test workers start dozens of servers and open thousands of
+client connections, and one of them took a picked port in between (a CI failure, 2026-12-02).
+
 Example::
 
     with Azurite.start() as azurite:
@@ -14,7 +19,9 @@ Example::
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,6 +41,23 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def listening_port(
+    output: Path, pattern: re.Pattern[str], proc: subprocess.Popen[bytes], timeout: float = 30.0
+) -> int:
+    """The port a child started on port 0 says it listens on: ``pattern``'s first group, in the file
+    its output goes to. RuntimeError if it exits first, TimeoutError if it never says."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError):
+            match = pattern.search(output.read_text(errors="replace"))
+            if match:
+                return int(match.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening; see {output}")
+        time.sleep(0.05)
+    raise TimeoutError(f"no listening port in {output} after {timeout}s")
 
 
 def wait_for_port(port: int, timeout: float = 20.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -64,6 +88,16 @@ def azurite_binary() -> Path:
             f"Azurite is not installed at {path}: run `make install` (needs Node.js 20 and npm)"
         )
     return path
+
+
+# what Azurite prints once a service listens (with --silent too), e.g.
+# "Azurite Queue service is successfully listening at http://127.0.0.1:37851"
+AZURITE_LISTENING = {
+    service: re.compile(
+        rf"Azurite {service.title()} service is successfully listening at http://[^\s]+:(\d+)"
+    )
+    for service in ("queue", "table")
+}
 
 
 @dataclass
@@ -97,26 +131,28 @@ class Azurite:
     def start(
         cls, queue_port: int | None = None, table_port: int | None = None, data_dir: Path | None = None
     ) -> Azurite:
-        """In memory unless ``data_dir`` is given (created if missing; its data survives restarts)."""
-        queue_port = queue_port or free_port()
-        table_port = table_port or free_port()
-        blob_port = free_port()
-        workdir = tempfile.mkdtemp(prefix="idmove-azurite-")  # debug log / cwd only
+        """In memory unless ``data_dir`` is given (created if missing; its data survives restarts).
+        Ports not given are bound by Azurite itself (port 0) and read from its output."""
+        workdir = tempfile.mkdtemp(prefix="idmove-azurite-")  # its output / cwd only
         if data_dir is not None:
             data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = cls.command(queue_port, table_port, blob_port, data_dir)
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-            env=os.environ.copy(),
-            cwd=workdir,
-        )
-        azurite = cls(queue_port=queue_port, table_port=table_port, process=proc, workdir=workdir)
+        output = Path(workdir) / "azurite.out"
+        cmd = cls.command(queue_port or 0, table_port or 0, 0, data_dir)
+        with output.open("wb") as handle:
+            proc = subprocess.Popen(
+                cmd,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=os.environ.copy(),
+                cwd=workdir,
+            )
+        azurite = cls(queue_port=queue_port or 0, table_port=table_port or 0, process=proc, workdir=workdir)
         try:
-            wait_for_port(queue_port, proc=proc)
-            wait_for_port(table_port, proc=proc)
+            azurite.queue_port = listening_port(output, AZURITE_LISTENING["queue"], proc)
+            azurite.table_port = listening_port(output, AZURITE_LISTENING["table"], proc)
+            wait_for_port(azurite.queue_port, proc=proc)
+            wait_for_port(azurite.table_port, proc=proc)
         except Exception:
             azurite.stop()
             raise

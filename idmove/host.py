@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -591,13 +592,24 @@ def run(port: int = 7071, *, app_module: str = "function_app", quiet: bool = Fal
     storage = resolve_storage(os.environ.get(STORAGE_SETTING))
     os.environ[STORAGE_SETTING] = storage  # the engine reads its settings from the environment
     host = LocalHost(load_function_app(app_module), storage=storage)
+    # bound here, before the banner: ``--port 0`` takes a port from the kernel and the banner says
+    # which (how the stack and the tests start it: a port picked free beforehand can be taken)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        sock.close()
+        print(f"host: cannot listen on 127.0.0.1:{port}: {exc}", flush=True)
+        return 1
+    port = int(sock.getsockname()[1])
     if not quiet:
-        print(f"Identity Mover host on http://127.0.0.1:{port}", flush=True)
+        print(f"Identity Mover host on http://127.0.0.1:{port} (pid {os.getpid()})", flush=True)
         for line in host.banner(f"http://127.0.0.1:{port}"):
             print(line, flush=True)
         if host.host_key:
             print("Function keys required (IDMOVE_HOST_KEY).", flush=True)
         if from_file:
             print(f"Settings from local.settings.json: {', '.join(sorted(from_file))}", flush=True)
-    host.server(port).run()
+    host.server(port).run(sockets=[sock])
     return 0

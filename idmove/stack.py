@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from typing import IO, Any
 
 import httpx
 
-from idmove.azurite import REPO_ROOT, Azurite, free_port
+from idmove.azurite import REPO_ROOT, Azurite, listening_port
 
 LOG_DIR = REPO_ROOT / ".idmove" / "logs"
 DATA_DIR = REPO_ROOT / ".idmove" / "azurite"  # git-ignored: `idmove up` keeps moves across restarts
@@ -61,14 +62,21 @@ def host_env(storage: str, emulator_url: str, extra: dict[str, str] | None = Non
 
 
 PROCESS_HEADER = "x-idmove-process-id"  # the host's /admin/host/status: the pid that answered
-PORT_TRIES = 3  # a part whose port another process took in between is started on a fresh one
+# what each part prints once it listens (started with ``--port 0``: the port the kernel gave it), with
+# its pid: parts of several stacks may write the same log file (`idmove up` and `idmove demo` both
+# log to .idmove/logs)
+LISTENING = {
+    "emulator": r"emulator listening on http://[^\s]+:(\d+) \(pid {pid}\)",
+    "host": r"Identity Mover host on http://[^\s]+:(\d+) \(pid {pid}\)",
+}
 
 
 def answered_by(response: httpx.Response, proc: subprocess.Popen[bytes]) -> bool:
     """The answer came from ``proc``: the host says its pid in ``PROCESS_HEADER``, the emulator's
-    health in ``processId``. A port from ``free_port`` is free when picked, not when the part binds
-    it: another test's emulator once took the host's port in between, answered its readiness check
-    (any answer below 500 counted) with 401, and 23 tests then talked to the wrong server."""
+    health in ``processId``. Parts start on port 0 and say the port they bound (``spawn_listening``);
+    a port picked free beforehand was once taken by another test's emulator, which answered the
+    host's readiness check (any answer below 500 counted) with 401, and 23 tests then talked to the
+    wrong server. Ports a user fixes (``idmove up``) can still be anyone's: hence this check too."""
     if response.headers.get(PROCESS_HEADER) == str(proc.pid):
         return True
     with contextlib.suppress(ValueError):
@@ -89,6 +97,32 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], name: str, log: Path, tim
                 return
         time.sleep(0.1)
     raise StackError(f"{name} did not answer {url} within {timeout:.0f}s; see {log}")
+
+
+def read_port(part: str, log: Path, proc: subprocess.Popen[bytes], name: str = "") -> int:
+    """The port ``part`` (a key of ``LISTENING``), started on port 0, says in ``log`` it listens on."""
+    try:
+        return listening_port(log, re.compile(LISTENING[part].format(pid=proc.pid)), proc)
+    except (RuntimeError, TimeoutError) as exc:
+        raise StackError(f"{name or part} did not start: {exc}") from exc
+
+
+def spawn_listening(
+    part: str, cmd: list[str], path: str, log: Path, env: dict[str, str] | None = None, name: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
+    """Start ``cmd --port 0`` (``part``: "emulator" or "host"; ``name`` for messages) with its output
+    in ``log``; returns the process and its port once the process itself answers ``path``."""
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [*cmd, "--port", "0"], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+        )
+    try:
+        port = read_port(part, log, proc, name)
+        wait_http(f"http://127.0.0.1:{port}{path}", proc, name or part, log)
+    except BaseException:
+        stop_process(proc)
+        raise
+    return proc, port
 
 
 STOP_SECONDS = 10.0  # how long the parts of a stack get to shut down together before they are killed
@@ -140,28 +174,24 @@ class Stack:
         """``ports`` (keys as ``DEFAULT_PORTS``) or ``default_ports`` must be free; otherwise free ports.
         ``data_dir``: Azurite keeps its data there (else in memory)."""
         fixed = {**DEFAULT_PORTS, **(ports or {})} if (default_ports or ports) else None
-        ports = fixed or {k: free_port() for k in DEFAULT_PORTS}
+        ports = fixed or dict.fromkeys(DEFAULT_PORTS, 0)  # 0: the part binds what the kernel gives it
         busy = [f"{name} {port}" for name, port in ports.items() if fixed and port_in_use(port)]
         if busy:
             raise StackError(
                 f"port(s) already in use: {', '.join(busy)} — is `idmove up` already running? Stop it, or pick others (idmove up --help)."
             )
         log_dir.mkdir(parents=True, exist_ok=True)
-        azurite = Azurite.start(queue_port=ports["queue"], table_port=ports["table"], data_dir=data_dir)
+        azurite = Azurite.start(
+            queue_port=ports["queue"] or None, table_port=ports["table"] or None, data_dir=data_dir
+        )
         stack = cls(azurite, ports["emulator"], ports["host"])
         try:
-            retry = not fixed
             stack._start_part(
-                "emulator",
-                "emulator_port",
-                [sys.executable, "-m", "emulator"],
-                "/_emulator/health",
-                log_dir,
-                retry=retry,
+                "emulator", "emulator_port", [sys.executable, "-m", "emulator"], "/_emulator/health", log_dir
             )
             env = host_env(stack.storage, stack.emulator_url, host_settings)
             host = [sys.executable, "-m", "idmove", "host"]
-            stack._start_part("host", "host_port", host, "/admin/host/status", log_dir, env, retry=retry)
+            stack._start_part("host", "host_port", host, "/admin/host/status", log_dir, env)
         except BaseException:
             stack.stop()
             raise
@@ -175,21 +205,17 @@ class Stack:
         path: str,
         log_dir: Path,
         env: dict[str, str] | None = None,
-        retry: bool = True,
     ) -> None:
-        """Spawn ``name`` on the port in ``port_attr`` and wait until it answers ``path``; one that
-        exits while starting (its port taken between ``free_port`` and its bind) starts again on a
-        fresh port (``PORT_TRIES``), unless ``retry`` is off (ports the caller fixed)."""
-        for attempt in range(PORT_TRIES):
-            port = getattr(self, port_attr)
-            self._spawn(name, [*cmd, "--port", str(port)], log_dir, env)
-            try:
-                wait_http(f"http://127.0.0.1:{port}{path}", self.processes[name], name, self.logs[name])
-                return
-            except StackError:
-                if not retry or attempt + 1 == PORT_TRIES or self.processes[name].poll() is None:
-                    raise
-                setattr(self, port_attr, free_port())
+        """Spawn ``name`` on the port in ``port_attr`` (0: the one it binds, read from its log, and
+        kept for a restart) and wait until it answers ``path``."""
+        port = getattr(self, port_attr)
+        self._spawn(name, [*cmd, "--port", str(port)], log_dir, env)
+        proc, log = self.processes[name], self.logs[name]
+        if port == 0:
+            port = read_port(name, log, proc)
+            setattr(self, port_attr, port)
+            self._commands[name] = ([*cmd, "--port", str(port)], env)
+        wait_http(f"http://127.0.0.1:{port}{path}", proc, name, log)
 
     def _spawn(
         self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None, mode: str = "wb"

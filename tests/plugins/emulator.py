@@ -1,6 +1,6 @@
 """pytest fixtures for the Azure control-plane emulator.
 
-``emulator_process`` starts ``python -m emulator --port <free port>`` once per session (the same
+``emulator_process`` starts ``python -m emulator --port 0`` once per session (the same
 command ``idmove emulator`` runs); ``emulator_url`` resets it (``POST /_emulator/reset``) before each
 test and yields ``http://127.0.0.1:<port>``. ``sdk_clients(url)`` builds the real, unmodified Azure
 SDK clients against it: only ``base_url``, the credential (a static token) and the https allowance
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.resourcegraph import ResourceGraphClient
 
-from idmove.azurite import REPO_ROOT, free_port, wait_for_port
+from idmove.stack import spawn_listening, stop_process
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
 ARM_SCOPE = "https://management.azure.com/.default"
@@ -88,27 +87,14 @@ class EmulatorProcess:
 
 
 @pytest.fixture(scope="session")
-def emulator_process() -> Iterator[EmulatorProcess]:
-    port = free_port()
-    with tempfile.TemporaryFile() as stderr:
-        started = time.perf_counter()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "emulator", "--port", str(port)],
-            cwd=REPO_ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-        )
-        try:
-            wait_for_port(port, timeout=15, proc=process)
-            startup = time.perf_counter() - started
-            yield EmulatorProcess(f"http://127.0.0.1:{port}", process, startup)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+def emulator_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
+    log = tmp_path_factory.mktemp("emulator") / "emulator.log"
+    started = time.perf_counter()
+    process, port = spawn_listening("emulator", [sys.executable, "-m", "emulator"], "/_emulator/health", log)
+    try:
+        yield EmulatorProcess(f"http://127.0.0.1:{port}", process, time.perf_counter() - started)
+    finally:
+        stop_process(process, timeout=5)
 
 
 @pytest.fixture

@@ -84,23 +84,19 @@ def emulated_service(emulated_settings: Settings) -> MoveService:
 @pytest.fixture(scope="session")
 def _own_emulator() -> Iterator[str]:
     """Fallback while ``tests/plugins/emulator.py`` has no ``emulator_url``: our own emulator process."""
-    import subprocess
     import sys
+    import tempfile
+    from pathlib import Path
 
-    from idmove.azurite import free_port, wait_for_port
+    from idmove.stack import spawn_listening, stop_process
 
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with tempfile.TemporaryDirectory(prefix="idmove-emulator-") as logs:
+        cmd = [sys.executable, "-m", "emulator"]
+        proc, port = spawn_listening("emulator", cmd, "/_emulator/health", Path(logs) / "emulator.log")
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_process(proc)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ on the same stack with ``another_host``.
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -20,8 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from idmove.azurite import free_port
-from idmove.stack import PORT_TRIES, Stack, StackError, host_env, stop_process, wait_http
+from idmove.stack import Stack, host_env, spawn_listening, stop_process
 
 SUBSCRIPTION = "00000000-0000-0000-0000-0000000000a1"
 HOST_SETTINGS = {
@@ -48,29 +46,14 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def another_host(stack: Stack, log_dir: Path, settings: Mapping[str, str], name: str) -> Iterator[str]:
     """One more ``python -m idmove host`` on ``stack``'s storage and emulator, with ``settings`` (which
     carry its ``IDMOVE_HOST_KEY``); yields its base URL once it answers, stops it on the way out."""
-    log = log_dir / "host.log"
     env = host_env(stack.storage, stack.emulator_url, dict(settings))
-    with log.open("wb") as handle:
-        for attempt in range(PORT_TRIES):  # a port taken between free_port and the host's bind: another
-            port = free_port()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "idmove", "host", "--port", str(port)],
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-            try:
-                status = f"http://127.0.0.1:{port}/admin/host/status?code={settings['IDMOVE_HOST_KEY']}"
-                wait_http(status, proc, name, log)
-                break
-            except StackError:
-                stop_process(proc)
-                if attempt + 1 == PORT_TRIES or proc.returncode is None:
-                    raise
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_process(proc)
+    status = f"/admin/host/status?code={settings['IDMOVE_HOST_KEY']}"
+    cmd = [sys.executable, "-m", "idmove", "host"]
+    proc, port = spawn_listening("host", cmd, status, log_dir / "host.log", env, name)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")
