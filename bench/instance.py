@@ -152,6 +152,7 @@ def poller_options() -> dict[str, Any]:
         "visibility_timeout": 30,
         "retry_visibility": 5,
         "batch_size": 16,
+        "new_batch_threshold": 8,  # host.json: a new batch once no more than 8 run (capped below the threads)
         "poll_interval": 1.0,
     }
 

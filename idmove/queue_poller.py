@@ -239,6 +239,11 @@ def _seconds(value: Any, default: float) -> float:
     return timedelta(hours=hours, minutes=minutes, seconds=seconds).total_seconds()
 
 
+def _threshold(value: Any) -> int | None:
+    """host.json ``newBatchThreshold`` (None: the Functions host's default, half a batch)."""
+    return None if value is None else int(value)
+
+
 def start_poller(
     connection_string: str,
     queue_name: str,
@@ -270,6 +275,7 @@ def start_poller(
         visibility_timeout=visibility,
         retry_visibility=visibility,
         batch_size=int(settings.get("batchSize", 16)),
+        new_batch_threshold=_threshold(settings.get("newBatchThreshold")),
         poll_interval=min(1.0, _seconds(settings.get("maxPollingInterval"), 1.0)),
         name=name,
     )

@@ -496,3 +496,42 @@ def test_verify_reads_a_mapped_sites_settings_from_its_counterpart(
     error = status["error"]
     assert error["code"] == "VerificationFailed", error
     assert f"appsettings AZURE_CLIENT_ID of {counterpart}" in error["message"], error["message"]
+
+
+def test_settings_lists_only_what_the_snapshot_found_and_cleanup_catches_one_named_later(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients, emu: str
+) -> None:
+    """A list of a site's settings is a POST, which ARM counts against the subscription's write
+    budget: copy and check list only the sub-resources the snapshot found naming the identity (the
+    staging slot: app settings, no connection string). A connection string naming the old identity
+    added to the slot after the snapshot is then not seen by verify; cleanup's discovery, after the
+    commit, finds it, the slot's copy runs again, and nothing is deleted before it names the new
+    identity."""
+    e, dp = estate
+    start = len(requests(emu))
+    move_id = emulated_service.start(body(e))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    new = status["target"]
+    lists = Counter(
+        tuple(r["path"].lower().rsplit("/config/", 1))
+        for r in requests(emu)[start:]
+        if r["method"] == "POST" and r["path"].lower().endswith("/list") and "/config/" in r["path"]
+    )
+    web, slot = e.resources["web"].lower(), dp.slot.lower()
+    # snapshot, copy (rebind) and check (verify) for what names the identity; the snapshot alone otherwise
+    assert lists[(web, "appsettings/list")] == 3 and lists[(web, "connectionstrings/list")] == 3, lists
+    assert lists[(slot, "appsettings/list")] == 3 and lists[(slot, "connectionstrings/list")] == 1, lists
+
+    named_later = f"Server=tcp:sql-payments01.database.windows.net;User Id={e.client_id}"
+    clients.arm(
+        "PUT",
+        f"{dp.slot}/config/connectionstrings",
+        WEB_API,
+        {"properties": {"Reports": {"value": named_later, "type": "SQLAzure"}}},
+    )
+    emulated_service.commit(move_id)
+    status = run(emulated_service, move_id)
+    assert status["status"] == "Completed", status.get("error")
+    _, conn = clients.arm("POST", f"{dp.slot}/config/connectionstrings/list", WEB_API)
+    assert conn["properties"]["Reports"]["value"] == named_later.replace(e.client_id, new["clientId"])

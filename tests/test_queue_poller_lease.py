@@ -111,3 +111,42 @@ def test_a_lost_lease_is_given_up_quietly_not_crashed_on(storage_connection_stri
     assert poller.handled == 1 and poller.failures == 0
     assert other.peek_messages() == []  # invisible: the other consumer holds it, not deleted
     assert other.get_queue_properties().approximate_message_count == 1
+
+
+def test_host_json_new_batch_threshold_sets_when_the_host_fetches_again(
+    storage_connection_string: str,
+) -> None:
+    """host.json's ``newBatchThreshold`` (8, capped below the poller's 8 threads): a thread freed by
+    one message that ends takes the next message while 7 still run (the default, half the threads,
+    would wait until only 4 run, and a fleet's long moves held a quarter of the threads idle)."""
+    from idmove.queue_poller import start_poller
+
+    name = "threshold-" + uuid.uuid4().hex[:10]
+    sender = queue_client(storage_connection_string, name)
+    sender.create_queue()
+    for n in range(10):
+        sender.send_message(f"m{n}")
+    release = {f"m{n}": threading.Event() for n in range(10)}
+    started: list[str] = []
+
+    def hold(message: object) -> None:
+        body = message.get_body().decode()  # type: ignore[attr-defined]
+        started.append(body)
+        assert release[body].wait(30)
+
+    settings = {"batchSize": 16, "newBatchThreshold": 8, "maxPollingInterval": "00:00:00.2"}
+    poller = start_poller(storage_connection_string, name, hold, settings=settings)
+    try:
+        deadline = time.monotonic() + 10
+        while len(started) < 8 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(started) == 8 and poller.new_batch_threshold == 7
+        release[started[0]].set()
+        deadline = time.monotonic() + 10
+        while len(started) < 9 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(started) == 9, "a freed thread took no message while 7 ran"
+    finally:
+        for event in release.values():
+            event.set()
+        poller.stop()
