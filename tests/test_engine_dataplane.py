@@ -503,15 +503,26 @@ def test_settings_lists_only_what_the_snapshot_found_and_cleanup_catches_one_nam
 ) -> None:
     """A list of a site's settings is a POST, which ARM counts against the subscription's write
     budget: copy and check list only the sub-resources the snapshot found naming the identity (the
-    staging slot: app settings, no connection string). A connection string naming the old identity
-    added to the slot after the snapshot is then not seen by verify; cleanup's discovery, after the
-    commit, finds it, the slot's copy runs again, and nothing is deleted before it names the new
-    identity."""
+    staging slot: app settings, no connection string). A connection string naming the old identity,
+    added to the slot after its copy and before verify reads, is then not seen by verify (the move
+    awaits its commit); cleanup's discovery, after the commit, finds it, rebind and verify run again
+    (``SourceChangedBeforeCleanup``), and the slot's connection string names the new identity before
+    the old identity is deleted."""
     e, dp = estate
     start = len(requests(emu))
     move_id = emulated_service.start(body(e))["id"]
+    named_later = f"Server=tcp:sql-payments01.database.windows.net;User Id={e.client_id}"
+    added: list[bool] = []
+
+    def name_it_behind_verify(point: str) -> None:  # the copies are done; verify has not read yet
+        if point == "verify:after-claim" and not added:
+            conn = {"Reports": {"value": named_later, "type": "SQLAzure"}}
+            clients.arm("PUT", f"{dp.slot}/config/connectionstrings", WEB_API, {"properties": conn})
+            added.append(True)
+
+    emulated_service.crashpoint = name_it_behind_verify
     status = run(emulated_service, move_id)
-    assert status["status"] == "AwaitingCommit", status.get("error")
+    assert added and status["status"] == "AwaitingCommit", status.get("error")
     new = status["target"]
     lists = Counter(
         tuple(r["path"].lower().rsplit("/config/", 1))
@@ -523,15 +534,55 @@ def test_settings_lists_only_what_the_snapshot_found_and_cleanup_catches_one_nam
     assert lists[(web, "appsettings/list")] == 3 and lists[(web, "connectionstrings/list")] == 3, lists
     assert lists[(slot, "appsettings/list")] == 3 and lists[(slot, "connectionstrings/list")] == 1, lists
 
-    named_later = f"Server=tcp:sql-payments01.database.windows.net;User Id={e.client_id}"
-    clients.arm(
-        "PUT",
-        f"{dp.slot}/config/connectionstrings",
-        WEB_API,
-        {"properties": {"Reports": {"value": named_later, "type": "SQLAzure"}}},
-    )
     emulated_service.commit(move_id)
     status = run(emulated_service, move_id)
     assert status["status"] == "Completed", status.get("error")
+    assert [w for w in status["plan"]["warnings"] if w["code"] == "SourceChangedBeforeCleanup"]
     _, conn = clients.arm("POST", f"{dp.slot}/config/connectionstrings/list", WEB_API)
     assert conn["properties"]["Reports"]["value"] == named_later.replace(e.client_id, new["clientId"])
+    seen = requests(emu)[start:]
+    rewrite = max(
+        n
+        for n, r in enumerate(seen)
+        if r["method"] == "PUT" and r["path"].lower() == f"{slot}/config/connectionstrings"
+    )
+    deleted = next(
+        n
+        for n, r in enumerate(seen)
+        if r["method"] == "DELETE" and r["path"].lower() == e.identity_id.lower()
+    )
+    assert rewrite < deleted, (
+        "the old identity was deleted before the slot's connection string named the new one"
+    )
+
+
+def test_discard_after_cleanup_widened_a_site_entry_restores_both_settings(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    """Cleanup's discovery replaces the slot's entry by what still names the old identity then (a
+    connection string named after the snapshot); its app setting, rewritten by the first copy, is no
+    longer in it. A discard then (the second verify fails) still puts both back: undo lists both."""
+    e, dp = estate
+    move_id = emulated_service.start(body(e))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    named_later = f"Server=tcp:sql-payments01.database.windows.net;User Id={e.client_id}"
+    conn = {"Reports": {"value": named_later, "type": "SQLAzure"}}
+    clients.arm("PUT", f"{dp.slot}/config/connectionstrings", WEB_API, {"properties": conn})
+    reverted: list[bool] = []
+
+    def fail_the_second_verify(point: str) -> None:  # the connection string back to the old identity
+        if point == "verify:after-claim" and not reverted:  # set after the commit: the second verify
+            clients.arm("PUT", f"{dp.slot}/config/connectionstrings", WEB_API, {"properties": conn})
+            reverted.append(True)
+
+    emulated_service.commit(move_id)
+    emulated_service.crashpoint = fail_the_second_verify
+    status = run(emulated_service, move_id)
+    assert reverted and status["status"] == "Failed", status.get("error")
+    assert status["error"]["code"] == "VerificationFailed" and "Reports" in status["error"]["message"]
+    emulated_service.crashpoint = lambda point: None
+    emulated_service.discard(move_id)
+    status = run(emulated_service, move_id)
+    assert status["status"] == "Discarded", status.get("error")
+    assert settings(clients, dp.slot)["app"]["AZURE_CLIENT_ID"] == e.client_id

@@ -18,13 +18,18 @@ a crash between the two PUTs converges on the next run). check: no listed value 
 identity and each recorded name holds the new one. remove: nothing (the old value is gone already).
 undo: new -> old, the same way.
 
-copy, check and undo list only the sub-resources the snapshot found naming the identity
-(``_kinds``). Each list is a POST, and ARM counts a POST against the subscription's *write* budget:
-listing both at every phase made 8 of a move's 16.5 writes in the fleet bench (60 identities, each
-named in one app setting), so the connection strings' lists at copy and check were an eighth of
-the floor spent on a sub-resource that named nothing. A setting that names the identity only
-after the snapshot is access like any other granted after it: cleanup's discovery lists both after
-the commit and copies it (or stops at ``SourceChanged``) before anything is deleted.
+copy and check list only the sub-resources the snapshot found naming the identity (``_kinds``; so
+check's "no listed value names the old identity" covers those), except at a counterpart
+(``resourceMap``), where they list both. Each list is a POST, and ARM counts a POST against the
+subscription's *write* budget: listing both at every phase made 8 of a move's 16.5 writes in the
+fleet bench (60 identities, each named in one app setting), so the connection strings' lists at
+copy and check were an eighth of the floor spent on a sub-resource that named nothing. A setting
+that names the identity only after the snapshot is access like any other granted after it: before
+verify, the old code's copy or check would have seen it; now cleanup's discovery, which lists both
+at every site the old identity is attached to after the commit, finds it and the engine runs
+rebind and verify again (``SourceChanged``) before anything is deleted -- one named after that
+discovery is missed, as before. A counterpart is never read by that discovery, hence both there.
+undo lists both, always (see ``undo``).
 
 Example::
 
@@ -97,8 +102,13 @@ def _rewrite(which: str, properties: dict[str, Any], old: dict[str, str], new: d
 KINDS = ((APP, "appSettings"), (CONN, "connectionStrings"))
 
 
-def _kinds(entry: dict[str, Any]) -> list[tuple[str, str]]:
-    """The sub-resources the snapshot found naming the identity (``which``, the entry's field)."""
+def _kinds(entry: dict[str, Any], site: str) -> list[tuple[str, str]]:
+    """What copy and check list at ``site`` (``which``, the entry's field): the sub-resources the
+    snapshot found naming the identity, or both where ``site`` is a counterpart (``resourceMap``):
+    cleanup's discovery reads the sites the old identity is attached to, never a counterpart, so
+    nothing after verify would see a counterpart's setting that still names the old identity."""
+    if site.lower() != str(entry["site"]).lower():
+        return list(KINDS)
     return [(which, field) for which, field in KINDS if entry.get(field)]
 
 
@@ -137,10 +147,15 @@ class AppSettings(Access):
         ]
 
     def _swap(
-        self, ctx: PhaseContext, entry: dict[str, Any], site: str, old: dict[str, Any], new: dict[str, Any]
+        self,
+        ctx: PhaseContext,
+        kinds: list[tuple[str, str]],
+        site: str,
+        old: dict[str, Any],
+        new: dict[str, Any],
     ) -> list[str]:
         rewritten = []
-        for which, _ in _kinds(entry):
+        for which, _ in kinds:
             properties = _list(ctx, site, which)
             if properties is None:
                 continue
@@ -155,7 +170,7 @@ class AppSettings(Access):
 
     def copy(self, ctx: PhaseContext, entry: dict[str, Any]) -> ItemResult:
         site = counterpart_of(ctx.request.resource_map, entry["site"])
-        rewritten = self._swap(ctx, entry, site, ctx.snapshot["identity"], ctx.target)
+        rewritten = self._swap(ctx, _kinds(entry, site), site, ctx.snapshot["identity"], ctx.target)
         return ItemResult("updated" if rewritten else "unchanged", {"site": site, "rewritten": rewritten})
 
     def check(self, ctx: PhaseContext, entries: list[dict[str, Any]]) -> list[Missing]:
@@ -163,7 +178,7 @@ class AppSettings(Access):
         old, new = _needles(ctx.snapshot["identity"]), _needles(ctx.target)
         for entry in entries:
             site = counterpart_of(ctx.request.resource_map, entry["site"])
-            for which, field in _kinds(entry):
+            for which, field in _kinds(entry, site):
                 properties = _list(ctx, site, which) or {}
                 for name in _names(which, properties, old):
                     missing.append(Missing(f"{which} {name} of {site} still names the old identity", site))
@@ -176,10 +191,13 @@ class AppSettings(Access):
         return missing
 
     def undo(self, ctx: PhaseContext, target: dict[str, Any]) -> int:
+        """Both sub-resources of every site, whatever the entry names: cleanup's discovery may have
+        replaced an entry by what still named the old identity then (a setting named after the
+        snapshot), leaving out what an earlier copy had already rewritten."""
         undone = 0
         for entry in ctx.snapshot.get(self.key) or []:
             site = counterpart_of(ctx.request.resource_map, entry["site"])
-            undone += bool(self._swap(ctx, entry, site, target, ctx.snapshot["identity"]))
+            undone += bool(self._swap(ctx, list(KINDS), site, target, ctx.snapshot["identity"]))
         return undone
 
 
