@@ -586,3 +586,30 @@ def test_discard_after_cleanup_widened_a_site_entry_restores_both_settings(
     status = run(emulated_service, move_id)
     assert status["status"] == "Discarded", status.get("error")
     assert settings(clients, dp.slot)["app"]["AZURE_CLIENT_ID"] == e.client_id
+
+
+def test_a_mapped_site_has_both_kinds_of_settings_rewritten_at_its_counterpart(
+    emulated_service: MoveService, estate: tuple[Estate, DataPlane], clients: AzureClients
+) -> None:
+    """The staging slot names the identity in an app setting only; its counterpart, deployed apart,
+    also names it in a connection string. Cleanup's discovery reads the sites the old identity is
+    attached to, never a counterpart, so copy and check list both kinds there: the counterpart's
+    connection string names the new identity before anyone commits."""
+    e, dp = estate
+    counter_site = e.resources["web"].replace("web-payments01", "web-payments01-ne")
+    clients.arm("PUT", counter_site, WEB_API, {"location": TARGET_REGION, "kind": "app", "properties": {}})
+    counter_slot = f"{counter_site}/slots/staging"
+    clients.arm("PUT", counter_slot, WEB_API, {"location": TARGET_REGION, "properties": {}})
+    app = {"AZURE_CLIENT_ID": e.client_id}
+    clients.arm("PUT", f"{counter_slot}/config/appsettings", WEB_API, {"properties": app})
+    named = f"Server=tcp:sql-payments01.database.windows.net;User Id={e.client_id}"
+    conn = {"Reports": {"value": named, "type": "SQLAzure"}}
+    clients.arm("PUT", f"{counter_slot}/config/connectionstrings", WEB_API, {"properties": conn})
+
+    move_id = emulated_service.start(body(e, resourceMap={dp.slot: counter_slot}))["id"]
+    status = run(emulated_service, move_id)
+    assert status["status"] == "AwaitingCommit", status.get("error")
+    new = status["target"]
+    mapped = settings(clients, counter_slot)
+    assert mapped["app"]["AZURE_CLIENT_ID"] == new["clientId"]
+    assert mapped["conn"]["Reports"]["value"] == named.replace(e.client_id, new["clientId"])
