@@ -222,15 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _request_body(args: argparse.Namespace, dry_run: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"sourceIdentityId": args.source, "targetRegion": args.target_region}
+    """The API takes values exactly as its OpenAPI document describes them (no whitespace around an
+    id): what a person pasted is trimmed here."""
+    body: dict[str, Any] = {
+        "sourceIdentityId": args.source.strip(),
+        "targetRegion": args.target_region.strip(),
+    }
     if args.target_resource_group:
-        body["targetResourceGroup"] = args.target_resource_group
+        body["targetResourceGroup"] = args.target_resource_group.strip()
     if args.target_name:
-        body["targetName"] = args.target_name
+        body["targetName"] = args.target_name.strip()
     if args.isolation_scope:
         body["isolationScope"] = args.isolation_scope
     if args.map:
-        pairs = [entry.split("=", 1) for entry in args.map]
+        pairs = [[part.strip() for part in entry.split("=", 1)] for entry in args.map]
         if any(len(pair) != 2 for pair in pairs):
             raise ClientError("--map takes SRC=DST (resource id = resource id)")
         body["resourceMap"] = dict(pairs)

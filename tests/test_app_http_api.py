@@ -52,6 +52,7 @@ BAD_STARTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("'.' segment", {"json": {"sourceIdentityId": identity_id(SUBSCRIPTION, ".", "id-x"), "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
     # the OpenAPI pattern and the validator agree on ids as sent: this one, stripped, ends in '/'
     ("resource map id ending in '/ '", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID + "/ ": VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
+    ("source id with a trailing space", {"json": {"sourceIdentityId": GOOD_ID + " ", "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
     ("resource map id with a leading space", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID: " " + VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
     ("'..' in resource map", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID.replace("/rg/", "/../"): VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
     ("oversized", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "targetName": "x" * 70_000}}, 413, "RequestTooLarge", None),
