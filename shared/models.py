@@ -41,30 +41,37 @@ __all__ = [
 ]
 
 GUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-RG_NAME = r"[-\w._()]{0,89}[-\w_()]"  # Azure: 1-90 characters, not ending in '.'
+# Every regex here reads the same under Python (the validators, compiled ``re.ASCII``) and under the
+# readers of the OpenAPI document's patterns (schemathesis reads them ASCII, with ``$`` as the end):
+# ``\w`` is ASCII, and what Azure allows beyond ASCII in a resource group name (Unicode letters and
+# digits) is any non-ASCII character (``NON_ASCII``; ARM refuses the rest with its own error). The
+# validators use ``fullmatch``: Python's ``$`` also matches before a final newline, and an id ending
+# in one took a lock of its own (the lock key is the id as sent). Unicode ``\w`` on the server
+# accepted "é" as a resource group name the document (ASCII ``\w``) calls invalid.
+NON_ASCII = r"[^\x00-\x7f]"
+RG_NAME = rf"(?:[-\w._()]|{NON_ASCII}){{0,89}}(?:[-\w_()]|{NON_ASCII})"  # Azure: 1-90, not ending in '.'
+IDENTITY_NAME = r"[A-Za-z0-9][-A-Za-z0-9_]{2,127}"  # Azure: 3-128 ASCII letters, digits, '-', '_'
 SEGMENT = r"[^/]*[^/.][^/]*"  # a path segment that is not '.' or '..'
 IDENTITY_ID_RE = re.compile(
     rf"^/subscriptions/(?P<sub>{GUID})/resourceGroups/(?P<rg>{RG_NAME})"
-    r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/(?P<name>[A-Za-z0-9][-\w]{2,127})$",
-    re.IGNORECASE,
+    rf"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/(?P<name>{IDENTITY_NAME})$",
+    re.IGNORECASE | re.ASCII,
 )
-# the last segment ends in neither '/' nor ASCII whitespace (a pasted id's newline). No ``\s``: it
-# differs between Python's, ECMA's and hypothesis's regexes, and the OpenAPI document's pattern is
-# read by all of them (stripped, an id the pattern took, "…/x/\x1c", \x1c being whitespace to
-# Python's strip, ended in an empty segment: a 400 for a request the document calls valid)
+# the last segment ends in neither '/' nor ASCII whitespace (a pasted id's newline); no ``\s``, whose
+# Unicode reading (\x1c is whitespace to Python) refused an id the document's ASCII reading took
 LAST_SEGMENT = r"(?:[^/]*[^/.][^/]*[^/ \t\n\r\f\v]|[^/. \t\n\r\f\v])"
 RESOURCE_ID_PATTERN = (
     rf"^/subscriptions/{GUID}/resourceGroups/{RG_NAME}/providers/{SEGMENT}/{SEGMENT}"
     rf"(/{SEGMENT}/{SEGMENT})*/{LAST_SEGMENT}$"
 )
-RESOURCE_ID_RE = re.compile(RESOURCE_ID_PATTERN, re.I)
-RG_NAME_RE = re.compile(r"^[-\w._()]{0,89}[-\w_()]$")
-IDENTITY_NAME_RE = re.compile(r"^[A-Za-z0-9][-\w]{2,127}$")
+RESOURCE_ID_RE = re.compile(RESOURCE_ID_PATTERN, re.I | re.ASCII)
+RG_NAME_RE = re.compile(rf"^{RG_NAME}$", re.ASCII)
+IDENTITY_NAME_RE = re.compile(rf"^{IDENTITY_NAME}$", re.ASCII)
 # The same rules in the OpenAPI document (JSON Schema ``pattern``), so generated clients and
 # property-based tests know what is valid without reading the validators.
 IDENTITY_ID_PATTERN = (
     rf"^/subscriptions/{GUID}/resourceGroups/{RG_NAME}"
-    r"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/[A-Za-z0-9][-\w]{2,127}$"
+    rf"/providers/Microsoft\.ManagedIdentity/userAssignedIdentities/{IDENTITY_NAME}$"
 )
 MAX_RESOURCE_MAP = 500
 
@@ -94,7 +101,7 @@ def has_dot_segment(value: str) -> bool:
 
 
 def parse_identity_id(value: str) -> IdentityRef | None:
-    match = IDENTITY_ID_RE.match(value)
+    match = IDENTITY_ID_RE.fullmatch(value)
     if match is None:
         return None
     return IdentityRef(match["sub"].lower(), match["rg"], match["name"])
@@ -214,7 +221,7 @@ class MoveRequest(BaseModel):
     @field_validator("target_resource_group")
     @classmethod
     def _rg(cls, value: str | None) -> str | None:
-        if value is not None and not RG_NAME_RE.match(value):
+        if value is not None and not RG_NAME_RE.fullmatch(value):
             raise ValueError(
                 "must be a resource group name (1-90 of letters, digits, -_.(), not ending in '.')"
             )
@@ -223,7 +230,7 @@ class MoveRequest(BaseModel):
     @field_validator("target_name")
     @classmethod
     def _name(cls, value: str | None) -> str | None:
-        if value is not None and not IDENTITY_NAME_RE.match(value):
+        if value is not None and not IDENTITY_NAME_RE.fullmatch(value):
             raise ValueError("must be 3-128 letters, digits, '-' or '_', starting with a letter or digit")
         return value
 
@@ -234,7 +241,7 @@ class MoveRequest(BaseModel):
             for item in (key, target):
                 if has_dot_segment(item):
                     raise ValueError(f"{item[:200]!r}: {DOT_SEGMENT}")
-                if len(item) > 1024 or not RESOURCE_ID_RE.match(item):
+                if len(item) > 1024 or not RESOURCE_ID_RE.fullmatch(item):
                     raise ValueError(f"{item[:200]!r} is not a resource id")
         return value
 

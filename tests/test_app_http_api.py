@@ -50,8 +50,13 @@ BAD_STARTS: list[tuple[str, dict[str, Any], int, str, str | None]] = [
     ("deeply nested", {"content": b"[" * 60_000}, 400, "InvalidJson", None),
     ("'..' segment", {"json": {"sourceIdentityId": identity_id(SUBSCRIPTION, "..", "id-x"), "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
     ("'.' segment", {"json": {"sourceIdentityId": identity_id(SUBSCRIPTION, ".", "id-x"), "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
-    # the OpenAPI pattern and the validator agree on ids as sent: this one, stripped, ends in '/'
-    ("resource map id ending in '/ '", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID + "/ ": VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
+    # the OpenAPI document's patterns and the validators agree on values as sent (no strip, no newline
+    # before Python's '$', ASCII '\w'): an id the old pattern took and the old server, stripped, refused
+    ("resource map id ending in '/ '", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID.rsplit("/", 1)[0] + "/ ": VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
+    ("resource map id ending in a newline", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID + "\n": VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
+    ("source id ending in a newline", {"json": {"sourceIdentityId": GOOD_ID + "\n", "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
+    ("target name with a leading space", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "targetName": " abc"}}, 400, "InvalidRequestContent", "targetName"),
+    ("target name not ASCII", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "targetName": "aéé"}}, 400, "InvalidRequestContent", "targetName"),
     ("source id with a trailing space", {"json": {"sourceIdentityId": GOOD_ID + " ", "targetRegion": "northeurope"}}, 400, "InvalidSourceIdentityId", "sourceIdentityId"),
     ("resource map id with a leading space", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID: " " + VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),
     ("'..' in resource map", {"json": {"sourceIdentityId": GOOD_ID, "targetRegion": "northeurope", "resourceMap": {VM_ID.replace("/rg/", "/../"): VM_ID}}}, 400, "InvalidRequestContent", "resourceMap"),

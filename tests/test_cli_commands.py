@@ -159,3 +159,14 @@ def test_plan_of_an_identity_that_does_not_exist_shows_the_error_and_its_code(
 def test_usage_errors_exit_2() -> None:
     assert idmove("move").returncode == EXIT_BAD_INPUT
     assert idmove("frobnicate").returncode == EXIT_BAD_INPUT
+
+
+def test_what_a_person_pasted_is_trimmed_before_the_api_sees_it(
+    host_url: str, make_identity: MakeIdentity
+) -> None:
+    """The API takes values as sent (its OpenAPI patterns allow no whitespace around an id); the CLI
+    trims an id pasted with its newline, and the plan is of that identity."""
+    identity = make_identity()
+    data = idmove("plan", f" {identity}\n", "--to", " northeurope ", "--api", host_url, "-o", "json")
+    assert data.returncode == 0, data.stderr
+    assert as_json(data)["source"]["id"].lower() == identity.lower()
