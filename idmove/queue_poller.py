@@ -240,7 +240,7 @@ def _seconds(value: Any, default: float) -> float:
 
 
 def _threshold(value: Any) -> int | None:
-    """host.json ``newBatchThreshold`` (None: the Functions host's default, half a batch)."""
+    """host.json ``newBatchThreshold`` (None: ``QueuePoller``'s default, half its threads)."""
     return None if value is None else int(value)
 
 

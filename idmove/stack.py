@@ -108,16 +108,24 @@ def read_port(part: str, log: Path, proc: subprocess.Popen[bytes], name: str = "
 
 
 def spawn_listening(
-    part: str, cmd: list[str], path: str, log: Path, env: dict[str, str] | None = None, name: str = ""
+    part: str,
+    cmd: list[str],
+    path: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    name: str = "",
+    port: int = 0,
 ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start ``cmd --port 0`` (``part``: "emulator" or "host"; ``name`` for messages) with its output
-    in ``log``; returns the process and its port once the process itself answers ``path``."""
+    """Start ``cmd --port PORT`` (``part``: "emulator" or "host"; ``name`` for messages) with its
+    output in ``log``; returns the process and its port (0: the one it bound, read from ``log``)
+    once the process itself answers ``path``."""
     with log.open("wb") as handle:
         proc = subprocess.Popen(
-            [*cmd, "--port", "0"], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
+            [*cmd, "--port", str(port)], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env
         )
     try:
-        port = read_port(part, log, proc, name)
+        if port == 0:
+            port = read_port(part, log, proc, name)
         wait_http(f"http://127.0.0.1:{port}{path}", proc, name or part, log)
     except BaseException:
         stop_process(proc)
@@ -206,16 +214,13 @@ class Stack:
         log_dir: Path,
         env: dict[str, str] | None = None,
     ) -> None:
-        """Spawn ``name`` on the port in ``port_attr`` (0: the one it binds, read from its log, and
-        kept for a restart) and wait until it answers ``path``."""
-        port = getattr(self, port_attr)
-        self._spawn(name, [*cmd, "--port", str(port)], log_dir, env)
-        proc, log = self.processes[name], self.logs[name]
-        if port == 0:
-            port = read_port(name, log, proc)
-            setattr(self, port_attr, port)
-            self._commands[name] = ([*cmd, "--port", str(port)], env)
-        wait_http(f"http://127.0.0.1:{port}{path}", proc, name, log)
+        """Start ``name`` on the port in ``port_attr`` (0: the one it binds, kept for a restart)."""
+        log = log_dir / f"{name}.log"
+        self.logs[name] = log
+        proc, port = spawn_listening(name, cmd, path, log, env, port=getattr(self, port_attr))
+        self.processes[name] = proc
+        setattr(self, port_attr, port)
+        self._commands[name] = ([*cmd, "--port", str(port)], env)
 
     def _spawn(
         self, name: str, cmd: list[str], log_dir: Path, env: dict[str, str] | None = None, mode: str = "wb"
