@@ -47,6 +47,7 @@ from activities.access import KINDS, Found
 from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
 from shared.context import PhaseContext
 from shared.errors import PermanentError, TransientError
+from shared.side_by_side import side_by_side
 
 MANAGEMENT_GROUP_LIMIT = 500
 MG_PREFIX = "/providers/microsoft.management/managementgroups/"
@@ -132,8 +133,17 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
             )
         attachments = _attachments(ctx.clients, rows, source)
         found = Found(source, subs, rows=candidates, attachments=attachments, assignments=assignments)
-        refused: list[dict[str, Any]] = []  # reads Azure refused: plan blockers, not a crash
-        discovered = {kind.key: preflight.discover(ctx, kind, found, refused) for kind in KINDS}
+        # each kind reads apart from the others: side by side; reads Azure refused are plan
+        # blockers, not a crash, kept per kind so that their order is the kinds' order
+        refusals: list[list[dict[str, Any]]] = [[] for _ in KINDS]
+        entries = side_by_side(
+            [
+                partial(preflight.discover, ctx, kind, found, no)
+                for kind, no in zip(KINDS, refusals, strict=True)
+            ]
+        )
+        discovered = {kind.key: e for kind, e in zip(KINDS, entries, strict=True)}
+        refused = [blocker for no in refusals for blocker in no]
         found.target = _target(ctx, source, attachments)
         actions = [a for kind in KINDS for a in kind.actions(ctx, discovered[kind.key], found)]
     except (HttpResponseError, GraphError) as exc:
@@ -288,13 +298,12 @@ def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str,
 def _attachments(
     clients: AzureClients, rows: list[dict[str, Any]], source: dict[str, Any]
 ) -> list[dict[str, Any]]:
-    """Confirm each resource Resource Graph found (``ARG_QUERY`` rows) with a direct GET (it lags ARM)."""
+    """Confirm each resource Resource Graph found (``ARG_QUERY`` rows) with a direct GET (it lags
+    ARM), the GETs side by side."""
     found = []
-    for row in rows:
-        resource_id = str(row["id"])
-        if same_id(resource_id, source["id"]):
-            continue
-        resource = get_resource(clients, resource_id)
+    ids = [str(row["id"]) for row in rows if not same_id(str(row["id"]), source["id"])]
+    resources = side_by_side([partial(get_resource, clients, resource_id) for resource_id in ids])
+    for resource_id, resource in zip(ids, resources, strict=True):
         if resource is None:
             continue  # deleted since Resource Graph indexed it
         attached = any(same_id(k, source["id"]) for k in user_identities(resource))

@@ -44,7 +44,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy
@@ -60,10 +60,24 @@ RESERVE = 5  # tokens left to other writers when ARM's budget is nearly spent
 _unit = threading.local()
 
 
+@dataclass(eq=False)
+class _Unit:
+    """A unit of work (``begin_unit``), shared by the threads ``carry`` runs its calls on."""
+
+    wrote: bool = False
+
+
 def begin_unit() -> None:
     """A new unit of work starts on this thread (the engine, before each step and item): its first
     write may be given back to the queue (``max_wait``), its later ones are waited for."""
-    _unit.wrote = False
+    _unit.state = _Unit()
+
+
+def _state() -> _Unit:
+    state: _Unit | None = getattr(_unit, "state", None)
+    if state is None:
+        state = _unit.state = _Unit()
+    return state
 
 
 @dataclass(eq=False)
@@ -93,12 +107,33 @@ def current_move() -> MoveWrites | None:
     return getattr(_unit, "move", None)
 
 
+T = TypeVar("T")
+
+
+def carry(call: Callable[[], T]) -> Callable[[], T]:
+    """``call`` to run on another thread as part of this thread's move and unit of work
+    (``shared/side_by_side.py``): its writes count for the move (``one_move``), and they belong to
+    this thread's unit -- once one of them, or this thread, has written, no later first write of the
+    unit goes back to the queue (a call that begins a unit of its own, an item, has its own)."""
+    move, state = current_move(), _state()
+
+    def carried() -> T:
+        before = current_move(), getattr(_unit, "state", None)
+        _unit.move, _unit.state = move, state
+        try:
+            return call()
+        finally:
+            _unit.move, _unit.state = before
+
+    return carried
+
+
 def _may_give_back() -> bool:
-    return not getattr(_unit, "wrote", False)
+    return not _state().wrote
 
 
 def _wrote() -> None:
-    _unit.wrote = True
+    _state().wrote = True
 
 
 class WriteBudgetBusy(TransientError):

@@ -39,10 +39,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from shared.arm_pacing import begin_unit, one_move
@@ -53,6 +55,7 @@ from shared.models import MoveRequest
 from shared.outbox import new_event
 from shared.phases import BY_NAME, Phase, next_phase
 from shared.settings import Settings
+from shared.side_by_side import side_by_side
 from shared.statuses import Status
 from shared.store import MAX_NEW_ITEMS, Conflict, Event, Item, MoveRecord, SharedCache, StateStore
 from shared.work_queue import WorkMessage, WorkQueue
@@ -463,7 +466,12 @@ class Engine:
     ) -> bool:
         """Run the pending ``items`` in order; False when the rest was re-sent for a later retry or the
         move failed. Each is marked on its own entity (ETag), or with ``marked`` (a step running its
-        phase's items itself) kept in that list and saved on the way out of an error."""
+        phase's items itself) kept in that list and saved on the way out of an error; such a step runs
+        them side by side when they fall in more than one lane (``_run_lanes``)."""
+        if marked is not None and phase.side_by_side and self.settings.inline_width > 1:
+            lanes = _lanes([i for i in items if i.status == "Pending"])
+            if len(lanes) > 1:
+                return self._run_lanes(move, phase, ctx, message, items, lanes, marked)
         run_item = phase.function()
         flushed = time.monotonic()
         for position, item in enumerate(items):
@@ -513,6 +521,83 @@ class Engine:
             self.crashpoint(f"{phase.name}:item-done")
             self._record(item, "Done", marked, result={"outcome": result.outcome, **result.detail})
         return True
+
+    def _run_lanes(
+        self,
+        move: MoveRecord,
+        phase: Phase,
+        ctx: PhaseContext,
+        message: WorkMessage,
+        items: list[Item],
+        lanes: list[list[Item]],
+        marked: list[Item],
+    ) -> bool:
+        """``_run_items`` for a step running its own items, the lanes side by side (``IDMOVE_INLINE_
+        WIDTH``): a lane is the items of one ``serial`` key in order, or one item alone, as ``_batches``
+        splits them for messages. Each lane stops at its first error; a permanent one stops the others
+        before their next item. Then, as one after another would: the first permanent error (in the
+        items' order) fails the move; else the items a transient error left pending (with what
+        followed them in their lanes) go back to the queue in one message, after the longest of their
+        delays. Marks go to ``marked`` as the items end, and are saved on the way out of an error."""
+        run_item = phase.function()
+        stopped = threading.Event()
+        recording = threading.Lock()
+        flushed = [time.monotonic()]
+
+        def lane(queue: list[Item]) -> tuple[Item, Exception] | None:
+            for item in queue:
+                if stopped.is_set():
+                    return None
+                try:
+                    begin_unit()
+                    result: ItemResult = run_item(ItemInput(ctx, item.kind, item.key, item.data))
+                except TransientError as exc:
+                    return item, exc
+                except Exception as exc:  # permanent, or unforeseen: the other lanes stop too
+                    stopped.set()
+                    return item, exc
+                self.crashpoint(f"{phase.name}:item-done")
+                with recording:
+                    self._record(item, "Done", marked, result={"outcome": result.outcome, **result.detail})
+                    if time.monotonic() - flushed[0] >= MARKS_EVERY_SECONDS:
+                        self.store.save_items(marked)  # a long step shows progress (see _run_items)
+                        flushed[0] = time.monotonic()
+            return None
+
+        ended = side_by_side([partial(lane, queue) for queue in lanes], self.settings.inline_width)
+        order = {item.row_key: n for n, item in enumerate(items)}
+        errors = sorted((e for e in ended if e is not None), key=lambda e: order[e[0].row_key])
+        if not errors:
+            return True
+        unforeseen = next((e for _, e in errors if not isinstance(e, (TransientError, PermanentError))), None)
+        if unforeseen is not None:  # the queue redelivers; what was done stays on record
+            with contextlib.suppress(Exception):
+                self.store.save_items(marked)
+            raise unforeseen
+        failed = next(((i, e) for i, e in errors if isinstance(e, PermanentError)), None)
+        delay = 0.0
+        for item, exc in errors:
+            if failed is not None or not isinstance(exc, TransientError):
+                break
+            item.attempts += 0 if exc.throttled else 1
+            if item.attempts >= phase.max_attempts:
+                suffix = f" (gave up after {item.attempts} attempts)"
+                failed = item, PermanentError(exc.code, exc.message + suffix, exc.target)
+                break
+            if not exc.throttled:
+                self._record(item, "Pending", marked)  # its attempts
+            delay = max(delay, self._delay(exc, phase, item.attempts))
+            log.info("%s/%s item %s transient %s", move.id, phase.name, item.key, exc.code)
+        if failed is not None:
+            item, error = failed
+            self._record(item, "Failed", marked, error=_error(error))
+            self._fail_current(move.id, phase.name, error)
+            return False
+        self.store.save_items(marked)
+        rest = tuple(i.row_key for i in items if i.status == "Pending")
+        log.info("%s/%s: %d items retry in %.1fs", move.id, phase.name, len(rest), delay)
+        self.queue.send(WorkMessage(move.id, phase.name, rest, message.attempt + 1), delay)
+        return False
 
     def _record(
         self, item: Item, status: str, marked: list[Item] | None, *, result: Any = None, error: Any = None
@@ -716,6 +801,22 @@ def _adopted(move: MoveRecord, message: WorkMessage) -> WorkMessage:
         after=0,
         waits=0,
     )
+
+
+def _lanes(items: list[Item]) -> list[list[Item]]:
+    """The items of each ``serial`` key in order, in one lane; every other item in a lane of its own."""
+    serial: dict[str, list[Item]] = {}
+    lanes: list[list[Item]] = []
+    for item in items:
+        key = str(item.data.get("_serial") or "")
+        if not key:
+            lanes.append([item])
+        elif key in serial:
+            serial[key].append(item)
+        else:
+            serial[key] = [item]
+            lanes.append(serial[key])
+    return lanes
 
 
 def _failure(item: Item) -> PermanentError:

@@ -39,6 +39,7 @@ Example::
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from azure.core.exceptions import HttpResponseError
@@ -46,6 +47,7 @@ from azure.core.exceptions import HttpResponseError
 from activities._azure import classify, counterpart_of
 from activities.access.base import Access, Found, Missing, short_key
 from shared.context import ItemResult, ItemSpec, PhaseContext
+from shared.side_by_side import side_by_side
 
 API = "2023-12-01"
 SITE_TYPES = ("microsoft.web/sites", "microsoft.web/sites/slots")
@@ -128,11 +130,14 @@ class AppSettings(Access):
             if attachment["type"].lower() not in SITE_TYPES or not attachment["attached"]:
                 continue
             site = attachment["id"]
-            names: dict[str, list[str]] = {}
-            for which in (APP, CONN):
-                properties = _list(ctx, site, which)
-                found.count("siteSettingsRead")
-                names[which] = _names(which, properties or {}, _needles(found.source))
+            # both lists side by side: each is a POST (ARM's write latency), on every snapshot and
+            # cleanup re-read
+            listed = side_by_side([partial(_list, ctx, site, which) for which in (APP, CONN)])
+            found.count("siteSettingsRead", 2)
+            names = {
+                which: _names(which, properties or {}, _needles(found.source))
+                for which, properties in zip((APP, CONN), listed, strict=True)
+            }
             if names[APP] or names[CONN]:
                 entries.append({"site": site, "appSettings": names[APP], "connectionStrings": names[CONN]})
         return entries

@@ -30,6 +30,7 @@ Example::
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,6 +45,9 @@ class Missing:
 
     what: str
     target: str
+
+
+_COUNTING = threading.Lock()
 
 
 @dataclass
@@ -65,7 +69,8 @@ class Found:
         return [r for r in self.rows if str(r.get("type", "")).lower() in wanted]
 
     def count(self, name: str, n: int = 1) -> None:
-        self.counts[name] = self.counts.get(name, 0) + n
+        with _COUNTING:  # the kinds discover side by side (``shared/side_by_side.py``)
+            self.counts[name] = self.counts.get(name, 0) + n
 
 
 def short_key(resource_id: str) -> str:
