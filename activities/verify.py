@@ -18,7 +18,9 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from azure.core.exceptions import HttpResponseError
 
@@ -28,6 +30,7 @@ from activities.rebind import counterpart
 from shared.azure_clients import GraphError
 from shared.context import PhaseContext
 from shared.errors import TransientError
+from shared.side_by_side import side_by_side
 
 
 @dataclass
@@ -37,13 +40,13 @@ class VerifyResult:
 
 def run(ctx: PhaseContext) -> VerifyResult:
     snap, target = ctx.snapshot, ctx.target
-    missing: list[Missing] = []
+    # each kind's check, and the attachments', reads apart from the others: side by side
+    checks: list[Callable[[], list[Missing]]] = [
+        partial(kind.check, ctx, snap[kind.key]) for kind in KINDS if snap.get(kind.key)
+    ]
+    checks.append(partial(_attachments, ctx))
     try:
-        for kind in KINDS:
-            entries = snap.get(kind.key) or []
-            if entries:
-                missing += kind.check(ctx, entries)
-        missing += _attachments(ctx)
+        missing = [m for found in side_by_side(checks) for m in found]
     except (HttpResponseError, GraphError) as exc:
         raise classify(exc, target["id"]) from exc
     if missing:
