@@ -153,7 +153,7 @@ def poller_options() -> dict[str, Any]:
         "retry_visibility": 5,
         "batch_size": 16,
         "new_batch_threshold": 8,  # host.json: a new batch once no more than 8 run (capped below the threads)
-        "poll_interval": 1.0,
+        "poll_interval": 2.0,  # host.json maxPollingInterval: the most an idle instance waits
     }
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from azure.storage.queue import QueueClient, QueueMessage
 from shared.work_queue import queue_client
 
 log = logging.getLogger(__name__)
+MIN_POLL_INTERVAL = 0.2  # the Functions host waits about this long after its first empty fetch
 Handler = Callable[[str, int], None]
 
 
@@ -83,6 +85,7 @@ class QueuePoller:
         retry_visibility: int = 1,
         batch_size: int = 16,
         poll_interval: float = 0.2,
+        min_poll_interval: float = MIN_POLL_INTERVAL,
         workers: int = 8,
         new_batch_threshold: int | None = None,
         name: str = "",
@@ -94,7 +97,10 @@ class QueuePoller:
         self.visibility_timeout = visibility_timeout
         self.retry_visibility = retry_visibility
         self.batch_size = min(32, batch_size)
+        # after an empty fetch the host waits ``min_poll_interval``, twice as long after each further
+        # empty one, up to ``poll_interval`` (host.json ``maxPollingInterval``)
         self.poll_interval = poll_interval
+        self.min_poll_interval = min(min_poll_interval, poll_interval)
         self.workers = max(1, workers)
         # the host fetches again once this few of its messages are still running (host.json
         # ``newBatchThreshold``; the Functions host's default is half a batch)
@@ -196,6 +202,7 @@ class QueuePoller:
             if future.exception() is not None:  # _process's own failures (its delete, the poison send)
                 log.error("%s: handling a message failed", self.name, exc_info=future.exception())
 
+        idle = self.min_poll_interval
         with ThreadPoolExecutor(self.workers) as pool:
             while not self._stop.is_set():
                 with changed:
@@ -213,8 +220,15 @@ class QueuePoller:
                     self.running += len(messages)
                 for message in messages:
                     pool.submit(self._process, message).add_done_callback(finished)
-                if not messages:
-                    self._stop.wait(self.poll_interval)
+                if messages:
+                    idle = self.min_poll_interval
+                else:
+                    # the Functions host's randomized exponential back-off: ~0.2 s after an empty fetch,
+                    # doubling to maxPollingInterval; a fetch that finds work starts over. A fixed 1 s
+                    # made each hop of a fleet's start (event, subscriptions, page, starts, moves)
+                    # wait up to a second, where Azure's host polls again within ~0.2 s while busy
+                    self._stop.wait(idle * random.uniform(0.8, 1.2))
+                    idle = min(self.poll_interval, idle * 2)
 
     def _receive(self, n: int) -> list[QueueMessage]:
         pages = self.queue.receive_messages(
@@ -276,7 +290,7 @@ def start_poller(
         retry_visibility=visibility,
         batch_size=int(settings.get("batchSize", 16)),
         new_batch_threshold=_threshold(settings.get("newBatchThreshold")),
-        poll_interval=min(1.0, _seconds(settings.get("maxPollingInterval"), 1.0)),
+        poll_interval=_seconds(settings.get("maxPollingInterval"), 60.0),
         name=name,
     )
     return poller.start()
