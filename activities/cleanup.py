@@ -30,6 +30,7 @@ from activities._azure import (
     write_resource,
 )
 from activities.access import KINDS, by_remove_kind
+from activities.access.base import resource_serial
 from activities.rebind import resource_key
 from shared.context import ItemInput, ItemResult, ItemSpec, PhaseContext
 from shared.errors import PermanentError, SourceChanged
@@ -39,7 +40,9 @@ def items(ctx: PhaseContext) -> list[ItemSpec]:
     reconcile(ctx)
     snap = ctx.snapshot
     specs = [
-        ItemSpec("detach", f"detach-{resource_key(a['id'])}", a) for a in snap["attachments"] if a["attached"]
+        ItemSpec("detach", f"detach-{resource_key(a['id'])}", a, serial=resource_serial(a["id"]))
+        for a in snap["attachments"]
+        if a["attached"]
     ]
     specs += [spec for kind in KINDS for spec in kind.remove_items(ctx)]
     specs.append(ItemSpec("identity", "identity", {"id": snap["identity"]["id"], "_final": True}))

@@ -44,6 +44,7 @@ from activities._azure import (
     user_identities,
 )
 from activities.access import KINDS, Found
+from activities.access.base import ENTRY_RESOURCE_FIELDS
 from shared.azure_clients import AzureClients, GraphError, resource_type, subscription_of
 from shared.context import PhaseContext
 from shared.errors import PermanentError, TransientError
@@ -64,7 +65,6 @@ ARG_CANDIDATES = (
     "Resources | where {predicates} | project id, name, type, location, resourceGroup, subscriptionId, "
     "issuer = tostring(properties.oidcIssuerProfile.issuerURL) | order by id asc"
 )
-ENTRY_RESOURCE_FIELDS = ("vault", "account", "server", "site")  # where a kind's copy writes
 
 
 @dataclass
@@ -131,7 +131,7 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
             candidates = progress.step(
                 "candidates", lambda: _query(ctx.clients, subs, _candidates_query(source))
             )
-        attachments = _attachments(ctx.clients, rows, source)
+        attachments = _attachments(ctx.clients, rows, source, ctx.settings.step_width)
         found = Found(source, subs, rows=candidates, attachments=attachments, assignments=assignments)
         # each kind reads apart from the others: side by side; reads Azure refused are plan
         # blockers, not a crash, kept per kind so that their order is the kinds' order
@@ -140,7 +140,8 @@ def _run(ctx: PhaseContext, fresh: bool = False) -> SnapshotResult:
             [
                 partial(preflight.discover, ctx, kind, found, no)
                 for kind, no in zip(KINDS, refusals, strict=True)
-            ]
+            ],
+            ctx.settings.step_width,
         )
         discovered = {kind.key: e for kind, e in zip(KINDS, entries, strict=True)}
         refused = [blocker for no in refusals for blocker in no]
@@ -296,13 +297,13 @@ def _query(clients: AzureClients, subs: list[str], query: str) -> list[dict[str,
 
 
 def _attachments(
-    clients: AzureClients, rows: list[dict[str, Any]], source: dict[str, Any]
+    clients: AzureClients, rows: list[dict[str, Any]], source: dict[str, Any], width: int
 ) -> list[dict[str, Any]]:
     """Confirm each resource Resource Graph found (``ARG_QUERY`` rows) with a direct GET (it lags
     ARM), the GETs side by side."""
     found = []
     ids = [str(row["id"]) for row in rows if not same_id(str(row["id"]), source["id"])]
-    resources = side_by_side([partial(get_resource, clients, resource_id) for resource_id in ids])
+    resources = side_by_side([partial(get_resource, clients, resource_id) for resource_id in ids], width)
     for resource_id, resource in zip(ids, resources, strict=True):
         if resource is None:
             continue  # deleted since Resource Graph indexed it

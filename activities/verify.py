@@ -46,7 +46,7 @@ def run(ctx: PhaseContext) -> VerifyResult:
     ]
     checks.append(partial(_attachments, ctx))
     try:
-        missing = [m for found in side_by_side(checks) for m in found]
+        missing = [m for found in side_by_side(checks, ctx.settings.step_width) for m in found]
     except (HttpResponseError, GraphError) as exc:
         raise classify(exc, target["id"]) from exc
     if missing:

@@ -3,8 +3,9 @@
 Same estate (``bench/seed.py``), same ARM budgets (throttling on) and the same emulator latency as
 the fan-out runs (``--latency``, default 80 ms reads / 300 ms writes), but ONE move at a time: start
 it (``MoveService.start`` with ``autoCommit``), work its queue with one thread until it is at rest,
-then the next. The moves make exactly the calls the fan-out's moves make, so the difference is
-concurrency alone. Running all N moves this way would take minutes, so a sample of ``--sequential``
+then the next, each call after the one before (``IDMOVE_STEP_WIDTH`` 1: a script's calls do not
+overlap, where the fan-out's steps make their independent calls side by side). The moves make
+exactly the calls the fan-out's moves make, so the difference is concurrency alone. Running all N moves this way would take minutes, so a sample of ``--sequential``
 moves is timed and the total for N is estimated as N x the sample's mean (``estimatedSeconds``).
 
 Example::
@@ -32,7 +33,7 @@ def run_sequential(
     settings: Settings, identities: list[str], total: int, timeout: float = 300
 ) -> dict[str, Any]:
     """Time the moves of ``identities`` one after another; estimate ``total`` moves from their mean."""
-    service = MoveService(settings)
+    service = MoveService(settings.with_(step_width=1))
     poller = CountingPoller(  # its receives and deletes count as the instances' do
         settings.storage_connection_string,
         settings.queue_name,

@@ -227,7 +227,7 @@ class QueuePoller:
                     # doubling to maxPollingInterval; a fetch that finds work starts over. A fixed 1 s
                     # made each hop of a fleet's start (event, subscriptions, page, starts, moves)
                     # wait up to a second, where Azure's host polls again within ~0.2 s while busy
-                    self._stop.wait(idle * random.uniform(0.8, 1.2))
+                    self._stop.wait(min(self.poll_interval, idle * random.uniform(0.8, 1.2)))
                     idle = min(self.poll_interval, idle * 2)
 
     def _receive(self, n: int) -> list[QueueMessage]:

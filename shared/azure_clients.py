@@ -43,6 +43,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+import requests
 from azure.core import PipelineClient
 from azure.core.credentials import AccessToken, AccessTokenInfo, AzureKeyCredential, TokenCredential
 from azure.core.exceptions import HttpResponseError
@@ -54,6 +55,7 @@ from azure.core.pipeline.policies import (
     RetryPolicy,
     UserAgentPolicy,
 )
+from azure.core.pipeline.transport import RequestsTransport
 from azure.core.polling import LROPoller
 from azure.core.rest import HttpRequest
 from azure.eventgrid import EventGridPublisherClient
@@ -63,6 +65,7 @@ from azure.mgmt.core.polling.arm_polling import ARMPolling
 from azure.mgmt.msi import ManagedServiceIdentityClient
 from azure.mgmt.resource.resources import ResourceManagementClient
 from azure.mgmt.resourcegraph import ResourceGraphClient
+from requests.adapters import HTTPAdapter
 
 from shared.arm_pacing import ArmWritePacingPolicy, WriteLimiter, shared_limiter
 from shared.settings import Settings
@@ -250,6 +253,23 @@ class GraphClient:
         return items
 
 
+# connections kept per host: a process's handler threads (8), each step's calls side by side
+# (``shared/side_by_side.py``, 6) and fleet discovery's reads (8). With requests' default of 10 a
+# 4-instance bench logged "Connection pool is full, discarding connection" and opened new ones (in
+# Azure, a TLS handshake each)
+POOL_SIZE = 64
+
+
+def _shared_transport() -> RequestsTransport:
+    """One connection pool for every client of an ``AzureClients`` (each SDK client otherwise opens
+    its own session with its own pool)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=POOL_SIZE)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return RequestsTransport(session=session, session_owner=False)
+
+
 class AzureClients:
     """Builds and caches SDK clients; counts nothing itself (the emulator counts requests)."""
 
@@ -281,6 +301,7 @@ class AzureClients:
         self._providers: dict[str, dict[str, list[str]]] = {}
         self._graph: GraphClient | None = None
         self._memo: dict[str, tuple[float, Any]] = {}
+        self._transport = _shared_transport()
 
     def memo(self, key: str, max_age: float, read: Callable[[], Any]) -> Any:
         """``read()``, remembered by this process for ``max_age`` seconds under ``key`` (0: read now and
@@ -324,6 +345,7 @@ class AzureClients:
             "retry_policy": self._retry(),
             "per_retry_policies": [ArmWritePacingPolicy(self.write_limiter)],
             "user_agent": USER_AGENT,
+            "transport": self._transport,
         }
 
     def _cached(self, kind: str, key: str, build: Any) -> Any:
@@ -369,6 +391,7 @@ class AzureClients:
                     self._auth(scope),
                     HttpLoggingPolicy(),
                 ],
+                transport=self._transport,
             )
             self._graph = GraphClient(self.settings.graph_endpoint, pipeline)
         return self._graph

@@ -468,7 +468,7 @@ class Engine:
         move failed. Each is marked on its own entity (ETag), or with ``marked`` (a step running its
         phase's items itself) kept in that list and saved on the way out of an error; such a step runs
         them side by side when they fall in more than one lane (``_run_lanes``)."""
-        if marked is not None and phase.side_by_side and self.settings.inline_width > 1:
+        if marked is not None and phase.side_by_side and self.settings.step_width > 1:
             lanes = _lanes([i for i in items if i.status == "Pending"])
             if len(lanes) > 1:
                 return self._run_lanes(move, phase, ctx, message, items, lanes, marked)
@@ -556,29 +556,37 @@ class Engine:
                 except Exception as exc:  # permanent, or unforeseen: the other lanes stop too
                     stopped.set()
                     return item, exc
-                self.crashpoint(f"{phase.name}:item-done")
-                with recording:
+                with recording:  # one lane at a time passes the crashpoint and marks its item
+                    if stopped.is_set():
+                        return None  # done in Azure, not marked: it runs again (items are idempotent)
+                    try:
+                        self.crashpoint(f"{phase.name}:item-done")
+                    except BaseException:  # a crash stops every lane, as it would stop the process
+                        stopped.set()
+                        raise
                     self._record(item, "Done", marked, result={"outcome": result.outcome, **result.detail})
                     if time.monotonic() - flushed[0] >= MARKS_EVERY_SECONDS:
                         self.store.save_items(marked)  # a long step shows progress (see _run_items)
                         flushed[0] = time.monotonic()
             return None
 
-        ended = side_by_side([partial(lane, queue) for queue in lanes], self.settings.inline_width)
+        ended = side_by_side([partial(lane, queue) for queue in lanes], self.settings.step_width)
         order = {item.row_key: n for n, item in enumerate(items)}
         errors = sorted((e for e in ended if e is not None), key=lambda e: order[e[0].row_key])
         if not errors:
             return True
-        unforeseen = next((e for _, e in errors if not isinstance(e, (TransientError, PermanentError))), None)
-        if unforeseen is not None:  # the queue redelivers; what was done stays on record
-            with contextlib.suppress(Exception):
-                self.store.save_items(marked)
-            raise unforeseen
-        failed = next(((i, e) for i, e in errors if isinstance(e, PermanentError)), None)
+        # in the items' order, as one after another would have met them: the first error that is not
+        # a transient one with attempts left decides; transient ones before it are counted
+        failed: tuple[Item, PermanentError] | None = None
         delay = 0.0
         for item, exc in errors:
-            if failed is not None or not isinstance(exc, TransientError):
+            if isinstance(exc, PermanentError):
+                failed = item, exc
                 break
+            if not isinstance(exc, TransientError):  # unforeseen: the queue redelivers the step
+                with contextlib.suppress(Exception):
+                    self.store.save_items(marked)  # what was done stays on record
+                raise exc
             item.attempts += 0 if exc.throttled else 1
             if item.attempts >= phase.max_attempts:
                 suffix = f" (gave up after {item.attempts} attempts)"

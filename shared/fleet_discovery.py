@@ -592,7 +592,9 @@ def shared_result(
                 if (mine or (stale and gathering <= 0)) and store.update_generation(
                     joined, Status="Running", Owner=member, Beat=now.isoformat()
                 ):
-                    _run(store, fleet, kind, n, run, member, wake)
+                    own = _run(store, fleet, kind, n, run, member, wake)
+                    if own is not None:
+                        return own  # its own run's answer: no read of its row
                     continue
                 # the owner waits out a short gathering in its thread, then runs (``INLINE_GATHER``):
                 # its retry, sent to the queue, came 30-50 s late in the 300x10 bench, behind the
@@ -743,11 +745,12 @@ def _run(
     run: Run,
     me: str = "",
     wake: Callable[[str], bool] | None = None,
-) -> None:
+) -> Any:
     """A claimed run of generation ``n`` (Running): read the member list (kept with the run's reads),
     then Azure (``run``), then write each member's result, then Done, then wake the other members'
     waiting messages (their handles read afresh). Throttled: Paused, the reads so far kept, the
-    owner goes on at its next visit (or a taker after the lease)."""
+    owner goes on at its next visit (or a taker after the lease). Returns ``me``'s own result as
+    stored (None: not a member, or the run did not end Done): the runner needs no read of its row."""
     began = _now()
     parts = Parts(store, fleet, kind, n)
     members = parts.step("members", lambda: [list(m) for m in store.members(fleet, kind, n)])
@@ -790,17 +793,18 @@ def _run(
     except Exception:  # e.g. a read refused: every member does its own discovery, which reports it
         log.warning("fleet discovery %s %s #%d failed", fleet, kind, n, exc_info=True)
         store.finish(fleet, kind, n, "Failed")
-        return
+        return None
     store.put_results(fleet, kind, n, results)
     store.finish(fleet, kind, n, "Done")
     log.info("fleet discovery %s %s #%d: done in %.1fs", fleet, kind, n, (_now() - began).total_seconds())
+    own = json.loads(_dumps(results[me])) if me in results else None  # as a reader of its row gets it
     if wake is None or all(m == me for m, _ in members):
-        return
+        return own
     try:
         handles = store.wakes(fleet, kind, n)  # read now: handles kept since the list was read count
     except Exception:
         log.warning("fleet discovery %s %s #%d: members not woken", fleet, kind, n, exc_info=True)
-        return
+        return own
     woken = 0
     for m, handle in handles.items():
         if m == me:
@@ -818,3 +822,4 @@ def _run(
         len(members) - 1,
         len(handles),
     )
+    return own

@@ -48,8 +48,9 @@ class Settings:
     table_prefix: str = "idmove"
     max_parallel_items: int = 8
     inline_items: int = 16
-    # a step running its own items runs this many side by side (their ``serial`` groups in order)
-    inline_width: int = 6
+    # threads a step runs its independent calls on (``shared/side_by_side.py``): cleanup's own items
+    # (their ``serial`` groups in order), each kind of access's discovery and check; 1 = one after another
+    step_width: int = 6
     backoff_scale: float = 1.0
     arm_retry_total: int = 6
     arm_writes_per_second: float = 8.0
@@ -101,7 +102,7 @@ class Settings:
             table_prefix=env.get("IDMOVE_TABLE_PREFIX", cls.table_prefix),
             max_parallel_items=max(1, int(env.get("IDMOVE_MAX_PARALLEL_ITEMS", "8"))),
             inline_items=max(0, int(env.get("IDMOVE_INLINE_ITEMS", "16"))),
-            inline_width=max(1, int(env.get("IDMOVE_INLINE_WIDTH", "6"))),
+            step_width=max(1, int(env.get("IDMOVE_STEP_WIDTH", "6"))),
             backoff_scale=float(env.get("IDMOVE_BACKOFF_SCALE", "1.0")),
             arm_retry_total=int(env.get("IDMOVE_ARM_RETRY_TOTAL", "6")),
             arm_writes_per_second=float(env.get("IDMOVE_ARM_WRITES_PER_SECOND", "8")),

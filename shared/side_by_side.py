@@ -22,8 +22,8 @@ from shared.arm_pacing import carry
 
 T = TypeVar("T")
 
-# threads per step: a move's kinds of access are 9, its inline items ~8-12; ARM's latency (80 ms a
-# read, 300 ms a write) rather than the machine's CPU is what they wait for
+# threads per step (``IDMOVE_STEP_WIDTH``): a move's kinds of access are 9, its cleanup items
+# ~8-12; ARM's latency (80 ms a read, 300 ms a write) rather than the machine's CPU is what they wait for
 WIDTH = 6
 
 

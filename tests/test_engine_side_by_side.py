@@ -10,16 +10,21 @@ from typing import Any
 
 import pytest
 
+from activities.access import KINDS
+from activities.access.base import resource_serial
 from idmove.estate import Estate, clients_for, seed
 from shared.arm_pacing import current_move, one_move
 from shared.azure_clients import AzureClients
+from shared.context import ItemSpec, PhaseContext
+from shared.engine import _lanes
 from shared.service import MoveService
 from shared.settings import Settings
 from shared.side_by_side import side_by_side
+from shared.store import Item
 from shared.work_queue import WorkMessage
 from tests.plugins.engine import drain
 from tests.test_engine_failures import assert_no_duplicates, config, faults
-from tests.test_engine_moves import move_body, requests, run
+from tests.test_engine_moves import WRITE_METHODS, move_body, requests, run
 
 STORAGE_ASSIGNMENTS = "stpayments01/providers/Microsoft.Authorization/roleAssignments/"
 OVERLAP = 0.02  # seconds; each DELETE takes the emulator 150 ms here
@@ -88,7 +93,7 @@ def test_cleanup_runs_its_deletes_side_by_side_and_deletes_the_identity_last(
     emulated_settings: Settings, estate: Estate, emu: str, width: int
 ) -> None:
     config(emu, {"latencyMs": {"read": 0, "write": 150}})
-    service = MoveService(emulated_settings.with_(inline_items=INLINE, inline_width=width))
+    service = MoveService(emulated_settings.with_(inline_items=INLINE, step_width=width))
     status = run(service, move_body(estate, autoCommit=True))
     assert status["status"] == "Completed", status.get("error")
     assignments, identity = _cleanup_deletes(emu, estate)
@@ -96,7 +101,13 @@ def test_cleanup_runs_its_deletes_side_by_side_and_deletes_the_identity_last(
         assert _overlapping(assignments) == 0  # one after another
     else:
         assert _overlapping(assignments) >= 1, assignments
-    assert identity[0] >= max(end for _, end in assignments) - OVERLAP  # the identity goes last, alone
+    # the old identity goes last, alone: no other write of the move was still in the emulator
+    others = [
+        _span(r)
+        for r in requests(emu)
+        if r["method"] in WRITE_METHODS and str(r["path"]).lower() != estate.identity_id.lower()
+    ]
+    assert identity[0] >= max(end for _, end in others) - OVERLAP
 
 
 def test_a_throttled_cleanup_item_goes_back_alone_while_the_other_lanes_finish(
@@ -158,3 +169,30 @@ def test_a_refused_cleanup_item_fails_the_move_and_the_identity_is_kept(
     emulated_service.retry(status["id"])
     status = run(emulated_service, move_id=status["id"])
     assert status["status"] == "Completed", status.get("error")
+
+
+def test_cleanup_items_that_write_to_one_resource_share_a_lane() -> None:
+    """Cosmos DB refuses a second role-assignment operation on an account while one runs (412, an
+    exclusive lock): two of them, or a grant's removal and its resource's detach, run one after the
+    other; role assignments and Graph memberships each in a lane of their own."""
+    sub = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers"
+    account = f"{sub}/Microsoft.DocumentDB/databaseAccounts/cosmos-payments"
+    vault = f"{sub}/Microsoft.KeyVault/vaults/kv-payments"
+    snapshot = {
+        "cosmosRoleAssignments": [
+            {"id": f"{account}/sqlRoleAssignments/{n}", "account": account} for n in ("a", "b")
+        ],
+        "keyVaultAccessPolicies": [{"vault": vault, "objectId": "p"}],
+        "roleAssignments": [
+            {"id": f"{sub}/Microsoft.Authorization/roleAssignments/{n}", "scope": sub} for n in ("c", "d")
+        ],
+        "groups": [{"id": "group-1"}],
+    }
+    ctx = PhaseContext(clients=None, settings=Settings(), move_id="m", request=None, snapshot=snapshot)  # type: ignore[arg-type]
+    specs = [spec for kind in KINDS for spec in kind.remove_items(ctx)]
+    specs.append(ItemSpec("detach", "detach-kv", {"id": vault}, serial=resource_serial(vault)))
+    items = [Item("m", "cleanup", s.key, s.kind, {**s.data, "_serial": s.serial}) for s in specs]
+    lanes = [[item.kind for item in lane] for lane in _lanes(items)]
+    assert sorted(lanes) == sorted(
+        [["uncosmosrole", "uncosmosrole"], ["unkvpolicy", "detach"], ["unassign"], ["unassign"], ["ungroup"]]
+    )

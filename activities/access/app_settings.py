@@ -132,7 +132,9 @@ class AppSettings(Access):
             site = attachment["id"]
             # both lists side by side: each is a POST (ARM's write latency), on every snapshot and
             # cleanup re-read
-            listed = side_by_side([partial(_list, ctx, site, which) for which in (APP, CONN)])
+            listed = side_by_side(
+                [partial(_list, ctx, site, which) for which in (APP, CONN)], ctx.settings.step_width
+            )
             found.count("siteSettingsRead", 2)
             names = {
                 which: _names(which, properties or {}, _needles(found.source))

@@ -78,6 +78,28 @@ def short_key(resource_id: str) -> str:
     return hashlib.sha1(resource_id.lower().encode()).hexdigest()[:20]
 
 
+# where a kind's entry lives: the resource its copy and its removal write to
+ENTRY_RESOURCE_FIELDS = ("vault", "account", "server", "site")
+
+
+def resource_serial(resource_id: str) -> str:
+    """The ``serial`` key of the cleanup items that write to one resource: they run one after another
+    while cleanup runs its items side by side (``Engine._run_lanes``). Cosmos DB refuses a second
+    role-assignment operation on an account while one is in progress (412 "another user operation in
+    progress which requires an exclusive lock"), and a resource's detach (a PATCH of its identity
+    block) and the removal of a grant kept on it should not race either."""
+    return f"res-{short_key(resource_id)}"
+
+
+def entry_serial(entry: dict[str, Any]) -> str:
+    """``resource_serial`` of the resource an entry lives on ("" for one that lives on none: a role
+    assignment, a Graph membership, each removed on its own)."""
+    for name in ENTRY_RESOURCE_FIELDS:
+        if entry.get(name):
+            return resource_serial(str(entry[name]))
+    return ""
+
+
 def action(code: str, target: str, message: str) -> dict[str, Any]:
     return {"code": code, "target": target, "message": message}
 
@@ -149,7 +171,8 @@ class Access:
         if not self.remove_kind:
             return []
         return [
-            ItemSpec(self.remove_kind, self.remove_key(ctx, e), e) for e in ctx.snapshot.get(self.key) or []
+            ItemSpec(self.remove_kind, self.remove_key(ctx, e), e, serial=entry_serial(e))
+            for e in ctx.snapshot.get(self.key) or []
         ]
 
     def remove(self, ctx: PhaseContext, entry: dict[str, Any]) -> ItemResult:
