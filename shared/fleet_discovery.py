@@ -103,6 +103,13 @@ INLINE_GATHER = 3.0  # a gathering this short is waited out in the owner's threa
 # gathering, while the handlers were all busy in under a fifth of the samples
 INLINE_WAIT = 6.0
 RUN_GUESS = 1.5  # a run's usual length: a member that joined checks this long after the gathering
+# ... unless the fleet's last runs say otherwise (``_run_guess``: from their gathering's end to their
+# Done, the latest ``GUESS_FROM``, within ``GUESS_BOUNDS``). A fixed 1.5 s looked too early at 300x10
+# (runs of 1.1-2.2 s: a member's second look, a second later, cost a query, 3.4 a move in all) and
+# too late at 60x1 (runs of 0.7-1.1 s: half a second of every cleanup's thread)
+GUESS_FROM = 5
+GUESS_BOUNDS = (0.5, 4.0)
+GUESS_MARGIN = 0.15
 WAIT_LIMIT_SECONDS = 600.0
 # generations below the newest a member reads (its own, if older, apart: a read of its own). A
 # generation row is small and a query's page holds 1,000, so a wide window costs no transaction: at 6,
@@ -309,6 +316,10 @@ class FleetStore:
         """``status``; Paused with ``resume_at``: no one runs it again before then (its throttle's
         Retry-After), its owner included."""
         entity: dict[str, Any] = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Status": status}
+        if status == "Done":
+            entity["Ended"] = (
+                _now().isoformat()
+            )  # how long runs take: the members' first look (``_run_guess``)
         if resume_at is not None:
             entity["ResumeAt"] = resume_at.isoformat()
         self.stats.add("table.update")
@@ -524,6 +535,20 @@ def _at(value: Any) -> datetime:
     return datetime.fromisoformat(str(value))
 
 
+def _run_guess(gens: dict[int, dict[str, Any]]) -> float:
+    """Seconds from a gathering's end to its run's Done, as the fleet's latest runs took (runs ahead
+    apart: they have no gathering), plus a margin; ``RUN_GUESS`` while none is known."""
+    took = [
+        (_at(g["Ended"]) - _at(g["StartAt"])).total_seconds()
+        for _, g in sorted(gens.items())
+        if g.get("Status") == "Done" and g.get("Ended") and not g.get("Ahead")
+    ][-GUESS_FROM:]
+    if not took:
+        return RUN_GUESS
+    low, high = GUESS_BOUNDS
+    return min(high, max(low, sorted(took)[len(took) // 2] + GUESS_MARGIN))
+
+
 def shared_result(
     store: FleetStore,
     fleet: str,
@@ -609,7 +634,7 @@ def shared_result(
                     slept = True
                     _sleep(gathering + 0.05)
                     continue
-                pause = gathering + RUN_GUESS if gathering > 0 else 1.0
+                pause = gathering + _run_guess(gens) if gathering > 0 else 1.0
                 # not its own run to start (another member's, or Running in its name: the decommission's
                 # ``starts`` step runs a run ahead for its first member)
                 waits_here = joined["Owner"] != member or status == "Running"
@@ -649,9 +674,10 @@ def shared_result(
             n = max(open_)
             gathering = (_at(gens[n]["StartAt"]) - now).total_seconds()
             store.join(fleet, kind, n, member, data)
-            if waited + gathering + RUN_GUESS < INLINE_WAIT:  # then its run, in this thread
-                waited += gathering + RUN_GUESS
-                _sleep(gathering + RUN_GUESS)
+            guess = _run_guess(gens)
+            if waited + gathering + guess < INLINE_WAIT:  # then its run, in this thread
+                waited += gathering + guess
+                _sleep(gathering + guess)
                 continue
             raise TransientError(
                 "FleetDiscoveryRunning",

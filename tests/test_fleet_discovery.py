@@ -1153,3 +1153,25 @@ def test_the_engine_gives_on_scheduled_the_handle_of_its_retry_and_wake_makes_it
     assert service.get(move_id)["status"] in ("Pending", "Running")
     assert queue.get_queue_properties().approximate_message_count == 1  # its retry, waiting
     assert "could not keep the retry's handle" in caplog.text
+
+
+def test_a_member_first_looks_when_the_fleets_latest_runs_were_done() -> None:
+    """``_run_guess``: the median of the latest runs' time from gathering's end to Done, plus a margin,
+    within bounds; runs ahead (no gathering) and unfinished runs say nothing."""
+    at = datetime(2026, 12, 2, tzinfo=UTC)
+
+    def gen(took: float, status: str = "Done", ahead: bool = False) -> dict[str, Any]:
+        return {
+            "Status": status,
+            "StartAt": at.isoformat(),
+            "Ended": (at + timedelta(seconds=took)).isoformat(),
+            "Ahead": ahead,
+        }
+
+    guess, margin = fleet_discovery._run_guess, fleet_discovery.GUESS_MARGIN
+    assert guess({}) == fleet_discovery.RUN_GUESS
+    assert guess({1: gen(9.0, ahead=True), 2: gen(0.9, status="Running")}) == fleet_discovery.RUN_GUESS
+    runs = {n: gen(took) for n, took in enumerate([3.0, 1.2, 1.9, 1.4, 2.2, 1.6], start=1)}
+    assert guess(runs) == pytest.approx(1.6 + margin)  # the latest five: 1.2 1.4 1.6 1.9 2.2
+    assert guess({1: gen(0.1)}) == fleet_discovery.GUESS_BOUNDS[0]
+    assert guess({1: gen(30.0)}) == fleet_discovery.GUESS_BOUNDS[1]
