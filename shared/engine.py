@@ -532,13 +532,15 @@ class Engine:
         lanes: list[list[Item]],
         marked: list[Item],
     ) -> bool:
-        """``_run_items`` for a step running its own items, the lanes side by side (``IDMOVE_INLINE_
+        """``_run_items`` for a step running its own items, the lanes side by side (``IDMOVE_STEP_
         WIDTH``): a lane is the items of one ``serial`` key in order, or one item alone, as ``_batches``
-        splits them for messages. Each lane stops at its first error; a permanent one stops the others
-        before their next item. Then, as one after another would: the first permanent error (in the
-        items' order) fails the move; else the items a transient error left pending (with what
-        followed them in their lanes) go back to the queue in one message, after the longest of their
-        delays. Marks go to ``marked`` as the items end, and are saved on the way out of an error."""
+        splits them for messages. Each lane stops at its first error; a permanent or unforeseen one (or
+        a crash) stops the others before their next item. Then, in the items' order as one after
+        another would meet them, the first error that is not a transient one with attempts left
+        decides: a permanent one or spent attempts fail the move, an unforeseen one is raised (the
+        queue redelivers the step); else the items transient errors left pending (with what followed
+        them in their lanes) go back to the queue in one message, after the longest of their delays.
+        Marks go to ``marked`` as the items end, and are saved on the way out of an error."""
         run_item = phase.function()
         stopped = threading.Event()
         recording = threading.Lock()

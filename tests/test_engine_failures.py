@@ -50,6 +50,21 @@ def config(emu: str, update: dict[str, Any]) -> None:
     response.raise_for_status()  # an emulator that cannot apply a config is a failure, not a skip
 
 
+def capture_sends(service: MoveService) -> list[tuple[WorkMessage, float]]:
+    """Every message the service's queue is sent from now on, with its delay; a delay is sent as at
+    most 1 s (checked, not waited for)."""
+    queue = service.queue
+    sent: list[tuple[WorkMessage, float]] = []
+    original = queue.send
+
+    def send(message: WorkMessage, delay_seconds: float = 0) -> str:
+        sent.append((message, delay_seconds))
+        return original(message, min(delay_seconds, 1))
+
+    queue.send = send  # type: ignore[method-assign]
+    return sent
+
+
 def assert_no_duplicates(clients: AzureClients, estate: Estate, target: dict[str, Any]) -> None:
     new = principal_state(clients, estate, target["principalId"])
     assert len(new["assignments"]) == 5, new["assignments"]
@@ -295,14 +310,7 @@ def test_long_retry_after_leaves_the_handler_and_is_not_an_attempt(
             }
         ],
     )
-    queue = emulated_service.queue
-    sent: list[tuple[WorkMessage, float]] = []
-    original = queue.send
-
-    def send(message: WorkMessage, delay_seconds: float = 0) -> str:
-        sent.append((message, delay_seconds))
-        return original(message, min(delay_seconds, 1))  # the delay is checked, not waited for
-
+    sent = capture_sends(emulated_service)
     handled: list[float] = []
 
     def handler(body: str, dequeue_count: int) -> None:
@@ -312,7 +320,6 @@ def test_long_retry_after_leaves_the_handler_and_is_not_an_attempt(
         finally:
             handled.append(time.monotonic() - started)
 
-    queue.send = send  # type: ignore[method-assign]
     move_id = emulated_service.start(move_body(estate, autoCommit=True))["id"]
     drain(emulated_service, handler=handler)
     status = emulated_service.get(move_id)

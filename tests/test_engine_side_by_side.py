@@ -21,9 +21,8 @@ from shared.service import MoveService
 from shared.settings import Settings
 from shared.side_by_side import side_by_side
 from shared.store import Item
-from shared.work_queue import WorkMessage
 from tests.plugins.engine import drain
-from tests.test_engine_failures import assert_no_duplicates, config, faults
+from tests.test_engine_failures import assert_no_duplicates, capture_sends, config, faults
 from tests.test_engine_moves import WRITE_METHODS, move_body, requests, run
 
 STORAGE_ASSIGNMENTS = "stpayments01/providers/Microsoft.Authorization/roleAssignments/"
@@ -126,15 +125,7 @@ def test_a_throttled_cleanup_item_goes_back_alone_while_the_other_lanes_finish(
             }
         ],
     )
-    queue = emulated_service.queue
-    sent: list[tuple[WorkMessage, float]] = []
-    original = queue.send
-
-    def send(message: WorkMessage, delay_seconds: float = 0) -> str:
-        sent.append((message, delay_seconds))
-        return original(message, min(delay_seconds, 1))  # the delay is checked, not waited for
-
-    queue.send = send  # type: ignore[method-assign]
+    sent = capture_sends(emulated_service)
     move_id = emulated_service.start(move_body(estate, autoCommit=True))["id"]
     drain(emulated_service)
     status = emulated_service.get(move_id)
