@@ -97,8 +97,9 @@ PLENTY_LEASES = 5
 
 @dataclass(frozen=True)
 class Taken:
-    """A ``take``'s answer: the seconds until the tokens are there; the record's tokens after the
-    take (None: nothing was reserved); the record's clock (``wall``) when it was read; how many
+    """A ``take``'s answer: the seconds until the tokens are there (all of them: the k-th of n is
+    there ``(n - k) / rate`` sooner; nothing reserved: until the first is); the record's tokens after
+    the take (None: nothing was reserved); the record's clock (``wall``) when it was read; how many
     tokens were taken."""
 
     wait: float
@@ -184,8 +185,8 @@ class SharedBudget:
             size = n if need is None or have >= PLENTY_LEASES * n else max(1, min(n, need))
             tokens = have - size
             wait = max(0.0, -tokens / self.rate)
-            if within is not None and wait > within:
-                return Taken(wait, None, now, 0)
+            if within is not None and (1.0 - have) / self.rate > within:  # the first token's wait
+                return Taken(max(0.0, (1.0 - have) / self.rate), None, now, 0)
             if self._write(key, tokens, now, found):
                 return Taken(wait, tokens, now, size)
             # another process took first: read again after a random pause, so that racers spread out
@@ -324,8 +325,13 @@ class SharedWriteLimiter(WriteLimiter):
                     # the wait counts from the answer, not from before the table's round trips
                     self._leased[key], self._ready[key] = taken.n, self._clock() + taken.wait
             if not alone:
+                # the lease's tokens are there one after another, as the record refills: its last at
+                # ``_ready``, this one (the lease's ``_leased``-th from its end) that much sooner.
+                # (The whole lease waited for its last token until 2026-12-02: a lease of 10 taken
+                # from an empty record at 2/s slept 4.5 s before its first write for nothing.)
                 now = self._clock()
-                wait = max(0.0, self._ready.get(key, now) - now)
+                ready = self._ready.get(key, now) - (self._leased[key] - 1) / self.budget.rate
+                wait = max(0.0, ready - now)
                 if may_give_back and self.max_wait is not None and wait > self.max_wait:
                     with self._lock:
                         self.busy += 1
