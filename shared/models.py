@@ -144,6 +144,12 @@ class CommitPolicy(BaseModel):
         return value
 
 
+def _resource_group(value: str | None) -> str | None:
+    if value is not None and not RG_NAME_RE.fullmatch(value):
+        raise ValueError("must be a resource group name (1-90 of letters, digits, -_.(), not ending in '.')")
+    return value
+
+
 class MoveRequest(BaseModel):
     """``POST /api/moves`` body (camelCase on the wire). Values are taken as sent, never stripped:
     the OpenAPI document's patterns describe exactly what is accepted (stripped, a target name
@@ -221,11 +227,7 @@ class MoveRequest(BaseModel):
     @field_validator("target_resource_group")
     @classmethod
     def _rg(cls, value: str | None) -> str | None:
-        if value is not None and not RG_NAME_RE.fullmatch(value):
-            raise ValueError(
-                "must be a resource group name (1-90 of letters, digits, -_.(), not ending in '.')"
-            )
-        return value
+        return _resource_group(value)
 
     @field_validator("target_name")
     @classmethod
@@ -260,9 +262,12 @@ class MoveRequest(BaseModel):
 
 
 class RegionDecommissionRequest(BaseModel):
-    """``IdentityMover.RegionDecommissioning`` event data."""
+    """``IdentityMover.RegionDecommissioning`` event data. Values are taken as sent, like
+    ``MoveRequest``'s (stripped until 2026-12-02, so " 7d2f..." was a subscription and a resource
+    group " rg" was accepted here, then refused by each identity's move at its start); a target
+    resource group is checked here, so a bad one is refused with the event, not once per identity."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, str_strip_whitespace=True, strict=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     source_region: str = Field(alias="sourceRegion", max_length=64)
     target_region: str = Field(alias="targetRegion", max_length=64)
@@ -279,6 +284,11 @@ class RegionDecommissionRequest(BaseModel):
         if region not in KNOWN_REGIONS:
             raise ValueError(f"unknown Azure region {value!r}")
         return region
+
+    @field_validator("target_resource_group")
+    @classmethod
+    def _rg(cls, value: str | None) -> str | None:
+        return _resource_group(value)
 
     @field_validator("subscription_ids")
     @classmethod

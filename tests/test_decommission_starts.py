@@ -443,3 +443,26 @@ def test_start_delays_wrap_around_within_the_spread_rather_than_pile_up_at_it() 
     later = [start_delay(n, rate) for n in range(200, 400)]
     assert max(later) < START_SPREAD_MAX and len({round(d, 6) for d in later}) == 200  # spread, not one block
     assert start_delay(5, 0.0) == pytest.approx(5 * 3 / 0.01 % START_SPREAD_MAX)  # a rate of 0 is clamped
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("subscriptionIds", [" 7d2f4b1a-6c3e-4f5a-8b9c-1e2d3f4a5b6c"]),
+        ("targetResourceGroup", " rg-target"),
+        ("targetResourceGroup", "rg target"),
+    ],
+)
+def test_decommission_event_data_is_taken_as_sent_and_a_bad_target_group_is_refused_with_the_event(
+    field: str, value: Any
+) -> None:
+    """As ``POST /api/moves``: no value is stripped, and what each move would refuse at its start
+    is refused here, once (the handler logs it and starts nothing)."""
+    from shared.errors import ApiError
+    from shared.models import RegionDecommissionRequest
+
+    data = {"sourceRegion": SOURCE, "targetRegion": TARGET, "subscriptionIds": [str(uuid.uuid4())]}
+    assert RegionDecommissionRequest.parse({**data, "targetResourceGroup": "rg-target"})
+    with pytest.raises(ApiError) as refused:
+        RegionDecommissionRequest.parse({**data, field: value})
+    assert refused.value.status == 400 and refused.value.code == "InvalidRequestContent"

@@ -193,9 +193,11 @@ def test_other_event_types_are_ignored(api: httpx.Client, make_identity: MakeIde
         {"sourceRegion": "atlantis", "targetRegion": "japanwest"},
         {"sourceRegion": "japaneast", "targetRegion": "japaneast"},
         {"sourceRegion": "japaneast", "targetRegion": "japanwest", "subscriptionIds": ["not-a-guid"]},
+        # refused with the event, not once per identity at its move's start (values as sent: no strip)
+        {"sourceRegion": "japaneast", "targetRegion": "japanwest", "targetResourceGroup": "rg-target "},
         "just text",
     ],
-    ids=["unknown region", "equal regions", "bad subscription", "not an object"],
+    ids=["unknown region", "equal regions", "bad subscription", "bad target resource group", "not an object"],
 )
 def test_a_decommission_event_with_bad_data_is_accepted_and_starts_nothing(
     api: httpx.Client, make_identity: MakeIdentity, data: Any
