@@ -313,7 +313,12 @@ class Decommissions:
         record = self._record(pk)
         if record is None or record.get("Status") == "Done":
             return
-        request = RegionDecommissionRequest.parse(json.loads(record["Request"]))
+        try:
+            request = RegionDecommissionRequest.parse(json.loads(record["Request"]))
+        except ApiError as exc:  # stored under rules it no longer passes (an older version's): never will
+            log.error("decommission %s: its stored request cannot be read: %s", pk, exc.message)
+            self._fail(pk, "StoredRequestInvalid", exc.message)
+            return
         allowed = [s for s in request.subscription_ids if self.settings.subscription_allowed(s)]
         rows = [{"PartitionKey": pk, "RowKey": f"pending|sub|{s}", "Subscription": s} for s in allowed]
         rows += [
@@ -717,7 +722,7 @@ class Decommissions:
 
     def fail_step(self, body: str) -> None:
         """Poison trigger: a step that failed 5 deliveries; its identities (or subscription) are
-        skipped. A ``starts`` message: each of its identities whose move exists counts as started,
+        skipped, or (the ``subscriptions`` step) the decommission is ``Failed``. A ``starts`` message: each of its identities whose move exists counts as started,
         the others are ``Skipped`` (``StartFailed``); nothing, if the message had completed."""
         message = json.loads(body)
         pk, event_id = message["decommission"], message["eventId"]
@@ -731,6 +736,23 @@ class Decommissions:
             self._check(pk, event_id)
         elif message["step"] == "page":
             self._finish_subscription(pk, event_id, message["subscription"], "ListFailed")
+        elif message["step"] == "subscriptions":
+            # nothing listed: no move started, no summary; a later page's completion would still
+            # mark it Done (a delivery that sent its pages, then failed)
+            self._fail(pk, "StepPoisoned", "the subscriptions step failed 5 deliveries")
+
+    def _fail(self, pk: str, code: str, message: str) -> None:
+        """The decommission cannot go on: ``Failed``, with why (``status``), not ``Starting`` forever."""
+        self.stats.add("table.update")
+        self.table.upsert_entity(
+            {
+                "PartitionKey": pk,
+                "RowKey": RECORD_ROW,
+                "Status": "Failed",
+                "Error": f"{code}: {message}"[:1000],
+            },
+            mode=UpdateMode.MERGE,
+        )
 
     def _fail_starts(self, message: dict[str, Any]) -> None:
         pk, event_id, key = message["decommission"], message["eventId"], str(message["key"])
@@ -807,7 +829,8 @@ class Decommissions:
         record = self._record(pk)
         if record is None:
             return None
-        return {"decommissionId": pk, "status": record.get("Status"), **self.summary(pk, event_id)}
+        error = {"error": record["Error"]} if record.get("Status") == "Failed" and record.get("Error") else {}
+        return {"decommissionId": pk, "status": record.get("Status"), **error, **self.summary(pk, event_id)}
 
     def _upsert(self, rows: list[dict[str, Any]], mode: UpdateMode = UpdateMode.REPLACE) -> None:
         for start in range(0, len(rows), BATCH):

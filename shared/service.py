@@ -582,7 +582,8 @@ class MoveService:
         return self.decommissions.accept(event_id, request, topic)
 
     def decommission(self, event_id: str) -> dict[str, Any] | None:
-        """A decommission as stored: ``status`` (``Starting``/``Done``), ``started``, ``skipped`` so far."""
+        """A decommission as stored: ``status`` (``Starting``/``Done``/``Failed``, then with ``error``),
+        ``started``, ``skipped`` so far."""
         self.store.ensure_tables()
         return self.decommissions.status(event_id)
 

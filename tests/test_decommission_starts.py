@@ -466,3 +466,39 @@ def test_decommission_event_data_is_taken_as_sent_and_a_bad_target_group_is_refu
     with pytest.raises(ApiError) as refused:
         RegionDecommissionRequest.parse({**data, field: value})
     assert refused.value.status == 400 and refused.value.code == "InvalidRequestContent"
+
+
+def test_a_decommission_whose_stored_request_no_longer_parses_fails_instead_of_poisoning_forever(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """A request stored by an older version (an empty ``targetResourceGroup``, which was stripped
+    and kept) that today's rules refuse: its ``subscriptions`` step fails the decommission at once,
+    with why, instead of failing 5 deliveries and leaving it ``Starting``; a poisoned
+    ``subscriptions`` step fails it too."""
+    _, data, event_id = _decommission(emulated_service, emu, 2)
+    emulated_service.start_region_decommission(event_id, data)
+    pk = partition_for(event_id)
+    table = emulated_service.store.moves
+    record = table.get_entity(pk, "decommission")
+    legacy = {**json.loads(record["Request"]), "targetResourceGroup": ""}
+    table.upsert_entity({"PartitionKey": pk, "RowKey": "decommission", "Request": json.dumps(legacy)})
+    handled: list[str] = []
+
+    def work(body: str, dequeue_count: int) -> None:
+        handled.append(json.loads(body)["step"])
+        emulated_service.handle_message(body, dequeue_count)  # raises: the message stays, poisons
+
+    drain(emulated_service, timeout=30, handler=work)
+    assert handled == ["subscriptions"]  # once: acknowledged, not retried
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Failed", status
+    assert status["error"].startswith("StoredRequestInvalid: ") and "resource group" in status["error"]
+    assert status["started"] == [] and _moves(emulated_service) == []
+
+    other = str(uuid.uuid4())
+    emulated_service.start_region_decommission(other, data)
+    body = {"decommission": partition_for(other), "eventId": other, "step": "subscriptions"}
+    emulated_service.decommissions.fail_step(json.dumps(body))
+    status = emulated_service.decommission(other)
+    assert status is not None and status["status"] == "Failed"
+    assert status["error"] == "StepPoisoned: the subscriptions step failed 5 deliveries"
