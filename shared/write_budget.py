@@ -15,10 +15,11 @@ small cache in front of ONE budget record per (subscription, kind) in table ``{p
   subscription have ended were never spent. At 300 identities in 10 subscriptions, 4 instances
   holding leases of 10 left 20-30 tokens of the last subscription's budget unspent while its last
   moves waited on the record for them (10-15 s of a 180 s run at the bench's 2 writes/s);
-* the record may go negative: a lease then waits ``-tokens / rate`` seconds before its first write,
-  so processes queue up fairly, whatever their number; but a step's first write that would wait
-  longer than ``max_wait`` reserves nothing (it goes back to the queue for that long), so the record
-  holds only tokens some thread is about to spend;
+* the record may go negative: a lease's tokens are then there one after another as it refills (the
+  k-th of n ``(k - tokens before) / rate`` seconds after the take, as n takes of one would be), so
+  processes queue up fairly, whatever their number; but a step's first write reserves only the
+  tokens there within ``max_wait``, and nothing if its own is further away (it goes back to the
+  queue until it is there), so the record holds only tokens some thread is about to spend;
 * ``rate`` and ``burst`` are ARM's own (10/s, 200) by default: together all processes never write
   faster than ARM refills, and every write is granted here before it reaches ARM (later, so ARM has
   refilled at least as much), so none of their writes is refused (``write_429s`` = 0 with any number
@@ -175,18 +176,25 @@ class SharedBudget:
     ) -> Taken | None:
         """Reserve ``n`` tokens (see ``Taken``); with ``need``, only that many (at least 1, at most
         ``n``) unless the record holds ``PLENTY_LEASES`` x ``n`` or more. With ``within``, tokens
-        further away than that many seconds are not reserved (one read, nothing written): a caller
-        that will not wait for them holds nothing it might never spend. None: no agreement reached."""
+        further away than that many seconds are not reserved (the first of them too far: one read,
+        nothing written): a caller that will not wait for them holds nothing it might never spend.
+        None: no agreement reached."""
         self._ensure()
         key = f"{subscription.lower()}|{kind}"
         for attempt in range(TRIES):
             found, now = self._read(key), self.wall()
             have = self._refilled(found, now)
             size = n if need is None or have >= PLENTY_LEASES * n else max(1, min(n, need))
+            if within is not None:
+                first = (1.0 - have) / self.rate  # the k-th token is there in (k - have) / rate
+                if first > within:
+                    return Taken(max(0.0, first), None, now, 0)
+                # only the tokens there within ``within``: the rest would be held past it, for steps
+                # of this process that may go back to the queue instead of waiting for them (1e-6:
+                # the clocks' float rounding, as ``SharedWriteLimiter.acquire``)
+                size = max(1, min(size, math.floor(have + within * self.rate + 1e-6)))
             tokens = have - size
             wait = max(0.0, -tokens / self.rate)
-            if within is not None and (1.0 - have) / self.rate > within:  # the first token's wait
-                return Taken(max(0.0, (1.0 - have) / self.rate), None, now, 0)
             if self._write(key, tokens, now, found):
                 return Taken(wait, tokens, now, size)
             # another process took first: read again after a random pause, so that racers spread out
@@ -332,7 +340,8 @@ class SharedWriteLimiter(WriteLimiter):
                 now = self._clock()
                 ready = self._ready.get(key, now) - (self._leased[key] - 1) / self.budget.rate
                 wait = max(0.0, ready - now)
-                if may_give_back and self.max_wait is not None and wait > self.max_wait:
+                # (a take within ``max_wait`` is spent here: 1e-6 s covers the clocks' float rounding)
+                if may_give_back and self.max_wait is not None and wait > self.max_wait + 1e-6:
                     with self._lock:
                         self.busy += 1
                     raise WriteBudgetBusy(subscription, kind, wait)

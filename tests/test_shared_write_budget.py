@@ -124,15 +124,36 @@ def test_a_lease_further_away_than_max_wait_is_not_taken_and_its_writes_go_back_
     assert limiter.leases == 1 and limiter.busy == 2
     assert stats.counts["table.update"] + stats.counts["table.create"] == writes
     assert table.get_entity("budget", key)["Tokens"] == pytest.approx(0)  # nothing reserved for them
-    t.now = 0.5
+    t.now = 1.1
     begin_unit()
-    # within max_wait: a lease of 2 taken; its first token is there in 0.5 s, slept (the fake clock
-    # moves on); the same step's next write takes the second, there a second later as the record
-    # refills. (Until 2026-12-02 both waited for the last: 1.5 s, then 0.)
-    assert limiter.acquire(subscription) == pytest.approx(0.5)
-    assert limiter.acquire(subscription) == pytest.approx(1.0)
+    # a lease of 2 (both tokens within max_wait): its first token is there now, the second 0.9 s
+    # later as the record refills, slept by the same step's next write (the fake clock moves on).
+    # (Until 2026-12-02 both waited for the last: 0.9 s, then 0.)
+    assert limiter.acquire(subscription) == 0
+    assert limiter.acquire(subscription) == pytest.approx(0.9)
     assert limiter.leases == 2 and limiter.acquired == 4
-    assert table.get_entity("budget", key)["Tokens"] == pytest.approx(-1.5)
+    assert table.get_entity("budget", key)["Tokens"] == pytest.approx(-0.9)
+
+
+def test_a_first_write_reserves_only_the_tokens_there_within_max_wait(storage_connection_string: str) -> None:
+    """A step's first write within reach of its token takes a lease of the tokens there within
+    ``max_wait``, not a full one: the rest would be held past it by this process, for steps that
+    may go back to the queue rather than wait for them. A later write of the step waits for its
+    token, whatever the wait (the step has written)."""
+    from shared.arm_pacing import begin_unit
+
+    table, _, limiter, _ = _on_fake_time(storage_connection_string, rate=1, burst=10, lease=10, max_wait=3)
+    subscription = str(uuid.uuid4())
+    key = f"{subscription}|writes"
+    for _ in range(10):  # the burst, one full lease
+        limiter.acquire(subscription)
+    begin_unit()
+    assert limiter.acquire(subscription) == pytest.approx(1.0)  # the record is empty: 1 s away
+    assert limiter.leases == 2
+    assert table.get_entity("budget", key)["Tokens"] == pytest.approx(-3)  # 3 reserved, of 10
+    assert [limiter.acquire(subscription) for _ in range(3)] == pytest.approx([1.0, 1.0, 1.0])
+    assert limiter.leases == 3  # the fourth write: a new, full lease (no ``within``: the step wrote)
+    assert table.get_entity("budget", key)["Tokens"] == pytest.approx(-10)
 
 
 def test_a_later_write_of_a_step_waits_for_a_far_lease_rather_than_leave_its_step_half_done(
