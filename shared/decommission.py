@@ -28,6 +28,9 @@ check              no ``pending|`` row left: the summary ``IdentityMover.RegionD
                    ``decommission`` row becomes ``Done``
 =================  ==================================================================================
 
+A decommission that cannot go on (a stored request that no longer parses, a poisoned
+``subscriptions`` step) is ``Failed`` with why, never over ``Done``.
+
 All rows live in partition ``decommission-{uuid5(event id)}`` of the moves table. Every step is
 idempotent and may run twice: rows are upserts, moves are named by the event, the summary's event
 row is created once (its content is a pure function of the ``done|`` rows, so two checks that both
@@ -315,9 +318,11 @@ class Decommissions:
             return
         try:
             request = RegionDecommissionRequest.parse(json.loads(record["Request"]))
-        except ApiError as exc:  # stored under rules it no longer passes (an older version's): never will
-            log.error("decommission %s: its stored request cannot be read: %s", pk, exc.message)
-            self._fail(pk, "StoredRequestInvalid", exc.message)
+        except (ApiError, ValueError, KeyError) as exc:  # stored under rules it no longer passes (an
+            # older version's), or not JSON: it never will
+            why = exc.message if isinstance(exc, ApiError) else f"{type(exc).__name__}: {exc}"
+            log.error("decommission %s: its stored request cannot be read: %s", pk, why)
+            self._fail(pk, "StoredRequestInvalid", why)
             return
         allowed = [s for s in request.subscription_ids if self.settings.subscription_allowed(s)]
         rows = [{"PartitionKey": pk, "RowKey": f"pending|sub|{s}", "Subscription": s} for s in allowed]
@@ -742,17 +747,18 @@ class Decommissions:
             self._fail(pk, "StepPoisoned", "the subscriptions step failed 5 deliveries")
 
     def _fail(self, pk: str, code: str, message: str) -> None:
-        """The decommission cannot go on: ``Failed``, with why (``status``), not ``Starting`` forever."""
-        self.stats.add("table.update")
-        self.table.upsert_entity(
-            {
-                "PartitionKey": pk,
-                "RowKey": RECORD_ROW,
-                "Status": "Failed",
-                "Error": f"{code}: {message}"[:1000],
-            },
-            mode=UpdateMode.MERGE,
-        )
+        """The decommission cannot go on: ``Failed``, with why (``status``), not ``Starting`` forever.
+        Never over ``Done`` (a poisoned duplicate may come after the pages it sent have finished the
+        decommission: it stays Done, so a redelivered event still starts nothing): ETag-guarded."""
+        for _ in range(3):
+            record = self._record(pk)
+            if record is None or record.get("Status") == "Done":
+                return
+            entity = {"PartitionKey": pk, "RowKey": RECORD_ROW, "Status": "Failed"}
+            entity["Error"] = f"{code}: {message}"[:1000]
+            self.stats.add("table.update")
+            if merge_if_unchanged(self.table, entity, record.metadata["etag"]):
+                return
 
     def _fail_starts(self, message: dict[str, Any]) -> None:
         pk, event_id, key = message["decommission"], message["eventId"], str(message["key"])

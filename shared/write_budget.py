@@ -19,7 +19,7 @@ small cache in front of ONE budget record per (subscription, kind) in table ``{p
   k-th of n ``(k - tokens before) / rate`` seconds after the take, as n takes of one would be), so
   processes queue up fairly, whatever their number; but a step's first write reserves only the
   tokens there within ``max_wait``, and nothing if its own is further away (it goes back to the
-  queue until it is there), so the record holds only tokens some thread is about to spend;
+  queue until it is there), so a step that goes back to the queue leaves no lease behind;
 * ``rate`` and ``burst`` are ARM's own (10/s, 200) by default: together all processes never write
   faster than ARM refills, and every write is granted here before it reaches ARM (later, so ARM has
   refilled at least as much), so none of their writes is refused (``write_429s`` = 0 with any number
@@ -192,7 +192,7 @@ class SharedBudget:
                 # only the tokens there within ``within``: the rest would be held past it, for steps
                 # of this process that may go back to the queue instead of waiting for them (1e-6:
                 # the clocks' float rounding, as ``SharedWriteLimiter.acquire``)
-                size = max(1, min(size, math.floor(have + within * self.rate + 1e-6)))
+                size = max(1, min(size, math.floor(have + (within + 1e-6) * self.rate)))
             tokens = have - size
             wait = max(0.0, -tokens / self.rate)
             if self._write(key, tokens, now, found):

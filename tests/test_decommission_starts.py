@@ -502,3 +502,20 @@ def test_a_decommission_whose_stored_request_no_longer_parses_fails_instead_of_p
     status = emulated_service.decommission(other)
     assert status is not None and status["status"] == "Failed"
     assert status["error"] == "StepPoisoned: the subscriptions step failed 5 deliveries"
+
+
+def test_a_poisoned_subscriptions_step_after_the_decommission_was_done_leaves_it_done(
+    emulated_service: MoveService, emu: str
+) -> None:
+    """A delivery that sent its pages and then failed: the pages finish the decommission before the
+    poison trigger runs. It stays Done, so a redelivered event still starts nothing."""
+    _, data, event_id = _decommission(emulated_service, emu, 2)
+    emulated_service.start_region_decommission(event_id, data)
+    drain(emulated_service, timeout=60, handler=Starts(emulated_service).handle)
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and len(status["started"]) == 2
+    body = {"decommission": partition_for(event_id), "eventId": event_id, "step": "subscriptions"}
+    emulated_service.decommissions.fail_step(json.dumps(body))
+    status = emulated_service.decommission(event_id)
+    assert status is not None and status["status"] == "Done" and "error" not in status
+    assert emulated_service.start_region_decommission(event_id, data)["status"] == "Done"
