@@ -567,6 +567,7 @@ def shared_result(
     run, when Done, wakes it: members wait for the run rather than poll, their retry coming by
     itself only after ``POLL_SECONDS``, as a fallback."""
     slept = False  # the owner waits out its gathering in its thread once per visit at most
+    paused = False  # a run it ran that was paused, likewise
     waited = 0.0  # what a member has waited in its thread this visit (``INLINE_WAIT``)
     # turns: each wait in the thread is one (a second at most after the first), and a visit must end
     # in a result, a wait on the queue or its own discovery -- never run out of turns while waiting
@@ -610,14 +611,27 @@ def shared_result(
                     # throttled: not again before its Retry-After (a run ahead's owner came at once
                     # and spent Resource Graph's quota again, every 1-2 s, while it was still out)
                     gathering = max(gathering, (_at(joined["ResumeAt"]) - now).total_seconds())
-                # who runs: the owner once the gathering is over or its paused run may go on, anyone
-                # once the owner has stopped beating; one claim wins (ETag), so a duplicate of the
-                # owner's message, or two takers, never run it twice at once
-                mine = joined["Owner"] == member and gathering <= 0 and status != "Running"
-                if (mine or (stale and gathering <= 0)) and store.update_generation(
+                # who runs: the owner once the gathering is over, any member once a paused run may
+                # go on (its owner's retry may be a minute late behind a queue's backlog: in a 300x10
+                # bench a run paused for 3.5 s went on after 28 s, and its 9 waiting members came
+                # back ~60 s after that), anyone once the owner has stopped beating; one claim wins
+                # (ETag), so a duplicate of the owner's message, or two takers, never run it twice
+                mine = (joined["Owner"] == member or status == "Paused") and gathering <= 0
+                if ((mine and status != "Running") or (stale and gathering <= 0)) and store.update_generation(
                     joined, Status="Running", Owner=member, Beat=now.isoformat()
                 ):
-                    own = _run(store, fleet, kind, n, run, member, wake)
+                    try:
+                        own = _run(store, fleet, kind, n, run, member, wake)
+                    except TransientError as exc:
+                        # paused for a short Retry-After (Resource Graph's quota): waited out here,
+                        # once a visit, then run on, not sent behind the queue's backlog
+                        pause = exc.retry_after or 0.0
+                        if not exc.throttled or paused or waited + pause > INLINE_WAIT:
+                            raise
+                        paused = True
+                        waited += pause
+                        _sleep(pause + 0.05)
+                        continue
                     if own is not None:
                         return own  # its own run's answer: no read of its row
                     continue
@@ -635,10 +649,13 @@ def shared_result(
                     _sleep(gathering + 0.05)
                     continue
                 pause = gathering + _run_guess(gens) if gathering > 0 else 1.0
+                if status == "Paused":
+                    # until it may go on: then this member runs it, if nobody has (above)
+                    pause = max(0.05, gathering + 0.05)
                 # not its own run to start (another member's, or Running in its name: the decommission's
                 # ``starts`` step runs a run ahead for its first member)
-                waits_here = joined["Owner"] != member or status == "Running"
-                if status != "Paused" and waits_here and waited + pause < INLINE_WAIT:
+                waits_here = joined["Owner"] != member or status in ("Running", "Paused")
+                if waits_here and waited + pause < INLINE_WAIT:
                     waited += pause  # a run about to end: waited out here, not on the queue
                     _sleep(pause)
                     continue

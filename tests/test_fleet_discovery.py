@@ -454,7 +454,10 @@ def test_members_racing_for_a_generation_share_one_run_and_duplicates_are_harmle
     assert [results[n]["for"] for n in range(len(members))] == members
 
 
-def test_a_throttled_run_resumes_from_the_reads_it_stored(fleet_store: FleetStore) -> None:
+def test_a_throttled_run_resumes_from_the_reads_it_stored(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)  # the runner's retry goes to the queue
     reads: list[str] = []
     throttled: list[bool] = []
 
@@ -474,9 +477,12 @@ def test_a_throttled_run_resumes_from_the_reads_it_stored(fleet_store: FleetStor
     assert reads == ["first", "second"]  # "first" was not read again
 
 
-def test_a_run_whose_connection_drops_is_paused_and_resumed_not_failed(fleet_store: FleetStore) -> None:
+def test_a_run_whose_connection_drops_is_paused_and_resumed_not_failed(
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A connection reset (Azurite under load did it in the bench) used to fail the generation, and
     every member then discovered alone."""
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)  # the runner's retry goes to the queue
     from azure.core.exceptions import ServiceResponseError
 
     reads: list[str] = []
@@ -564,12 +570,14 @@ def test_a_members_result_comes_with_its_state_query_and_one_too_big_for_its_row
 
 
 def test_a_run_ahead_answers_its_members_at_their_first_visit_and_resumes_after_a_throttle(
-    fleet_store: FleetStore,
+    fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``open_ahead`` / ``run_ahead`` (a decommission's ``starts`` step): members joined and run before
     they come. A throttled run says how long to wait and is Paused, its reads kept; run again, it
     resumes from them. Each member then gets its result at its first visit, without joining or
-    waiting, and a member that came while it was Paused waits for it."""
+    waiting, and a member that came while it was Paused waits for it (on the queue here:
+    ``INLINE_WAIT`` 0)."""
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)
     reads: list[str] = []
 
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
@@ -605,10 +613,11 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run ahead left Paused (a throttle longer than ``AHEAD_WAIT``: the ``starts`` step gives it up)
-    is resumed by its owner, the first member, at its visit once the throttle's Retry-After is over
-    (not before: that would spend the quota again); the others wait for it.
+    is resumed at a member's visit once the throttle's Retry-After is over (not before: that would
+    spend the quota again; members wait on the queue here, ``INLINE_WAIT`` 0).
     A member that comes more than ``AHEAD_FRESH`` after the run began does not take its answer (read
     before that member's step began): it joins a generation of its own."""
+    monkeypatch.setattr(fleet_discovery, "INLINE_WAIT", 0.0)
     runs: list[list[str]] = []
 
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
@@ -639,6 +648,46 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     assert runs[1:] == []
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 2}
     assert runs[1:] == [["b"]]  # the late member's own generation, b alone
+
+
+def test_a_short_throttle_is_waited_out_in_the_runners_thread_and_a_waiting_member_resumes_a_paused_run(
+    fleet_store: FleetStore,
+) -> None:
+    """A run paused for a short Retry-After (Resource Graph's quota) goes on in its runner's thread,
+    from the reads it kept, and answers at that visit: sent to the queue, its retry came ~25 s late
+    behind the 300x10 bench's backlog, and its members ~60 s after that. A second throttle in the
+    same visit goes to the queue. A member waiting for a paused run whose owner is not back when it
+    may go on runs it itself (one claim wins)."""
+    reads: list[str] = []
+
+    def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        first = parts.step("first", lambda: reads.append("first") or 1)
+        if reads.count("throttled") < 1:
+            reads.append("throttled")
+            raise TransientError("Throttled", "Resource Graph said 429", None, 0.3, throttled=True)
+        second = parts.step("second", lambda: reads.append("second") or 2)
+        return {m: {"sum": first + second} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    assert _until_done(fleet_store, fleet, "a", run) == {"sum": 3}
+    assert reads == ["first", "throttled", "second"]  # one visit: no TransientError but the waits
+
+    throttles: list[str] = []
+
+    def twice(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
+        if len(throttles) < 2:
+            throttles.append("throttled")
+            raise TransientError("Throttled", "Resource Graph said 429", None, 0.3, throttled=True)
+        return {m: {"for": m} for m, _ in members}
+
+    fleet = f"fleet-{uuid.uuid4().hex[:8]}"
+    n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})])
+    assert n == 1 and fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", twice) == 0.3
+    # b, not the owner, waits in its thread until the run may go on, runs it (throttled a second
+    # time: waited out once more in its thread) and answers; the owner then reads its answer
+    assert shared_result(fleet_store, fleet, "snapshot", "b", {}, twice) == {"for": "b"}
+    assert throttles == ["throttled", "throttled"]
+    assert shared_result(fleet_store, fleet, "snapshot", "a", {}, twice) == {"for": "a"}
 
 
 def test_the_owner_waits_out_a_short_gathering_in_its_thread_and_runs_it(
