@@ -34,8 +34,10 @@ verified (cleanup). A member that joined too late (the run had already read its 
 generation. The first member to find no open generation creates one (``create``: one wins) that
 gathers members for ``GATHER_SECONDS`` (waited out in that member's thread, ``INLINE_GATHER``) and
 runs it; the others wait (a throttled
-``TransientError``: the engine sends the step again after ``retry_after``). A run whose owner
-stops beating for ``LEASE_SECONDS`` is taken over, resuming from its stored reads. Every start or
+``TransientError``: the engine sends the step again after ``retry_after``). A run throttled for a
+short while goes on in its runner's thread; one Paused longer is resumed by whichever member comes
+first after its Retry-After. A run whose owner stops beating for ``LEASE_SECONDS`` is taken over,
+resuming from its stored reads. Every start or
 resumption of a run is an ETag-guarded claim (-> Running), so duplicates of a message never run it
 twice at once. A failed run, too many generations, or a wait past ``WAIT_LIMIT_SECONDS``: the
 member does its own discovery.
@@ -560,7 +562,8 @@ def shared_result(
 ) -> Any:
     """The member's result from a generation it joined (see the module docstring); ``None``: do your
     own discovery. Raises a throttled ``TransientError`` while the generation gathers or runs, and
-    whatever ``run`` raises (a throttled read: its finished reads are kept, the owner resumes).
+    whatever ``run`` raises (a throttled read: its finished reads are kept; a short Retry-After is
+    waited out here and the run goes on, else whichever member comes first after it resumes).
 
     ``wake`` (``PhaseContext.wake``): makes a waiting member's retry message visible now. With it, a
     member waiting for another's run keeps its retry's handle (the error's ``on_scheduled``) and the
@@ -792,7 +795,8 @@ def _run(
     """A claimed run of generation ``n`` (Running): read the member list (kept with the run's reads),
     then Azure (``run``), then write each member's result, then Done, then wake the other members'
     waiting messages (their handles read afresh). Throttled: Paused, the reads so far kept, the
-    owner goes on at its next visit (or a taker after the lease). Returns ``me``'s own result as
+    runner waits a short Retry-After out (``shared_result``) or a member resumes it after it (or a
+    taker after the lease). Returns ``me``'s own result as
     stored (None: not a member, or the run did not end Done): the runner needs no read of its row."""
     began = _now()
     parts = Parts(store, fleet, kind, n)
