@@ -523,7 +523,7 @@ class Decommissions:
     def _finish_ahead(self, pk: str, ahead: Any, wait: float) -> None:
         """Runs a throttled discovery ahead again after its Retry-After, up to ``AHEAD_TRIES`` times while
         the wait is at most ``AHEAD_WAIT`` (``shared/fleet_discovery.py``); past that, it stays Paused
-        for its owner (the first move's snapshot) to resume."""
+        for the first of its members' snapshots that comes after its Retry-After to resume."""
         for _ in range(fleet_discovery.AHEAD_TRIES):
             if wait > fleet_discovery.AHEAD_WAIT:
                 log.info("decommission %s: discovery ahead left paused (retry in %.1fs)", pk, wait)

@@ -574,7 +574,7 @@ def shared_result(
     waited = 0.0  # what a member has waited in its thread this visit (``INLINE_WAIT``)
     # turns: each wait in the thread is one (a second at most after the first), and a visit must end
     # in a result, a wait on the queue or its own discovery -- never run out of turns while waiting
-    for _ in range(int(INLINE_WAIT) + 8):
+    for _ in range(int(INLINE_WAIT) + 16):
         gens, mine = store.state(fleet, kind, member)
         now = _now()
         if gens and gens[max(gens)]["Status"] == "Failed":
@@ -632,7 +632,7 @@ def shared_result(
                         if not exc.throttled or paused or waited + pause > INLINE_WAIT:
                             raise
                         paused = True
-                        waited += pause
+                        waited += pause + 0.05
                         _sleep(pause + 0.05)
                         continue
                     if own is not None:
@@ -654,7 +654,7 @@ def shared_result(
                 pause = gathering + _run_guess(gens) if gathering > 0 else 1.0
                 if status == "Paused":
                     # until it may go on: then this member runs it, if nobody has (above)
-                    pause = max(0.05, gathering + 0.05)
+                    pause = max(0.1, gathering + 0.05)
                 # not its own run to start (another member's, or Running in its name: the decommission's
                 # ``starts`` step runs a run ahead for its first member)
                 waits_here = joined["Owner"] != member or status in ("Running", "Paused")
@@ -734,8 +734,8 @@ def open_ahead(
     it. Each member then finds it Done with its result in its own row at its first visit: no join, no
     wait, no wake (each of those visits cost ~7 storage transactions and seconds). The rule holds: the
     run reads Azure after the member rows are written. Its owner is the first member: a run left
-    Paused is resumed by it at its visit, like any other, and a run cut short by a crash is taken
-    over once it stops beating. The generation's number, None when none was opened (lost races: the
+    Paused is resumed, like any other, by the first member that comes after its Retry-After, and a
+    run cut short by a crash is taken over once it stops beating. The generation's number, None when none was opened (lost races: the
     members join one the usual way)."""
     if not members:
         return None
@@ -772,6 +772,10 @@ def run_ahead(
         return None
     if _now() - _at(gen["StartAt"]) > timedelta(seconds=AHEAD_FRESH):
         return None  # its members no longer take its answer (they run their own): nothing to run for
+    if gen["Status"] == "Paused" and gen.get("ResumeAt"):
+        left = (_at(gen["ResumeAt"]) - _now()).total_seconds()
+        if left > 0:  # paused again meanwhile (a member resumed it and was throttled): not before then
+            return left
     if not store.update_generation(gen, Status="Running", Owner=owner, Beat=_now().isoformat()):
         return None
     try:

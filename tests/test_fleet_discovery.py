@@ -584,19 +584,22 @@ def test_a_run_ahead_answers_its_members_at_their_first_visit_and_resumes_after_
         first = parts.step("first", lambda: reads.append("first") or 1)
         if reads.count("throttled") == 0:
             reads.append("throttled")
-            raise TransientError("Throttled", "Resource Graph said 429", None, 0.2, throttled=True)
+            raise TransientError("Throttled", "Resource Graph said 429", None, 1.0, throttled=True)
         return {m: {"for": d["m"], "first": first} for m, d in members}
 
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
     members = [("a", {"m": "a"}), ("b", {"m": "b"})]
     n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", members)
     assert n == 1
-    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) == 0.2
+    assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) == 1.0
     generation = fleet_store.generation(fleet, "snapshot", 1)
     assert generation["Status"] == "Paused" and generation["Ahead"] is True
-    with pytest.raises(TransientError) as waits:  # came while it was paused: waits (a is the owner)
+    with pytest.raises(TransientError) as waits:  # came while it was paused: waits (its Retry-After)
         shared_result(fleet_store, fleet, "snapshot", "b", {"m": "b"}, run)
     assert waits.value.code == "FleetDiscoveryRunning"
+    left = fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run)  # not before it either
+    assert left is not None and 0 < left <= 1.0 and reads == ["first", "throttled"]
+    time.sleep(left + 0.05)
     assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) is None
     assert fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Done"
     assert reads == ["first", "throttled"]  # "first" read once across the two runs
@@ -609,7 +612,7 @@ def test_a_run_ahead_answers_its_members_at_their_first_visit_and_resumes_after_
     assert fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) is None  # over: nothing
 
 
-def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_late_member_runs_its_own(
+def test_a_run_ahead_throttled_for_long_is_resumed_at_a_members_visit_and_a_late_member_runs_its_own(
     fleet_store: FleetStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A run ahead left Paused (a throttle longer than ``AHEAD_WAIT``: the ``starts`` step gives it up)
@@ -623,18 +626,18 @@ def test_a_run_ahead_throttled_for_long_is_resumed_by_its_first_member_and_a_lat
     def run(members: list[tuple[str, dict[str, Any]]], parts: Parts) -> dict[str, Any]:
         runs.append([m for m, _ in members])
         if len(runs) == 1:
-            raise TransientError("Throttled", "Resource Graph said 429", None, 0.5, throttled=True)
+            raise TransientError("Throttled", "Resource Graph said 429", None, 1.0, throttled=True)
         return {m: {"for": m, "run": len(runs)} for m, _ in members}
 
     fleet = f"fleet-{uuid.uuid4().hex[:8]}"
     n = fleet_discovery.open_ahead(fleet_store, fleet, "snapshot", [("a", {}), ("b", {})])
-    assert n == 1 and fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) == 0.5
+    assert n == 1 and fleet_discovery.run_ahead(fleet_store, fleet, "snapshot", n, "a", run) == 1.0
     assert fleet_store.generation(fleet, "snapshot", 1)["Status"] == "Paused" and len(runs) == 1
-    for member in ("b", "a"):  # b is not the owner; a is, but not before the throttle's Retry-After
+    for member in ("b", "a"):  # neither before the throttle's Retry-After
         with pytest.raises(TransientError) as waits:
             shared_result(fleet_store, fleet, "snapshot", member, {}, run)
         assert waits.value.code == "FleetDiscoveryRunning" and len(runs) == 1
-    time.sleep(0.6)
+    time.sleep(1.1)
     assert shared_result(fleet_store, fleet, "snapshot", "a", {}, run) == {"for": "a", "run": 2}
     assert shared_result(fleet_store, fleet, "snapshot", "b", {}, run) == {"for": "b", "run": 2}
 
