@@ -727,8 +727,9 @@ class Decommissions:
 
     def fail_step(self, body: str) -> None:
         """Poison trigger: a step that failed 5 deliveries; its identities (or subscription) are
-        skipped, or (the ``subscriptions`` step) the decommission is ``Failed``. A ``starts`` message: each of its identities whose move exists counts as started,
-        the others are ``Skipped`` (``StartFailed``); nothing, if the message had completed."""
+        skipped, or (the ``subscriptions`` step) the decommission is ``Failed``. A ``starts``
+        message: each of its identities whose move exists counts as started, the others are
+        ``Skipped`` (``StartFailed``); nothing, if the message had completed."""
         message = json.loads(body)
         pk, event_id = message["decommission"], message["eventId"]
         if message["step"] == "starts":
@@ -754,8 +755,8 @@ class Decommissions:
             record = self._record(pk)
             if record is None or record.get("Status") == "Done":
                 return
-            entity = {"PartitionKey": pk, "RowKey": RECORD_ROW, "Status": "Failed"}
-            entity["Error"] = f"{code}: {message}"[:1000]
+            error = f"{code}: {message}"[:1000]
+            entity = {"PartitionKey": pk, "RowKey": RECORD_ROW, "Status": "Failed", "Error": error}
             self.stats.add("table.update")
             if merge_if_unchanged(self.table, entity, record.metadata["etag"]):
                 return

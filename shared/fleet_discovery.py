@@ -318,10 +318,8 @@ class FleetStore:
         """``status``; Paused with ``resume_at``: no one runs it again before then (its throttle's
         Retry-After), its owner included."""
         entity: dict[str, Any] = {"PartitionKey": fleet, "RowKey": f"g|{kind}|{n:06d}", "Status": status}
-        if status == "Done":
-            entity["Ended"] = (
-                _now().isoformat()
-            )  # how long runs take: the members' first look (``_run_guess``)
+        if status == "Done":  # how long runs take: the members' first look (``_run_guess``)
+            entity["Ended"] = _now().isoformat()
         if resume_at is not None:
             entity["ResumeAt"] = resume_at.isoformat()
         self.stats.add("table.update")
@@ -619,10 +617,10 @@ def shared_result(
                 # bench a run paused for 3.5 s went on after 28 s, and its 9 waiting members came
                 # back ~60 s after that), anyone once the owner has stopped beating; one claim wins
                 # (ETag), so a duplicate of the owner's message, or two takers, never run it twice
-                mine = (joined["Owner"] == member or status == "Paused") and gathering <= 0
-                if ((mine and status != "Running") or (stale and gathering <= 0)) and store.update_generation(
-                    joined, Status="Running", Owner=member, Beat=now.isoformat()
-                ):
+                may_run = (joined["Owner"] == member or status == "Paused") and gathering <= 0
+                if (
+                    (may_run and status != "Running") or (stale and gathering <= 0)
+                ) and store.update_generation(joined, Status="Running", Owner=member, Beat=now.isoformat()):
                     try:
                         own = _run(store, fleet, kind, n, run, member, wake)
                     except TransientError as exc:
@@ -735,8 +733,8 @@ def open_ahead(
     wait, no wake (each of those visits cost ~7 storage transactions and seconds). The rule holds: the
     run reads Azure after the member rows are written. Its owner is the first member: a run left
     Paused is resumed, like any other, by the first member that comes after its Retry-After, and a
-    run cut short by a crash is taken over once it stops beating. The generation's number, None when none was opened (lost races: the
-    members join one the usual way)."""
+    run cut short by a crash is taken over once it stops beating. The generation's number, None when
+    none was opened (lost races: the members join one the usual way)."""
     if not members:
         return None
     owner = members[0][0]
@@ -800,8 +798,8 @@ def _run(
     then Azure (``run``), then write each member's result, then Done, then wake the other members'
     waiting messages (their handles read afresh). Throttled: Paused, the reads so far kept, the
     runner waits a short Retry-After out (``shared_result``) or a member resumes it after it (or a
-    taker after the lease). Returns ``me``'s own result as
-    stored (None: not a member, or the run did not end Done): the runner needs no read of its row."""
+    taker after the lease). Returns ``me``'s own result as stored (None: not a member, or the run
+    did not end Done): the runner needs no read of its row."""
     began = _now()
     parts = Parts(store, fleet, kind, n)
     members = parts.step("members", lambda: [list(m) for m in store.members(fleet, kind, n)])

@@ -49,7 +49,9 @@ class Settings:
     max_parallel_items: int = 8
     inline_items: int = 16
     # threads a step runs its independent calls on (``shared/side_by_side.py``): cleanup's own items
-    # (their ``serial`` groups in order), each kind of access's discovery and check; 1 = one after another
+    # (their ``serial`` groups in order), each kind of access's discovery and check; 1 = one after
+    # another. A move's kinds of access are 9, its cleanup items ~8-12; ARM's latency (80 ms a read,
+    # 300 ms a write) rather than the machine's CPU is what they wait for
     step_width: int = 6
     backoff_scale: float = 1.0
     arm_retry_total: int = 6

@@ -22,13 +22,10 @@ from shared.arm_pacing import carry
 
 T = TypeVar("T")
 
-# threads per step (``IDMOVE_STEP_WIDTH``): a move's kinds of access are 9, its cleanup items
-# ~8-12; ARM's latency (80 ms a read, 300 ms a write) rather than the machine's CPU is what they wait for
-WIDTH = 6
 
-
-def side_by_side(calls: Sequence[Callable[[], T]], width: int = WIDTH) -> list[T]:
-    """Each call's result, in the order of ``calls``; one call (or ``width`` 1) runs on this thread."""
+def side_by_side(calls: Sequence[Callable[[], T]], width: int) -> list[T]:
+    """Each call's result, in the order of ``calls``, on up to ``width`` threads (``Settings.
+    step_width``, ``IDMOVE_STEP_WIDTH``); one call (or ``width`` 1) runs on this thread."""
     if len(calls) <= 1 or width <= 1:
         return [call() for call in calls]
     with ThreadPoolExecutor(min(width, len(calls))) as pool:

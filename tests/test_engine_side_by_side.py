@@ -68,7 +68,7 @@ def test_side_by_side_keeps_the_order_raises_the_first_error_and_carries_the_mov
         return n * 10
 
     with one_move() as move:
-        assert side_by_side([lambda n=n: call(n) for n in range(3)]) == [0, 10, 20]
+        assert side_by_side([lambda n=n: call(n) for n in range(3)], 6) == [0, 10, 20]
     assert seen == [move, move, move]
 
     def fails(message: str, after: float) -> None:
@@ -82,7 +82,8 @@ def test_side_by_side_keeps_the_order_raises_the_first_error_and_carries_the_mov
                 lambda: fails("first", 0.2),  # ends last, raised first: the order of the calls
                 lambda: fails("second", 0.0),
                 lambda: ended.append("third"),  # the others still run to their end
-            ]
+            ],
+            6,
         )
     assert ended == ["third"]
 
